@@ -1,0 +1,53 @@
+# The two commands of the README contract: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: run test test-unit test-integration demo bench check-env install browser clean-state
+
+check-env:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null || \
+	  { echo "Python 3.11 is required (found: $$($(PYTHON) --version 2>&1)); install python3.11 or run 'make PYTHON=/path/to/python3.11 ...'."; exit 1; }
+	@java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' || \
+	  { echo "Java 17 or newer is required by Spark; install it (Debian: apt-get install openjdk-17-jre-headless) and make sure 'java' is on PATH."; exit 1; }
+
+$(STAMP): pyproject.toml constraints.txt | check-env
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	@# The Spark provider pulls pyspark-client (no JVM, older version) into the same
+	@# package directory; reinstall pyspark last so its files are the ones on disk.
+	$(PIP) install -q --force-reinstall --no-deps "$$(grep '^pyspark==' constraints.txt)"
+	@touch $(STAMP)
+
+install: check-env $(STAMP)
+
+# Debian's Chromium for the dashboard's browser test (no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The dashboard browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+run: install
+	@mkdir -p var exports
+	$(VENV)/bin/honcho --no-prefix start -f Procfile 2>&1 || true
+
+demo: install
+	$(PY) -m marketstream.demo
+
+test: install browser
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: install
+	$(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
+
+clean-state:
+	rm -rf var .airflow

@@ -1,0 +1,115 @@
+"""The one place that reads the environment.
+
+Every host, port, topic name and path the platform uses is a field here, read from an
+environment variable of the same name (upper case) with a default for the embedded run.
+A bad value stops startup with a message naming the variable (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
+
+
+class SettingsError(SystemExit):
+    """Raised for an invalid setting; exits with a message naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    orders_topic: str = "orders"
+    orderbook_topic: str = "orderbook"
+    deadletter_topic: str = "orders.deadletter"
+    metrics_topic: str = "orderbook.metrics"
+    orders_partitions: int = Field(3, ge=1, le=64)
+    deals_topic: str = "energy.deals"
+    deals_deadletter_topic: str = "energy.deals.deadletter"
+
+    # Order book
+    book_depth: int = Field(15, ge=0, description="levels per side; 0 = all")
+    closed_id_ttl_seconds: int = Field(86_400, ge=1)
+
+    # Order emulator
+    producer_events_per_tick: int = Field(10, ge=1)
+    producer_tick_seconds: float = Field(0.1, gt=0)
+    producer_symbols: str = "BTC-USDT,ETH-USDT,SOL-USDT"
+    producer_close_share: float = Field(0.3, ge=0, le=1)
+
+    # Spark
+    spark_master: str = "local[2]"
+    spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
+    spark_max_events_per_batch: int = Field(50_000, ge=1)
+    spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
+    spark_ui_url: str = "http://127.0.0.1:4040"
+
+    # Airflow / exports
+    export_dir: Path = PROJECT_ROOT / "exports"
+    airflow_ui_url: str = "http://127.0.0.1:8080"
+
+    # Power-trading desk
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'energy.db'}"
+    exchange_host: str = "127.0.0.1"
+    exchange_port: int = Field(5050, ge=1, le=65535)
+    exchange_ws_url: str = "ws://127.0.0.1:5050"
+    market_data_host: str = "127.0.0.1"
+    market_data_port: int = Field(5060, ge=1, le=65535)
+    market_data_url: str = "http://127.0.0.1:5060"
+    market_data_requests_per_minute: int = Field(50, ge=1)
+
+    # Dashboard
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_list(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers or not all(_HOST_PORT.match(s) for s in servers):
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator(
+        "orders_topic", "orderbook_topic", "deadletter_topic", "metrics_topic",
+        "deals_topic", "deals_deadletter_topic",
+    )
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value):
+            raise ValueError(f"not a valid Kafka topic name: {value!r}")
+        return value
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return self.kafka_bootstrap_servers.split(",")
+
+    @property
+    def symbols(self) -> list[str]:
+        return [s.strip() for s in self.producer_symbols.split(",") if s.strip()]
+
+
+def load_settings(**overrides) -> Settings:
+    """Read settings from the environment; exit with one clear sentence on a bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"Invalid setting(s) in the environment: {problems}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

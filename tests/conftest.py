@@ -1,0 +1,75 @@
+"""Shared fixtures: a real Tansu broker on a free port, settings pointing at it, and the
+machine's PostgreSQL. Integration tests create uniquely named topics so they never see
+each other's data."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import pytest
+
+from marketstream.settings import Settings, load_settings
+from tests.support import POSTGRES_URL, free_port
+
+
+
+
+
+@pytest.fixture(scope="session")
+def broker_bootstrap(tmp_path_factory) -> str:
+    """A real Tansu broker (memory storage) for the whole test session."""
+    from marketstream.broker import tansu_command, wait_until_ready
+
+    port = free_port()
+    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("w")
+    process = subprocess.Popen(tansu_command(settings), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_ready(settings, timeout_s=30)
+        yield settings.kafka_bootstrap_servers
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
+    """Settings on the test broker with topic names and paths private to this test;
+    topics are created (with the project's own code) before the test starts."""
+    from marketstream.topics import ensure_topics
+
+    settings = load_settings(
+        kafka_bootstrap_servers=broker_bootstrap,
+        orders_topic=f"orders-{unique}",
+        orderbook_topic=f"orderbook-{unique}",
+        deadletter_topic=f"orders-dlq-{unique}",
+        metrics_topic=f"metrics-{unique}",
+        deals_topic=f"deals-{unique}",
+        deals_deadletter_topic=f"deals-dlq-{unique}",
+        spark_checkpoint_dir=tmp_path / "checkpoint",
+        export_dir=tmp_path / "exports",
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL (trust auth, database test); tests fail, not skip, without it."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("select 1"))
+    engine.dispose()
+    return POSTGRES_URL
