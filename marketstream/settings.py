@@ -70,6 +70,12 @@ class Settings(BaseSettings):
 
     # Dashboard
     dashboard_port: int = Field(8501, ge=1, le=65535)
+    # 0.0.0.0 in containers; the embedded run stays on loopback.
+    dashboard_address: str = "127.0.0.1"
+    # Snapshots are due every second: older than this, the book page warns it is stale.
+    dashboard_stale_seconds: float = Field(5.0, gt=0)
+    # How far back the health page charts snapshots and batches.
+    dashboard_health_window_seconds: int = Field(300, ge=10, le=3600)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
