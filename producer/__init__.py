@@ -1,0 +1,1 @@
+"""Order-event emulator (run as ``python -m producer``)."""

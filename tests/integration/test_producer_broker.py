@@ -1,0 +1,76 @@
+"""The emulator against a real Tansu broker: what it sends is what a consumer reads back."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from marketstream import kafka_io
+from marketstream.orderbook import OrderBook, levels_to_json, parse_event, render_book
+from marketstream.orderbook.replay import replay_file
+from marketstream.topics import ensure_topics, topic_specs
+from tests.support import OFFICIAL_CSV, ROOT, python_env
+
+pytestmark = pytest.mark.integration
+
+
+def run_producer(settings, *args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "producer", "--bootstrap-servers", settings.kafka_bootstrap_servers,
+         "--topic", settings.orders_topic, *args],
+        capture_output=True, text=True, cwd=ROOT, env=python_env(), timeout=timeout,
+    )
+
+
+def test_topic_creation_is_idempotent_with_the_configured_partitions(kafka_settings):
+    assert set(ensure_topics(kafka_settings).values()) == {False}  # the fixture created them already
+    consumer = kafka_io.make_consumer(kafka_settings)
+    try:
+        for spec in topic_specs(kafka_settings):
+            assert len(kafka_io.partitions_of(consumer, spec.name)) == spec.partitions
+    finally:
+        consumer.close()
+
+
+def test_official_sample_replayed_through_the_broker_gives_the_reference_book(kafka_settings):
+    result = run_producer(kafka_settings, "--replay", str(OFFICIAL_CSV), "--events-per-tick", "1000",
+                          "--tick-seconds", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "sent 7826 events" in result.stderr
+    # Reading to the true end (fetch high watermark): Tansu's end_offsets would stop early.
+    records = list(kafka_io.read_range(kafka_settings, kafka_settings.orders_topic))
+    assert len(records) == 7826
+    book = OrderBook().apply_all(parse_event(r.value) for r in records)
+    reference, _ = replay_file(OFFICIAL_CSV)
+    assert book.open_count == 4174
+    assert levels_to_json(render_book(book, 0)) == levels_to_json(render_book(reference, 0))
+
+
+def test_emulator_keeps_the_seed_pace_and_keys_by_order_id(kafka_settings):
+    started = time.monotonic()
+    result = run_producer(kafka_settings, "--seed", "5", "--max-events", "300")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "sent 300 events in 3.0 s: 100.0 events/s (target 100/s); failed 0" in result.stderr
+    assert elapsed < 15
+    records = list(kafka_io.read_range(kafka_settings, kafka_settings.orders_topic))
+    assert len(records) == 300
+    partitions_by_order: dict = {}
+    for record in records:
+        event = parse_event(record.value)
+        assert record.key == str(event.order_id).encode()
+        partitions_by_order.setdefault(event.order_id, set()).add(record.partition)
+    # an order's open and close share a partition, so a close never overtakes its open
+    assert all(len(p) == 1 for p in partitions_by_order.values())
+    assert len({r.partition for r in records}) == kafka_settings.orders_partitions
+
+
+def test_unreachable_broker_is_a_clear_error_not_a_hang():
+    result = subprocess.run(
+        [sys.executable, "-m", "producer", "--max-events", "1", "--broker-timeout", "3"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env=python_env(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1"),
+    )
+    assert result.returncode != 0
+    assert "no Kafka broker answered at 127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
