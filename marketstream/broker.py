@@ -43,6 +43,7 @@ def is_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.bootstrap_list,
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
             client_id="marketstream-health",
         )
     except (KafkaError, OSError, ValueError):
