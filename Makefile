@@ -35,7 +35,8 @@ browser:
 
 run: install
 	@mkdir -p var exports
-	$(VENV)/bin/honcho --no-prefix start -f Procfile 2>&1 || true
+	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
 
 demo: install
 	$(PY) -m marketstream.demo

@@ -1,0 +1,1 @@
+"""Benchmarks (run with ``python -m bench.<name>``); each writes its figures to bench/results/."""

@@ -1,0 +1,120 @@
+"""Benchmark of the order-book core and the order emulator.
+
+    python -m bench.core [--events 200000] [--repeats 5] [--send-events 50000]
+
+Reports (medians over repeats, one run):
+- events/s the core parses+applies (JSON bytes -> OrderEvent -> OrderBook), and apply alone;
+- milliseconds to render a full snapshot (depth 15 and all levels) of the resulting book;
+- events/s the emulator builds, and events/s it sends unpaced to a real broker (Tansu,
+  started here on a free port unless KAFKA_BOOTSTRAP_SERVERS is given with --use-running).
+These are the ceilings the Spark job is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from marketstream.orderbook import OrderBook, parse_event, render_book
+from marketstream.orderbook.events import event_to_json
+from marketstream.orderbook.render import levels_to_json
+from producer.flow import OrderFlow
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _events(n: int) -> list[bytes]:
+    flow = OrderFlow(symbols=["BTC-USDT", "ETH-USDT", "SOL-USDT"], seed=1)
+    return [event_to_json(flow.next_event(1_700_000_000)).encode() for _ in range(n)]
+
+
+def _median_rate(fn, count: int, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def bench_core(n: int, repeats: int) -> dict:
+    raw = _events(n)
+    parsed = [parse_event(r) for r in raw]
+    book = OrderBook().apply_all(parsed)
+    levels = sum(len(v) for v in book.levels.values())
+    return {
+        "events": n,
+        "parse_and_apply_events_per_s": _median_rate(lambda: OrderBook().apply_all(parse_event(r) for r in raw), n, repeats),
+        "apply_only_events_per_s": _median_rate(lambda: OrderBook().apply_all(parsed), n, repeats),
+        "open_orders": book.open_count,
+        "price_levels": levels,
+        "render_depth15_ms": _median_ms(lambda: levels_to_json(render_book(book, 15)), repeats * 4),
+        "render_all_levels_ms": _median_ms(lambda: levels_to_json(render_book(book, 0)), repeats * 4),
+        "emulator_build_events_per_s": _median_rate(lambda: _events(n // 4), n // 4, repeats),
+    }
+
+
+def bench_send(n: int, repeats: int) -> dict:
+    from marketstream.broker import tansu_command, wait_until_ready
+    from marketstream.settings import load_settings
+    from marketstream.topics import ensure_topics
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    broker = subprocess.Popen(tansu_command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_ready(settings)
+        ensure_topics(settings)
+        rates = []
+        for _ in range(repeats):
+            result = subprocess.run(
+                [sys.executable, "-m", "producer", "--unpaced", "--max-events", str(n), "--seed", "1",
+                 "--bootstrap-servers", settings.kafka_bootstrap_servers, "--events-per-tick", "1000"],
+                capture_output=True, text=True, check=True,
+            )
+            line = [l for l in result.stderr.splitlines() if "events/s" in l][-1]
+            rates.append(float(line.split(": ")[-1].split(" events/s")[0].split(": ")[-1]))
+        return {"send_events": n, "emulator_send_events_per_s": statistics.median(rates)}
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.core")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--send-events", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    result = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        **bench_core(args.events, args.repeats),
+        **bench_send(args.send_events, max(1, args.repeats // 2)),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "core.json").write_text(json.dumps(result, indent=2))
+    for key, value in result.items():
+        print(f"{key:32} {value:,.1f}" if isinstance(value, float) else f"{key:32} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
