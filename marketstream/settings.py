@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
@@ -18,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
+
+
+def _default_python() -> str:
+    venv_python = PROJECT_ROOT / ".venv" / "bin" / "python"
+    return str(venv_python) if venv_python.exists() else sys.executable
 
 
 class SettingsError(SystemExit):
@@ -53,6 +59,10 @@ class Settings(BaseSettings):
     spark_max_events_per_batch: int = Field(50_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
+    spark_shuffle_partitions: int = Field(2, ge=1, le=200)
+    spark_ui_enabled: bool = True
+    # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
+    spark_python: str = Field(default_factory=lambda: _default_python())
 
     # Airflow / exports
     export_dir: Path = PROJECT_ROOT / "exports"

@@ -1,0 +1,73 @@
+"""How to launch the order-book job: the application path, its Spark settings and its
+environment. Pure and cheap (no pyspark import): the Airflow DAG calls these at parse time
+for ``SparkSubmitOperator(application=..., conf=..., env_vars=...)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from marketstream.settings import PROJECT_ROOT, Settings
+
+JOB_APPLICATION: Path = PROJECT_ROOT / "spark_apps" / "orderbook_job.py"
+LOG_CONFIG: Path = PROJECT_ROOT / "spark_apps" / "log4j2.properties"
+QUERY_NAME = "orderbook"
+ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+
+# Settings the job reads from its environment (``marketstream.settings`` field names).
+_JOB_SETTINGS = (
+    "kafka_bootstrap_servers", "orders_topic", "orderbook_topic", "deadletter_topic", "metrics_topic",
+    "book_depth", "closed_id_ttl_seconds", "spark_master", "spark_checkpoint_dir",
+    "spark_max_events_per_batch", "spark_kafka_connector", "spark_shuffle_partitions", "spark_ui_enabled",
+    "spark_python",
+)
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The ``--conf`` pairs (the job sets the same ones itself when started without them)."""
+    return {
+        # transformWithState needs RocksDB; changelog checkpointing writes only each
+        # batch's changes instead of uploading state snapshots: shorter batches.
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # One grouping key holds the book; more shuffle partitions only add empty tasks.
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        # Timers need batches without new input (idle seconds still publish a snapshot).
+        "spark.sql.streaming.noDataMicroBatches.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "true" if settings.spark_ui_enabled else "false",
+        "spark.python.worker.reuse": "true",
+        "spark.pyspark.python": settings.spark_python,
+        "spark.pyspark.driver.python": settings.spark_python,
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
+        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
+        # Logs and checkpoints stay small on a long-running job.
+        "spark.sql.streaming.minBatchesToRetain": "20",
+    }
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """Environment variables for the job: its settings and the Python it runs with."""
+    env = {name.upper(): str(getattr(settings, name)).lower() if isinstance(getattr(settings, name), bool)
+           else str(getattr(settings, name)) for name in _JOB_SETTINGS}
+    env.update(
+        PYSPARK_PYTHON=settings.spark_python,
+        PYSPARK_DRIVER_PYTHON=settings.spark_python,
+        PYTHONPATH=str(PROJECT_ROOT),
+    )
+    return env
+
+
+def spark_submit_binary() -> str:
+    """``spark-submit`` next to the running interpreter (the venv's pyspark), else PATH."""
+    candidate = Path(sys.executable).with_name("spark-submit")
+    return str(candidate) if candidate.exists() else "spark-submit"
+
+
+def submit_command(settings: Settings) -> list[str]:
+    """The full ``spark-submit`` argv (tests, ``make demo``, the Procfile)."""
+    argv = [spark_submit_binary(), "--master", settings.spark_master, "--name", QUERY_NAME]
+    for key, value in spark_conf(settings).items():
+        argv += ["--conf", f"{key}={value}"]
+    return argv + [str(JOB_APPLICATION)]

@@ -1,0 +1,249 @@
+"""Kafka for Spark through PySpark's Python Data Source API, on kafka-python.
+
+Used when the JVM ``kafka`` connector is not on the classpath (here its jars cannot be
+downloaded). Registered as format ``marketstream_kafka``.
+
+Reader (schema ``partition int, offset long, value binary``):
+- offsets are ``{"<partition>": next_offset, ..., "tick": epoch_second}`` and live in
+  Spark's checkpoint (offset log), never in consumer-group commits;
+- a new query starts at the beginning of the topic: the book is a function of all events;
+- ``latestOffset`` caps a batch at ``maxEventsPerBatch`` events (fair share per
+  partition) so a backlog is worked off in bounded batches;
+- ``tick`` (the current second) changes every trigger, so a batch runs every second even
+  with no input; each batch carries one heartbeat row (partition -1) whose value is the
+  batch's end offsets. That gives the stateful processor a call every second and the
+  snapshot headers the offsets of partitions that have not had an event yet.
+
+Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``; a replayed
+batch writes the same records again (at least once; snapshots carry a sequence number
+for consumers to drop duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from pyspark.sql.datasource import (
+    DataSource, DataSourceStreamReader, DataSourceStreamWriter, InputPartition, WriterCommitMessage,
+)
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
+
+from marketstream.spark.book_state import HEARTBEAT_PARTITION
+
+FORMAT = "marketstream_kafka"
+TICK = "tick"
+SOURCE_SCHEMA = "partition int, offset long, value binary"
+
+log = logging.getLogger("marketstream.spark.kafka")
+logging.getLogger("kafka").setLevel(logging.WARNING)
+
+# kafka-python clients cached per worker process (Spark reuses Python workers across
+# batches): connecting costs tens of milliseconds per batch otherwise. A cache of
+# connections only; nothing here is state.
+_CONSUMERS: dict[str, object] = {}
+_PRODUCERS: dict[str, object] = {}
+
+
+def _consumer(bootstrap: str):
+    from kafka import KafkaConsumer
+
+    consumer = _CONSUMERS.get(bootstrap)
+    if consumer is None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        _CONSUMERS[bootstrap] = consumer
+    return consumer
+
+
+def _producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    producer = _PRODUCERS.get(bootstrap)
+    if producer is None:
+        # One in-flight request: records of a partition (one snapshot a second) stay in order.
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=0, retries=5,
+            max_in_flight_requests_per_connection=1,
+        )
+        _PRODUCERS[bootstrap] = producer
+    return producer
+
+
+def partition_offsets(offset: dict) -> dict[int, int]:
+    """The Kafka partitions of an offset dict (without the tick)."""
+    return {int(p): int(o) for p, o in offset.items() if p != TICK}
+
+
+def cap_offsets(start: dict[int, int], latest: dict[int, int], max_rows: int | None) -> dict[int, int]:
+    """End offsets reading at most ``max_rows`` events, shared fairly between partitions
+    (each gets an equal share; what a short partition leaves goes to the others)."""
+    end = {p: max(latest[p], start.get(p, 0)) for p in latest}
+    if max_rows is None:
+        return end
+    backlog = {p: end[p] - start.get(p, 0) for p in end}
+    if sum(backlog.values()) <= max_rows:
+        return end
+    take, budget = {p: 0 for p in end}, max_rows
+    pending = sorted(p for p in end if backlog[p] > 0)
+    while budget > 0 and pending:
+        share = max(1, budget // len(pending))
+        for p in list(pending):
+            grant = min(share, backlog[p] - take[p], budget)
+            take[p] += grant
+            budget -= grant
+            if take[p] == backlog[p]:
+                pending.remove(p)
+            if budget == 0:
+                break
+    return {p: start.get(p, 0) + take[p] for p in end}
+
+
+class KafkaRange(InputPartition):
+    """One partition's offset range ``[start, end)``; ``value`` is the heartbeat row's."""
+
+    def __init__(self, partition: int, start: int, end: int, value: bytes | None = None):
+        super().__init__(partition)
+        self.partition, self.start, self.end, self.value = partition, start, end, value
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options: dict[str, str]):
+        self.bootstrap = options["bootstrap.servers"]
+        self.topic = options["topic"]
+        self.max_rows = int(options["maxEventsPerBatch"]) if options.get("maxEventsPerBatch") else None
+        self._client = None
+        self._latest: dict[int, int] = {}
+
+    def _partitions(self) -> list[int]:
+        from marketstream.kafka_io import partitions_of
+
+        return partitions_of(self._kafka(), self.topic, timeout_s=30)
+
+    def _kafka(self):
+        if self._client is None:
+            from kafka import KafkaConsumer
+
+            self._client = KafkaConsumer(
+                bootstrap_servers=self.bootstrap.split(","), group_id=None, enable_auto_commit=False,
+                fetch_max_wait_ms=50,
+            )
+        return self._client
+
+    def _high_watermarks(self) -> dict[int, int]:
+        from marketstream.kafka_io import high_watermarks
+
+        return high_watermarks(self._kafka(), self.topic, self._partitions())
+
+    def initialOffset(self) -> dict:
+        offsets = {str(p): 0 for p in self._partitions()}
+        offsets[TICK] = 0
+        return offsets
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
+
+    def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
+        self._latest = self._high_watermarks()
+        max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else None
+        end = cap_offsets(partition_offsets(start), self._latest, max_rows)
+        result = {str(p): o for p, o in sorted(end.items())}
+        # The current second: makes every trigger a batch, with its heartbeat row.
+        result[TICK] = max(int(time.time()), int(start.get(TICK, 0)))
+        return result
+
+    def reportLatestOffset(self) -> dict | None:
+        return {str(p): o for p, o in sorted(self._latest.items())} if self._latest else None
+
+    def partitions(self, start: dict, end: dict):
+        begin, stop = partition_offsets(start), partition_offsets(end)
+        ranges = [KafkaRange(p, begin.get(p, 0), stop[p]) for p in sorted(stop) if stop[p] > begin.get(p, 0)]
+        heartbeat = json.dumps({str(p): o for p, o in sorted(stop.items())}).encode()
+        ranges.append(KafkaRange(HEARTBEAT_PARTITION, int(end.get(TICK, 0)), int(end.get(TICK, 0)), heartbeat))
+        return ranges
+
+    def read(self, partition: KafkaRange):
+        if partition.partition == HEARTBEAT_PARTITION:
+            yield (HEARTBEAT_PARTITION, partition.start, partition.value)
+            return
+        yield from read_range(self.bootstrap, self.topic, partition.partition, partition.start, partition.end)
+
+    def commit(self, end: dict) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int, timeout_s: float = 120.0):
+    """Yield ``(partition, offset, value)`` for offsets ``[start, end)`` of one partition."""
+    from kafka import TopicPartition
+
+    consumer = _consumer(bootstrap)
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    position, deadline = start, time.monotonic() + timeout_s
+    while position < end:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
+        for message in consumer.poll(timeout_ms=500).get(tp, []):
+            if message.offset < position:
+                continue
+            if message.offset >= end:
+                position = end
+                break
+            # Offsets can skip (compaction, transaction markers): the range still ends at `end`.
+            position = message.offset + 1
+            yield (partition, message.offset, message.value)
+
+
+class KafkaStreamWriter(DataSourceStreamWriter):
+    def __init__(self, options: dict[str, str]):
+        self.bootstrap = options["bootstrap.servers"]
+
+    def write(self, iterator) -> WriterCommitMessage:
+        producer, futures = _producer(self.bootstrap), []
+        for row in iterator:
+            headers = [(h["key"], bytes(h["value"]) if h["value"] is not None else b"") for h in row["headers"] or []]
+            futures.append(producer.send(
+                row["topic"],
+                key=bytes(row["key"]) if row["key"] is not None else None,
+                value=bytes(row["value"]) if row["value"] is not None else None,
+                headers=headers,
+                timestamp_ms=row["timestamp_ms"],
+            ))
+        producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # raises: the batch fails and is retried, nothing is lost
+        return WriterCommitMessage()
+
+    def commit(self, messages, batchId: int) -> None:
+        pass
+
+    def abort(self, messages, batchId: int) -> None:
+        log.warning("batch %s aborted; it will be written again when it is retried", batchId)
+
+
+class KafkaDataSource(DataSource):
+    """``spark.readStream.format("marketstream_kafka").option("bootstrap.servers", ...)
+    .option("topic", ...).option("maxEventsPerBatch", ...)``; the writer takes
+    ``bootstrap.servers`` and a ``topic`` column per row."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def schema(self) -> str:
+        return SOURCE_SCHEMA
+
+    def streamReader(self, schema) -> DataSourceStreamReader:
+        return KafkaStreamReader(self.options)
+
+    def streamWriter(self, schema, overwrite: bool) -> DataSourceStreamWriter:
+        return KafkaStreamWriter(self.options)

@@ -1,0 +1,103 @@
+"""Batch health: a ``StreamingQueryListener`` that logs one line per micro-batch and
+publishes the batch's progress to the metrics topic (format in the common contract)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pyspark.sql.streaming import StreamingQueryListener
+
+from marketstream.spark.kafka_source import TICK
+
+log = logging.getLogger("marketstream.spark.progress")
+
+
+def _offsets(text: Any) -> dict[str, int]:
+    """A source offset from the progress JSON as ``{"<partition>": offset}``: the Python
+    source's tick and anything that is not a partition are left out."""
+    if text is None:
+        return {}
+    value = json.loads(text) if isinstance(text, str) else text
+    if not isinstance(value, dict):
+        return {}
+    if len(value) == 1 and isinstance(next(iter(value.values())), dict):
+        value = next(iter(value.values()))  # the JVM source nests offsets under the topic
+    return {str(p): int(o) for p, o in value.items() if p != TICK and str(p).lstrip("-").isdigit()}
+
+
+def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") -> dict[str, Any]:
+    """The metrics message for one ``StreamingQueryProgress`` (as its JSON dict)."""
+    source = (progress.get("sources") or [{}])[0]
+    start, end = _offsets(source.get("startOffset")), _offsets(source.get("endOffset"))
+    latest = _offsets(source.get("latestOffset")) or dict(end)
+    state_rows = sum(int(op.get("numRowsTotal") or 0) for op in progress.get("stateOperators") or [])
+    return {
+        "query": query,
+        "batch_id": int(progress["batchId"]),
+        "timestamp": progress["timestamp"],
+        "num_input_rows": int(progress.get("numInputRows") or 0),
+        "input_rows_per_second": float(progress.get("inputRowsPerSecond") or 0.0),
+        "processed_rows_per_second": float(progress.get("processedRowsPerSecond") or 0.0),
+        "batch_duration_ms": int(progress.get("batchDuration") or 0),
+        "state_rows": state_rows,
+        "start_offsets": start,
+        "end_offsets": end,
+        "latest_offsets": latest,
+        "lag": sum(max(0, latest.get(p, 0) - end.get(p, 0)) for p in latest),
+    }
+
+
+def log_line(metrics: dict[str, Any], durations: dict[str, int] | None = None) -> str:
+    phases = ", ".join(f"{k} {v}" for k, v in sorted((durations or {}).items()) if k != "triggerExecution")
+    return (
+        f"batch {metrics['batch_id']}: {metrics['num_input_rows']} rows in {metrics['batch_duration_ms']} ms, "
+        f"{metrics['processed_rows_per_second']:.0f} rows/s, state rows {metrics['state_rows']}, "
+        f"lag {metrics['lag']}, end offsets {metrics['end_offsets']}"
+        + (f" (ms: {phases})" if phases else "")
+    )
+
+
+class MetricsListener(StreamingQueryListener):
+    """Publishes with kafka-python from the driver; a broker hiccup is logged, never
+    allowed to fail the query (the snapshots matter more than their metrics)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, query_name: str = "orderbook"):
+        self.bootstrap_servers, self.topic, self.query_name = bootstrap_servers, topic, query_name
+        self._producer = None
+
+    def _send(self, metrics: dict[str, Any]) -> None:
+        from kafka import KafkaProducer
+
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks=1, linger_ms=0)
+        self._producer.send(self.topic, json.dumps(metrics, separators=(",", ":")).encode())
+
+    def onQueryStarted(self, event) -> None:
+        log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        if progress.name and progress.name != self.query_name:
+            return
+        try:
+            raw = json.loads(progress.json)
+            metrics = metrics_from_progress(raw, self.query_name)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("unreadable query progress: %s", exc)
+            return
+        log.info(log_line(metrics, raw.get("durationMs")))
+        try:
+            self._send(metrics)
+        except Exception as exc:  # noqa: BLE001 - any client error: log and keep the query running
+            log.warning("could not publish metrics to %s: %s", self.topic, exc)
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        if event.exception:
+            log.error("query %s terminated with: %s", event.id, event.exception.splitlines()[0])
+        if self._producer is not None:
+            self._producer.flush(timeout=5)

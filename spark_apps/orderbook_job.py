@@ -1,0 +1,33 @@
+"""The order-book streaming job (Spark Structured Streaming).
+
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit spark_apps/orderbook_job.py
+
+Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, ORDERS_TOPIC, ORDERBOOK_TOPIC,
+DEADLETTER_TOPIC, METRICS_TOPIC, BOOK_DEPTH, SPARK_CHECKPOINT_DIR, SPARK_MASTER,
+SPARK_MAX_EVENTS_PER_BATCH, SPARK_KAFKA_CONNECTOR, CLOSED_ID_TTL_SECONDS, ...; see
+``marketstream/settings.py``); ``marketstream.spark.config.submit_command`` builds the
+full command with the recommended ``--conf`` pairs. A restart with the same checkpoint
+directory resumes where the last committed batch ended. Exits non-zero with the query's
+error when the query dies.
+"""
+
+import logging
+import sys
+
+from marketstream.settings import get_settings
+from marketstream.spark.pipeline import build_session, start_query
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    spark = build_session(settings)
+    spark.sparkContext.setLogLevel("WARN")
+    query = start_query(spark, settings)
+    query.awaitTermination()  # raises StreamingQueryException: spark-submit exits non-zero
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

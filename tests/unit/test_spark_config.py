@@ -1,0 +1,78 @@
+"""Launch configuration, offset capping and metrics of the Spark job (no Spark started)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from marketstream.settings import load_settings
+from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
+from marketstream.spark.kafka_source import cap_offsets
+from marketstream.spark.listener import metrics_from_progress
+
+
+def test_config_is_cheap_and_names_the_application():
+    # The DAG imports this at parse time: no pyspark import.
+    code = "import sys, marketstream.spark.config; sys.exit('pyspark' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert JOB_APPLICATION.is_file() and JOB_APPLICATION.name == "orderbook_job.py"
+
+
+def test_spark_conf_env_and_command_follow_settings(tmp_path):
+    settings = load_settings(
+        kafka_bootstrap_servers="kafka:9092", orders_topic="in", spark_master="spark://m:7077",
+        spark_checkpoint_dir=tmp_path / "ck", spark_shuffle_partitions=3, spark_ui_enabled=False,
+    )
+    conf = spark_conf(settings)
+    assert conf["spark.sql.streaming.stateStore.providerClass"] == ROCKSDB_PROVIDER
+    assert conf["spark.sql.shuffle.partitions"] == "3"
+    assert conf["spark.sql.streaming.noDataMicroBatches.enabled"] == "true"
+    assert conf["spark.ui.enabled"] == "false"
+    env = job_env(settings)
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and env["ORDERS_TOPIC"] == "in"
+    assert env["SPARK_CHECKPOINT_DIR"] == str(tmp_path / "ck") and env["SPARK_UI_ENABLED"] == "false"
+    assert env["PYSPARK_PYTHON"] == settings.spark_python
+    # The env round-trips: the job reads the same settings back.
+    assert load_settings(**{k.lower(): v for k, v in env.items() if k.lower() in settings.model_fields}) == settings
+    argv = submit_command(settings)
+    assert argv[0].endswith("spark-submit") and argv[-1] == str(JOB_APPLICATION)
+    assert argv[argv.index("--master") + 1] == "spark://m:7077"
+    assert "spark.sql.shuffle.partitions=3" in argv
+
+
+def test_cap_offsets_shares_the_budget_between_partitions():
+    start, latest = {0: 0, 1: 100, 2: 50}, {0: 1000, 1: 110, 2: 1050}
+    assert cap_offsets(start, latest, None) == latest
+    capped = cap_offsets(start, latest, 300)
+    assert sum(capped[p] - start[p] for p in capped) == 300
+    assert capped[1] == 110  # the short partition is drained, the rest split fairly
+    assert capped[0] - 0 in (145, 146) and capped[2] - 50 in (144, 145)
+    assert cap_offsets(start, latest, 10_000) == latest
+    assert cap_offsets({}, {0: 5, 3: 2}, 100) == {0: 5, 3: 2}  # a new partition starts at 0
+
+
+def test_metrics_message_from_progress():
+    progress = {
+        "id": "x", "runId": "y", "name": "orderbook", "timestamp": "2026-11-22T08:00:00.000Z", "batchId": 7,
+        "numInputRows": 301, "inputRowsPerSecond": 300.5, "processedRowsPerSecond": 600.0,
+        "durationMs": {"triggerExecution": 480},
+        "batchDuration": 480,
+        "stateOperators": [{"numRowsTotal": 1234}],
+        "sources": [{
+            "startOffset": json.dumps({"0": 10, "1": 20, "tick": 5}),
+            "endOffset": json.dumps({"0": 110, "1": 220, "tick": 6}),
+            "latestOffset": json.dumps({"0": 150, "1": 220}),
+        }],
+    }
+    metrics = metrics_from_progress(progress)
+    assert metrics == {
+        "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_rows": 301,
+        "input_rows_per_second": 300.5, "processed_rows_per_second": 600.0, "batch_duration_ms": 480,
+        "state_rows": 1234, "start_offsets": {"0": 10, "1": 20}, "end_offsets": {"0": 110, "1": 220},
+        "latest_offsets": {"0": 150, "1": 220}, "lag": 40,
+    }
+    # The JVM source nests offsets under the topic name.
+    jvm = dict(progress, sources=[{"startOffset": '{"in":{"0":1}}', "endOffset": '{"in":{"0":2}}',
+                                   "latestOffset": '{"in":{"0":9}}'}])
+    assert metrics_from_progress(jvm)["lag"] == 7
