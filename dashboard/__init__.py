@@ -1,0 +1,1 @@
+"""The web dashboard (Streamlit): order book, pipeline health, exports, trader desk."""

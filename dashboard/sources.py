@@ -1,0 +1,274 @@
+"""The dashboard's reads from the real sources: broker topics, the energy database and the
+exports directory, all located through ``marketstream.settings``.
+
+Topic reads keep a per-process tail (``TopicTail``): each refresh fetches only the records
+published since the last one, so a page refreshing every second never re-reads a topic.
+Any failure to reach a source becomes ``SourceUnavailable`` with a sentence for the page.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import date
+from typing import Callable, Generic, TypeVar
+
+import pandas as pd
+
+from marketstream import dashboard_data as dd
+from marketstream.kafka_io import Record, high_watermarks, make_consumer, partitions_of
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.settings import Settings
+
+T = TypeVar("T")
+
+
+class SourceUnavailable(RuntimeError):
+    """A source could not be read; the message says which and why."""
+
+
+class TopicTail(Generic[T]):
+    """The last ``keep`` records per partition of one topic, decoded by ``decode``.
+
+    One long-lived consumer (explicit assignment, no group); the first refresh seeks to
+    high watermark − ``keep``, later ones continue from where the last stopped. Records
+    ``decode`` rejects (raises ``ValueError``) are counted, not kept. Thread-safe: all the
+    browser sessions of a dashboard process share one tail per topic.
+    """
+
+    def __init__(self, settings: Settings, topic: str, keep: int, decode: Callable[[Record], T]):
+        self.settings, self.topic, self.keep, self.decode = settings, topic, keep, decode
+        self._lock = threading.Lock()
+        self._consumer = None
+        self._next: dict[int, int] = {}
+        self._items: dict[int, deque[T]] = {}
+        self.low: dict[int, int] = {}
+        self.high: dict[int, int] = {}
+        self.rejected = 0
+        self.last_rejection: str | None = None
+
+    def refresh(self, timeout_s: float = 5.0) -> list[T]:
+        """Fetch what is new and return the kept items, partition by partition in offset order."""
+        with self._lock:
+            try:
+                self._fetch(timeout_s)
+            except SourceUnavailable:
+                self._close()
+                raise
+            except Exception as exc:  # kafka-python raises many types; the page needs one
+                self._close()
+                raise SourceUnavailable(
+                    f"Cannot read topic {self.topic!r} from the broker at "
+                    f"{self.settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
+                ) from exc
+            return [item for p in sorted(self._items) for item in self._items[p]]
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception:  # closing a broken client must not hide the first error
+                pass
+        self._consumer = None
+
+    def _fetch(self, timeout_s: float) -> None:
+        from kafka import TopicPartition
+
+        if self._consumer is None:
+            self._consumer = make_consumer(self.settings, request_timeout_ms=int(timeout_s * 1000) + 1000)
+        consumer = self._consumer
+        try:
+            partitions = partitions_of(consumer, self.topic, timeout_s=timeout_s)
+        except LookupError:
+            raise SourceUnavailable(f"Topic {self.topic!r} does not exist on the broker yet.") from None
+        high = high_watermarks(consumer, self.topic, partitions, timeout_s=timeout_s)
+        tps = {p: TopicPartition(self.topic, p) for p in partitions}
+        self.low = {p: o for tp, o in consumer.beginning_offsets(list(tps.values())).items() for p in [tp.partition]}
+        self.high = high
+        deadline = time.monotonic() + timeout_s
+        for partition, tp in tps.items():
+            end = high[partition]
+            start = self._next.get(partition, 0)
+            if start > end:  # topic recreated: forget what we had
+                self._items.pop(partition, None)
+                start = 0
+            start = max(start, end - self.keep, self.low.get(partition, 0))
+            kept = self._items.setdefault(partition, deque(maxlen=self.keep))
+            if start >= end:
+                self._next[partition] = end
+                continue
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            position = start
+            while position < end:
+                if time.monotonic() > deadline:
+                    raise SourceUnavailable(
+                        f"Reading topic {self.topic!r} partition {partition} stalled at offset {position} of {end}."
+                    )
+                for message in consumer.poll(timeout_ms=300).get(tp, []):
+                    if message.offset >= end:
+                        break
+                    position = message.offset + 1
+                    record = Record(self.topic, partition, message.offset, message.timestamp, message.key,
+                                    message.value, list(message.headers or []))
+                    try:
+                        kept.append(self.decode(record))
+                    except ValueError as exc:
+                        self.rejected += 1
+                        self.last_rejection = f"offset {message.offset}: {exc}"
+            self._next[partition] = end
+
+    def total(self) -> int:
+        """Records the topic holds (high − low watermark), as of the last refresh."""
+        return dd.counts_by_partition(self.low, self.high)
+
+
+# ---------------------------------------------------------------- decoders
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    message: SnapshotMessage
+    meta: dd.SnapshotMeta
+
+
+def decode_snapshot(record: Record) -> SnapshotRecord:
+    if record.value is None:
+        raise ValueError("empty value")
+    message = SnapshotMessage.from_record(record.key, record.value, record.headers)
+    return SnapshotRecord(message, dd.snapshot_meta(message, record.partition, record.offset))
+
+
+def decode_metric(record: Record) -> dict:
+    if record.value is None:
+        raise ValueError("empty value")
+    return dd.parse_metric(record.value)
+
+
+def decode_dead_letter(record: Record) -> dd.DeadLetter:
+    return dd.dead_letter(record.headers, record.value, record.timestamp_ms)
+
+
+# ---------------------------------------------------------------- page data
+
+
+@dataclass
+class OrderBookData:
+    latest: dd.LatestBooks | None
+    undecodable: int = 0
+    last_problem: str | None = None
+
+
+@dataclass
+class HealthData:
+    snapshots: list[dd.SnapshotMeta]
+    metrics: dd.MetricsView
+    dead_letters: dict[str, tuple[int, list[dd.DeadLetter]]]  # topic -> (count, newest first)
+    problems: list[str]
+
+
+class Sources:
+    """Everything the pages read, for one settings object (one per dashboard process)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        window = settings.dashboard_health_window_seconds
+        # Snapshots are one a second: the window plus a margin covers the chart.
+        self.snapshots = TopicTail(settings, settings.orderbook_topic, window + 60, decode_snapshot)
+        self.metrics = TopicTail(settings, settings.metrics_topic, window * 2, decode_metric)
+        self.dead_letters = {
+            topic: TopicTail(settings, topic, 20, decode_dead_letter)
+            for topic in (settings.deadletter_topic, settings.deals_deadletter_topic)
+        }
+        self._engine = None
+        self._engine_lock = threading.Lock()
+
+    # --- broker
+
+    def order_book(self, recent: int = 30) -> OrderBookData:
+        records = self.snapshots.refresh()
+        messages = [r.message for r in records[-recent:]]
+        return OrderBookData(dd.latest_books(messages), self.snapshots.rejected, self.snapshots.last_rejection)
+
+    def health(self) -> HealthData:
+        problems: list[str] = []
+        metas: list[dd.SnapshotMeta] = []
+        try:
+            metas = [r.meta for r in self.snapshots.refresh()]
+            if self.snapshots.rejected:
+                problems.append(f"{self.snapshots.rejected} snapshot record(s) not following the contract "
+                                f"(last: {self.snapshots.last_rejection})")
+        except SourceUnavailable as exc:
+            problems.append(str(exc))
+        metrics = dd.MetricsView(dd.metrics_frame([]))
+        try:
+            rows = self.metrics.refresh()
+            metrics = dd.MetricsView(dd.metrics_frame(rows), self.metrics.rejected, self.metrics.last_rejection)
+        except SourceUnavailable as exc:
+            problems.append(str(exc))
+        dead: dict[str, tuple[int, list[dd.DeadLetter]]] = {}
+        for topic, tail in self.dead_letters.items():
+            try:
+                letters = tail.refresh()
+                dead[topic] = (tail.total(), list(reversed(letters)))
+            except SourceUnavailable as exc:
+                problems.append(str(exc))
+        return HealthData(metas, metrics, dead, problems)
+
+    # --- exports
+
+    def exports(self) -> list[dd.ExportInterval]:
+        return dd.list_exports(self.settings.export_dir)
+
+    # --- energy database
+
+    def engine(self):
+        import sqlalchemy
+
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = sqlalchemy.create_engine(self.settings.database_url, pool_pre_ping=True)
+            return self._engine
+
+    def _query(self, statement) -> pd.DataFrame:
+        import sqlalchemy.exc
+
+        try:
+            with self.engine().connect() as connection:
+                result = connection.execute(statement)
+                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise SourceUnavailable(
+                f"Cannot read the energy database ({_redact(self.settings.database_url)}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
+
+    def desk_days(self) -> list[date]:
+        import sqlalchemy as sa
+        from marketstream.energy.db import trades
+
+        frame = self._query(sa.select(trades.c.delivery_day).distinct().order_by(trades.c.delivery_day.desc()))
+        return [pd.Timestamp(d).date() for d in frame["delivery_day"]] if not frame.empty else []
+
+    def desk_data(self, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Trades and latest reference prices of one delivery day."""
+        import sqlalchemy as sa
+        from marketstream.energy.db import latest_reference_prices, trades
+
+        trade_frame = self._query(sa.select(trades).where(trades.c.delivery_day == day))
+        reference_frame = self._query(
+            sa.select(latest_reference_prices).where(latest_reference_prices.c.delivery_day == day)
+        )
+        return trade_frame, reference_frame
+
+
+def _redact(url: str) -> str:
+    """The database URL without its password, for error messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"

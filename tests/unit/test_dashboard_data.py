@@ -1,0 +1,178 @@
+"""The dashboard's data logic, on hand-computed cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from marketstream import dashboard_data as dd
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.orderbook.render import levels_to_json, render_levels
+
+D = Decimal
+
+
+def snapshot(second: int, sequence: int, book: dict) -> SnapshotMessage:
+    return SnapshotMessage(second, sequence, {0: sequence}, 1, levels_to_json(render_levels(book, 15)))
+
+
+SEED_BOOK = {
+    ("BTC-USDT", "BUY"): {D("34045.24"): D("6.51370"), D("34045.23"): D("0.00058")},
+    ("BTC-USDT", "SELL"): {D("34054.25"): D("7.52013"), D("34054.37"): D("0.10531"), D("34055"): D("1")},
+}
+
+
+def test_latest_books_takes_newest_time_then_sequence_and_marks_emptied_symbols():
+    eth = {("ETH-USDT", "BUY"): {D("1800"): D("1")}}
+    older = snapshot(100, 7, {**SEED_BOOK, **eth})
+    newest_dup = snapshot(101, 9, SEED_BOOK)  # same second published twice: higher sequence wins
+    first_dup = snapshot(101, 8, eth)
+    latest = dd.latest_books([older, newest_dup, first_dup])
+    assert latest.snapshot.sequence == 9
+    assert list(latest.books) == ["BTC-USDT", "ETH-USDT"]
+    assert latest.books["ETH-USDT"] == []  # gone from the newest snapshot: shown as emptied
+    assert [lv.side for lv in latest.books["BTC-USDT"]] == ["buy_1", "sell_1", "buy_2", "sell_2", "sell_3"]
+    assert dd.latest_books([]) is None
+
+
+def test_depth_series_accumulates_amount_away_from_the_spread():
+    levels = snapshot(1, 1, SEED_BOOK).levels()
+    series = dd.depth_series(levels)
+    buys = series[series.side == "buy"]
+    sells = series[series.side == "sell"]
+    assert list(buys.price) == [34045.24, 34045.23]
+    assert list(buys.cumulative_amount) == pytest.approx([6.5137, 6.51428])
+    assert list(sells.price) == [34054.25, 34054.37, 34055.0]
+    assert list(sells.cumulative_amount) == pytest.approx([7.52013, 7.62544, 8.62544])
+
+
+def test_level_table_follows_the_seed_layout_with_exact_numbers():
+    table = dd.level_table("BTC-USDT", snapshot(1, 1, SEED_BOOK).levels())
+    assert list(table.columns) == [
+        ("Buy Order", "Side"), ("Buy Order", "Price (USDT)"), ("Buy Order", "Amount (BTC)"),
+        ("Buy Order", "Total (USDT)"), ("Buy Order", "Sum (USDT)"),
+        ("Sell Order", "Side"), ("Sell Order", "Price (USDT)"), ("Sell Order", "Amount (BTC)"),
+        ("Sell Order", "Total (USDT)"), ("Sell Order", "Sum (USDT)"),
+    ]
+    # The seed's first row: 34045.24 x 6.5137 = 221760.479788 (exact, no float noise).
+    assert list(table.iloc[0]) == [
+        "Buy 1", "34,045.24", "6.5137", "221,760.479788", "221,760.479788",
+        "Sell 1", "34,054.25", "7.52013", "256,092.3870525", "256,092.3870525",
+    ]
+    assert list(table.iloc[1])[4] == "221,780.2260214"  # 221760.479788 + 34045.23 x 0.00058
+    # The deeper sell side gets its own row with the buy half blank.
+    assert list(table.iloc[2])[:5] == [""] * 5 and table.iloc[2, 5] == "Sell 3"
+
+
+@pytest.mark.parametrize(
+    "snapshot_time, now, stale",
+    [(None, 1000.0, True), (1000, 1000.4, False), (1000, 1005.0, False), (1000, 1005.1, True), (1000, 1600.0, True)],
+)
+def test_freshness_warns_after_the_threshold(snapshot_time, now, stale):
+    fresh = dd.freshness(snapshot_time, now, stale_after_seconds=5)
+    assert fresh.stale is stale
+    if stale and snapshot_time is not None:
+        assert f"{now - snapshot_time:.0f} s old" in fresh.message
+
+
+def test_snapshots_per_second_shows_gaps_and_duplicates():
+    metas = [dd.SnapshotMeta(t, i) for i, t in enumerate([10, 11, 13, 13, 14, 20], start=1)]
+    frame = dd.snapshots_per_second(metas, 10, 15)
+    assert list(frame.snapshots) == [1, 1, 0, 2, 1, 0]
+    assert list(frame.status) == ["ok", "ok", "gap", "duplicate", "ok", "gap"]
+    assert frame.time[0] == datetime(1970, 1, 1, 0, 0, 10, tzinfo=timezone.utc)
+
+
+def test_sequence_report_lists_missing_and_repeated_numbers():
+    metas = [dd.SnapshotMeta(t, s) for t, s in [(1, 5), (2, 6), (3, 6), (4, 9)]]
+    report = dd.sequence_report(metas)
+    assert report.missing == [7, 8]
+    assert report.repeated == [6]
+    assert dd.sequence_report([]) == dd.SequenceReport([], [])
+
+
+METRIC = {
+    "query": "orderbook", "batch_id": 3, "timestamp": "2026-11-22T08:00:01.250Z", "num_input_rows": 12,
+    "input_rows_per_second": 99.5, "processed_rows_per_second": 120.0, "batch_duration_ms": 480,
+    "state_rows": 4174, "start_offsets": {"0": 1}, "end_offsets": {"0": 13}, "latest_offsets": {"0": 20}, "lag": 7,
+}
+
+
+def test_parse_metric_reads_the_contract():
+    row = dd.parse_metric(json.dumps(METRIC).encode())
+    assert row["batch_id"] == 3 and row["lag"] == 7 and row["batch_duration_ms"] == 480
+    assert row["time"].isoformat() == "2026-11-22T08:00:01.250000+00:00"
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (json.dumps({**METRIC, "lag": None}).encode(), "'lag'"),
+        (json.dumps({**METRIC, "batch_duration_ms": "slow"}).encode(), "'batch_duration_ms'"),
+        (json.dumps({**METRIC, "timestamp": "yesterday"}).encode(), "timestamp"),
+    ],
+)
+def test_parse_metric_rejects_bad_records_with_a_reason(value, reason):
+    with pytest.raises(dd.BadMetric, match=reason):
+        dd.parse_metric(value)
+
+
+def test_metrics_view_counts_bad_records_and_sorts_by_time():
+    later = {**METRIC, "batch_id": 4, "timestamp": "2026-11-22T08:00:02Z"}
+    view = dd.metrics_view([json.dumps(later), b"garbage", json.dumps(METRIC)])
+    assert list(view.frame.batch_id) == [3, 4]
+    assert view.bad_records == 1 and "not JSON" in view.last_error
+
+
+def test_dead_letter_reads_the_headers_and_keeps_the_bytes_visible():
+    letter = dd.dead_letter(
+        [("reason", b"size must be positive"), ("source_topic", b"orders"), ("source_partition", b"2"),
+         ("source_offset", b"41")],
+        b'{"order_id": 1, "size": -1}', 1_700_000_000_000,
+    )
+    assert letter.reason == "size must be positive"
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("orders", "2", "41")
+    assert letter.preview == '{"order_id": 1, "size": -1}'
+    assert letter.time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+    bare = dd.dead_letter([], b"\xff" * 300, 0)
+    assert bare.reason == "(no reason header)" and bare.preview.endswith("...") and len(bare.preview) == 120
+
+
+def _write(path, text=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_list_exports_groups_files_by_interval_newest_first(tmp_path):
+    day = tmp_path / "orderbook" / "2026-11-22"
+    a, b, c = "20261122T100000Z_20261122T100500Z", "20261122T100500Z_20261122T101000Z", "20261122T101000Z_20261122T101500Z"
+    for stem in (a, b, c):
+        _write(day / f"{stem}.json", "[]")
+    _write(day / f"{a}.csv")
+    _write(day / f"{a}.validation.json", json.dumps({"status": "passed", "snapshots": 300, "violations": []}))
+    _write(day / f"{b}.validation.json", json.dumps({"status": "failed", "snapshots": 298, "violations": ["gap at 10:07:12"]}))
+    _write(day / f"{c}.validation.json", "{truncated")
+    _write(day / ".tmp-123.json")  # a writer's temp file
+    _write(day / "notes.txt")
+    entries = dd.list_exports(tmp_path)
+    assert [e.stem for e in entries] == [c, b, a]
+    assert [e.status for e in entries] == ["unreadable report", "failed", "passed"]
+    assert entries[1].violations == ["gap at 10:07:12"] and entries[1].snapshots == 298
+    assert entries[2].csv_path == day / f"{a}.csv" and entries[1].csv_path is None
+    assert entries[0].violations[0].startswith(f"{c}.validation.json")
+
+
+def test_list_exports_without_a_directory_or_report(tmp_path):
+    assert dd.list_exports(tmp_path / "absent") == []
+    _write(tmp_path / "orderbook" / "2026-11-22" / "20261122T100000Z_20261122T100500Z.csv")
+    (entry,) = dd.list_exports(tmp_path)
+    assert entry.status == "not validated" and entry.json_path is None
+
+
+def test_counts_by_partition():
+    assert dd.counts_by_partition({0: 5, 1: 0}, {0: 12, 1: 3}) == 10
