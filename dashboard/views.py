@@ -85,7 +85,7 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
             x=alt.X("price:Q", title="Price", scale=alt.Scale(zero=False)),
             y=alt.Y("cumulative_amount:Q", title="Cumulative amount"),
             color=colour,
-            tooltip=["side", "price", "cumulative_amount"],
+            tooltip=["side:N", "price:Q", "cumulative_amount:Q"],
         )
         for side, step in (("buy", "step-before"), ("sell", "step-after"))
     ]
@@ -116,7 +116,9 @@ def render_health(data: HealthData, now: float, window_seconds: int) -> None:
     # The current second may still be in flight: the chart ends two seconds back.
     end = int(now) - 2
     window_start = start = end - window_seconds + 1
-    if data.snapshots:
+    if not data.snapshots:
+        start = end + 1  # nothing published yet: no seconds to judge
+    else:
         # Seconds before the first snapshot ever kept are "not started yet", not gaps
         # (the kept tail reaches further back than the window once the job has run).
         start = max(start, min(m.snapshot_time for m in data.snapshots))
