@@ -29,6 +29,15 @@ class SourceUnavailable(RuntimeError):
     """A source could not be read; the message says which and why."""
 
 
+class BrokerUnreachable(SourceUnavailable):
+    """No broker answered: every topic read would fail the same way."""
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
+
+
 class TopicTail(Generic[T]):
     """The last ``keep`` records per partition of one topic, decoded by ``decode``.
 
@@ -49,7 +58,7 @@ class TopicTail(Generic[T]):
         self.rejected = 0
         self.last_rejection: str | None = None
 
-    def refresh(self, timeout_s: float = 5.0) -> list[T]:
+    def refresh(self, timeout_s: float = 3.0) -> list[T]:
         """Fetch what is new and return the kept items, partition by partition in offset order."""
         with self._lock:
             try:
@@ -61,7 +70,7 @@ class TopicTail(Generic[T]):
                 self._close()
                 raise SourceUnavailable(
                     f"Cannot read topic {self.topic!r} from the broker at "
-                    f"{self.settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
+                    f"{self.settings.kafka_bootstrap_servers}: {_describe(exc)}"
                 ) from exc
             return [item for p in sorted(self._items) for item in self._items[p]]
 
@@ -77,7 +86,15 @@ class TopicTail(Generic[T]):
         from kafka import TopicPartition
 
         if self._consumer is None:
-            self._consumer = make_consumer(self.settings, request_timeout_ms=int(timeout_s * 1000) + 1000)
+            try:
+                # Bounded bootstrap: a page must say "broker down" in seconds, not 30 s.
+                self._consumer = make_consumer(self.settings, bootstrap_timeout_ms=int(timeout_s * 1000),
+                                               request_timeout_ms=int(timeout_s * 1000) + 1000)
+            except Exception as exc:
+                raise BrokerUnreachable(
+                    f"No Kafka broker answers at {self.settings.kafka_bootstrap_servers} "
+                    f"(KAFKA_BOOTSTRAP_SERVERS): {_describe(exc)}"
+                ) from exc
         consumer = self._consumer
         try:
             partitions = partitions_of(consumer, self.topic, timeout_s=timeout_s)
@@ -195,26 +212,35 @@ class Sources:
     def health(self) -> HealthData:
         problems: list[str] = []
         metas: list[dd.SnapshotMeta] = []
-        try:
-            metas = [r.meta for r in self.snapshots.refresh()]
-            if self.snapshots.rejected:
-                problems.append(f"{self.snapshots.rejected} snapshot record(s) not following the contract "
-                                f"(last: {self.snapshots.last_rejection})")
-        except SourceUnavailable as exc:
-            problems.append(str(exc))
         metrics = dd.MetricsView(dd.metrics_frame([]))
-        try:
-            rows = self.metrics.refresh()
-            metrics = dd.MetricsView(dd.metrics_frame(rows), self.metrics.rejected, self.metrics.last_rejection)
-        except SourceUnavailable as exc:
-            problems.append(str(exc))
         dead: dict[str, tuple[int, list[dd.DeadLetter]]] = {}
-        for topic, tail in self.dead_letters.items():
+        try:
             try:
-                letters = tail.refresh()
-                dead[topic] = (tail.total(), list(reversed(letters)))
+                metas = [r.meta for r in self.snapshots.refresh()]
+                if self.snapshots.rejected:
+                    problems.append(f"{self.snapshots.rejected} snapshot record(s) not following the contract "
+                                    f"(last: {self.snapshots.last_rejection})")
+            except BrokerUnreachable:
+                raise
             except SourceUnavailable as exc:
                 problems.append(str(exc))
+            try:
+                rows = self.metrics.refresh()
+                metrics = dd.MetricsView(dd.metrics_frame(rows), self.metrics.rejected, self.metrics.last_rejection)
+            except BrokerUnreachable:
+                raise
+            except SourceUnavailable as exc:
+                problems.append(str(exc))
+            for topic, tail in self.dead_letters.items():
+                try:
+                    letters = tail.refresh()
+                    dead[topic] = (tail.total(), list(reversed(letters)))
+                except BrokerUnreachable:
+                    raise
+                except SourceUnavailable as exc:
+                    problems.append(str(exc))
+        except BrokerUnreachable as exc:  # one message, not one 3 s timeout per topic
+            problems.append(str(exc))
         return HealthData(metas, metrics, dead, problems)
 
     # --- exports
