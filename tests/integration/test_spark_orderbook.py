@@ -1,0 +1,297 @@
+"""The order-book job end to end: real Tansu broker, real local Spark started with
+``spark-submit`` as a user or Airflow would, input produced with the emulator and
+kafka-python, output read with ``marketstream.kafka_io``.
+
+One job process serves the tests of this module in order (starting Spark costs ~20 s):
+official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each test checks
+snapshots against the core library's replay of the input below the snapshot's offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from marketstream.kafka_io import make_producer, read_range
+from marketstream.orderbook import OrderBook, levels_to_json, parse_event, render_book
+from marketstream.orderbook.events import InvalidEvent
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.orderbook.replay import replay_file
+from marketstream.settings import load_settings
+from marketstream.spark.config import job_env, submit_command
+from marketstream.topics import ensure_topics
+from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, python_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+DEPTH = 15
+
+
+class Job:
+    """The job as a subprocess in its own process group (so kill -9 takes the JVM, the
+    Python driver and its workers down together, like a crashed driver host)."""
+
+    def __init__(self, settings, log_path: Path):
+        self.settings, self.log_path, self.process, self.starts = settings, log_path, None, 0
+
+    def start(self):
+        self.starts += 1
+        log = self.log_path.open("a")
+        log.write(f"\n===== start {self.starts} =====\n")
+        log.flush()
+        self.process = subprocess.Popen(
+            submit_command(self.settings), env=python_env(**job_env(self.settings)), cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill9(self):
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+    def assert_alive(self):
+        assert self.process.poll() is None, f"job exited with {self.process.returncode}; log: {self.log_path}"
+
+
+@pytest.fixture(scope="module")
+def settings(broker_bootstrap, tmp_path_factory):
+    unique = uuid.uuid4().hex[:8]
+    base = tmp_path_factory.mktemp("spark")
+    settings = load_settings(
+        kafka_bootstrap_servers=broker_bootstrap,
+        orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
+        deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
+        spark_checkpoint_dir=base / "checkpoint", spark_ui_enabled=False, spark_shuffle_partitions=1,
+        book_depth=DEPTH, spark_master="local[2]",
+    )
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def job(settings):
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "spark-orderbook-job.log"
+    log_path.write_text("")
+    job = Job(settings, log_path)
+    job.start()
+    try:
+        yield job
+    finally:
+        job.stop()
+
+
+def snapshots(settings) -> list[SnapshotMessage]:
+    """Every snapshot published so far, one per sequence number (a replayed batch may have
+    published a message twice; the copies must be identical)."""
+    by_sequence: dict[int, SnapshotMessage] = {}
+    for record in read_range(settings, settings.orderbook_topic):
+        message = SnapshotMessage.from_record(record.key, record.value, record.headers)
+        assert record.timestamp_ms == message.snapshot_time * 1000
+        if message.sequence in by_sequence:
+            assert by_sequence[message.sequence] == message, "a sequence number was reused for other content"
+        by_sequence[message.sequence] = message
+    return [by_sequence[s] for s in sorted(by_sequence)]
+
+
+def input_records(settings):
+    return list(read_range(settings, settings.orders_topic))
+
+
+def reference_value(records, offsets: dict[int, int]) -> tuple[str, int]:
+    """The core library's book over exactly the input below ``offsets``."""
+    book = OrderBook()
+    for record in records:
+        if record.offset < offsets.get(record.partition, 0):
+            try:
+                book.apply(parse_event(record.value))
+            except InvalidEvent:
+                pass
+    return levels_to_json(render_book(book, DEPTH)), book.open_count
+
+
+def wait_for_offsets(settings, job, total: int, timeout_s: float) -> SnapshotMessage:
+    def caught_up():
+        job.assert_alive()
+        found = [m for m in snapshots(settings) if sum(m.input_offsets.values()) >= total]
+        return found[0] if found else None
+
+    return wait_for(caught_up, timeout_s, interval_s=1.0, what=f"a snapshot reflecting {total} input events")
+
+
+def test_official_csv_through_the_emulator_equals_core_replay(settings, job):
+    result = subprocess.run(
+        [sys.executable, "-m", "producer", "--replay", str(OFFICIAL_CSV), "--unpaced",
+         "--bootstrap-servers", settings.kafka_bootstrap_servers, "--topic", settings.orders_topic],
+        env=python_env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    snapshot = wait_for_offsets(settings, job, 7826, timeout_s=150)
+
+    book, rejected = replay_file(OFFICIAL_CSV)
+    assert rejected == []
+    assert snapshot.open_orders == book.open_count == 4174
+    assert snapshot.value == levels_to_json(render_book(book, DEPTH))
+    levels = snapshot.levels()
+    assert (levels[0].side, levels[0].price, levels[0].amount) == ("buy_1", 33990, Decimal("120.05"))
+    assert (levels[1].side, levels[1].price, levels[1].amount) == ("sell_1", 34010, Decimal("134.91"))
+    assert levels[16].side == "buy_9" and levels[16].cum_sum == Decimal("38920218.85")
+    assert levels[17].side == "sell_9" and levels[17].cum_sum == Decimal("39456449.65")
+
+
+def test_idle_input_still_gives_one_unchanged_snapshot_per_second(settings, job):
+    wait_for_offsets(settings, job, 7826, timeout_s=150)
+    time.sleep(2)  # past any batch still running
+    begin = int(time.time())
+    time.sleep(21)
+    job.assert_alive()
+    window = [m for m in snapshots(settings) if begin <= m.snapshot_time < begin + 20]
+    assert 19 <= len(window) <= 21
+    assert [m.snapshot_time for m in window] == list(range(begin, begin + len(window)))  # one per second
+    assert [m.sequence for m in window] == list(range(window[0].sequence, window[0].sequence + len(window)))
+    assert len({(m.value, json.dumps(m.input_offsets, sort_keys=True), m.open_orders) for m in window}) == 1
+
+
+def hostile_events(rng: random.Random, first_id: int, count: int):
+    """Opens over 3 symbols, closes (some sent before their opens), duplicates, malformed."""
+    symbols = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+    opens, closes = [], []
+    for order_id in range(first_id, first_id + count):
+        price = rng.randint(95, 105) * 10 if rng.random() < 0.5 else round(rng.uniform(10, 20), 2)
+        size = rng.choice(["1", "2.5", "0.125", "3.0", "7"])
+        opens.append(json.dumps({
+            "order_id": order_id, "symbol": rng.choice(symbols), "order_side": rng.choice(["BUY", "SELL"]),
+            "size": float(size) if "." in size else int(size), "price": price, "status": "OPEN",
+            "created_at": 1693973208,
+        }, indent=2 if rng.random() < 0.1 else None).encode())
+        if rng.random() < 0.35:
+            closes.append(json.dumps({"order_id": order_id, "status": "CLOSED", "created_at": 1693973000,
+                                      "symbol": None, "price": None}).encode())
+    malformed = [
+        b"{broken json", b"", b"[]", b"\xff\xfe not utf-8", b'{"status":"OPEN"}',
+        b'{"order_id":"12","status":"CLOSED"}', b'{"order_id":1.5,"status":"CLOSED"}',
+        b'{"order_id":3,"status":"PENDING"}', b'{"order_id":4,"symbol":"BTC-USDT","order_side":"HOLD",'
+        b'"size":1,"price":1,"status":"OPEN"}',
+        b'{"order_id":5,"symbol":"BTC-USDT","order_side":"BUY","size":-1,"price":1,"status":"OPEN"}',
+        b'{"order_id":6,"symbol":"BTC-USDT","order_side":"BUY","size":1,"price":0,"status":"OPEN"}',
+        b'{"order_id":7,"symbol":"BTC-USDT","order_side":"BUY","size":"1","price":10,"status":"OPEN"}',
+    ]
+    early_closes = closes[: len(closes) // 4]  # sent before any open: closes overtake opens
+    rest = opens + closes[len(closes) // 4:] + rng.sample(opens, len(opens) // 10) + rng.sample(closes, len(closes) // 10)
+    rng.shuffle(rest)
+    for value in malformed:
+        rest.insert(rng.randrange(len(rest)), value)
+    return early_closes, rest, malformed
+
+
+def test_hostile_stream_matches_reference_at_every_snapshot_and_dead_letters_everything(settings, job):
+    before = len(input_records(settings))
+    rng = random.Random(11)
+    early, rest, malformed = hostile_events(rng, first_id=10_000_000, count=3000)
+    producer = make_producer(settings)
+    # No keys; each record to a random one of the 3 partitions, as a keyless producer does.
+    for value in early:
+        producer.send(settings.orders_topic, value=value, partition=rng.randrange(3))
+    producer.flush()
+    chunk = len(rest) // 4 + 1
+    for start in range(0, len(rest), chunk):  # in bursts, so several snapshots see partial input
+        for value in rest[start:start + chunk]:
+            producer.send(settings.orders_topic, value=value, partition=rng.randrange(3))
+        producer.flush()
+        time.sleep(1.3)
+    producer.close()
+    total = before + len(early) + len(rest)
+    final = wait_for_offsets(settings, job, total, timeout_s=120)
+
+    records = input_records(settings)
+    assert len(records) == total
+    compared = 0
+    seen_offsets = set()
+    for message in snapshots(settings):
+        key = json.dumps(message.input_offsets, sort_keys=True)
+        if sum(message.input_offsets.values()) < before or key in seen_offsets:
+            continue
+        seen_offsets.add(key)
+        value, open_count = reference_value(records, message.input_offsets)
+        assert message.value == value, f"snapshot {message.sequence} differs from the replay at {key}"
+        assert message.open_orders == open_count
+        compared += 1
+    assert compared >= 3  # partial states as well as the final one
+    assert {level["symbol"] for level in json.loads(final.value)} == {"BTC-USDT", "ETH-USDT", "SOL-USDT"}
+
+    dead = list(read_range(settings, settings.deadletter_topic))
+    assert sorted(d.value or b"" for d in dead) == sorted(malformed)
+    for record in dead:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["reason"] and headers["source_topic"] == settings.orders_topic
+        source = [r for r in records if r.partition == int(headers["source_partition"])
+                  and r.offset == int(headers["source_offset"])]
+        assert source and (source[0].value or b"") == (record.value or b"")
+        with pytest.raises(InvalidEvent) as err:
+            parse_event(source[0].value or b"")
+        assert err.value.reason == headers["reason"]
+    job.assert_alive()
+
+
+def test_kill9_and_restart_loses_and_doubles_nothing_and_continues_sequences(settings, job):
+    before_kill = snapshots(settings)
+    rng = random.Random(5)
+    _, events, _ = hostile_events(rng, first_id=20_000_000, count=1500)
+    stop = threading.Event()
+    sent = []
+
+    def produce():  # ~150 events/s for the whole kill/restart cycle
+        producer = make_producer(settings)
+        for value in events:
+            if stop.is_set():
+                break
+            producer.send(settings.orders_topic, value=value, partition=rng.randrange(3))
+            sent.append(value)
+            time.sleep(1 / 150)
+        producer.flush()
+        producer.close()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    time.sleep(4)
+    job.kill9()
+    last_before = max(m.sequence for m in snapshots(settings))
+    job.start()
+    thread.join(timeout=120)
+    stop.set()
+    total = len(input_records(settings))
+    final = wait_for_offsets(settings, job, total, timeout_s=150)
+    time.sleep(2)
+
+    records = input_records(settings)
+    value, open_count = reference_value(records, final.input_offsets)
+    assert final.value == value
+    assert final.open_orders == open_count
+    everything = snapshots(settings)
+    sequences = [m.sequence for m in everything]
+    assert sequences == list(range(1, len(sequences) + 1)), "sequence numbers must continue without gaps"
+    assert max(sequences) > last_before >= max(m.sequence for m in before_kill)
+    times = [m.snapshot_time for m in everything]
+    assert times == sorted(set(times)), "one snapshot per second at most, in order"
+    for message in everything[-5:]:
+        assert (message.value, message.open_orders) == reference_value(records, message.input_offsets)
+    job.assert_alive()
