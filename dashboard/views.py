@@ -25,7 +25,7 @@ GREEN_CSS, RED_CSS = "color: #1a7f37; font-weight: 600", "color: #cf222e; font-w
 
 
 def _utc(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # ---------------------------------------------------------------- order book
@@ -62,8 +62,8 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
         st.warning(fresh.message)
     else:
         st.success(fresh.message)
-    cols = st.columns([2, 1, 1, 2])
-    cols[0].metric("Snapshot time", _utc(snapshot.snapshot_time))
+    cols = st.columns([3, 1, 1, 2])
+    cols[0].metric("Snapshot time (UTC)", _utc(snapshot.snapshot_time))
     cols[1].metric("Sequence", f"{snapshot.sequence}")
     cols[2].metric("Open orders", f"{snapshot.open_orders:,}" if snapshot.open_orders >= 0 else "n/a")
     cols[3].metric("Input offsets", ", ".join(f"p{p}: {o}" for p, o in sorted(snapshot.input_offsets.items())) or "none")
@@ -97,7 +97,8 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
 
 
 def health_page(load: Callable[[], HealthData], window_seconds: int, airflow_url: str, spark_url: str,
-                refresh_seconds: float | None = 5.0, clock: Callable[[], float] = time.time) -> None:
+                refresh_seconds: float | None = 5.0, clock: Callable[[], float] = time.time,
+                stale_after_seconds: float = 5.0) -> None:
     st.title("Pipeline health")
     links = st.columns([1, 1, 4])
     links[0].link_button("Airflow UI", airflow_url)
@@ -105,14 +106,18 @@ def health_page(load: Callable[[], HealthData], window_seconds: int, airflow_url
 
     @st.fragment(run_every=refresh_seconds)
     def body() -> None:
-        render_health(load(), clock(), window_seconds)
+        render_health(load(), clock(), window_seconds, stale_after_seconds)
 
     body()
 
 
-def render_health(data: HealthData, now: float, window_seconds: int) -> None:
+def render_health(data: HealthData, now: float, window_seconds: int, stale_after_seconds: float = 5.0) -> None:
     for problem in data.problems:
         st.error(problem)
+    if data.snapshots:
+        newest = max(m.snapshot_time for m in data.snapshots)
+        fresh = dd.freshness(newest, now, stale_after_seconds)
+        (st.warning if fresh.stale else st.success)(fresh.message)
     # The current second may still be in flight: the chart ends two seconds back.
     end = int(now) - 2
     window_start = start = end - window_seconds + 1

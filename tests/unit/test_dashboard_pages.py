@@ -54,7 +54,7 @@ def metric(at: AppTest, label: str) -> str:
 def test_order_book_shows_the_newest_snapshot_in_the_seed_layout():
     at = run(_order_book_script, book_data(seconds_old=1), NOW, 5.0)
     assert metric(at, "Sequence") == "42"
-    assert metric(at, "Snapshot time") == datetime.fromtimestamp(NOW - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert metric(at, "Snapshot time (UTC)") == datetime.fromtimestamp(NOW - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     assert metric(at, "Input offsets") == "p0: 12, p1: 7"
     assert at.success[0].value.startswith("Live")
     assert not at.warning
@@ -121,6 +121,7 @@ def test_health_page_shows_cadence_batches_lag_and_dead_letters():
     at = run(_health_script, health_data(), NOW)
     assert metric(at, "Seconds without a snapshot") == "1"
     assert metric(at, "Seconds with duplicates") == "1"
+    assert at.success[0].value == "Live: snapshot 2 s old."
     assert metric(at, "Consumer lag (events)") == "34"
     assert metric(at, "Last batch duration") == "404 ms"
     assert metric(at, "Input rate") == "95.5 events/s"
