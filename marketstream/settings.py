@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     # Airflow / exports
     export_dir: Path = PROJECT_ROOT / "exports"
     airflow_ui_url: str = "http://127.0.0.1:8080"
+    # The embedded run's Airflow home (metadata DB, logs, generated admin password).
+    airflow_home: Path = PROJECT_ROOT / ".airflow"
+    # orderbook_export runs on a cron of this many minutes (a divisor of 60).
+    export_interval_minutes: int = Field(5, ge=1, le=60)
+    # The snapshot of an interval's last second is published ~1 s after it: the export
+    # waits up to this long for it before reading (then validation reports the gap).
+    export_grace_seconds: float = Field(30.0, ge=0)
+    # orderbook_health thresholds (one snapshot a second, the job's 1 s trigger).
+    health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
+    health_max_lag: int = Field(1000, ge=0)
+    health_max_batch_ms: int = Field(1000, ge=1)
 
     # Power-trading desk
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'energy.db'}"
@@ -103,6 +114,13 @@ class Settings(BaseSettings):
     def _topic(cls, value: str) -> str:
         if not _TOPIC_NAME.match(value):
             raise ValueError(f"not a valid Kafka topic name: {value!r}")
+        return value
+
+    @field_validator("export_interval_minutes")
+    @classmethod
+    def _divides_hour(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
         return value
 
     @property

@@ -1,0 +1,66 @@
+"""Wiring only: export the order-book topic for each data interval, then validate it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from marketstream.settings import get_settings
+
+DOC = """
+### Order-book exports
+
+Every `EXPORT_INTERVAL_MINUTES` minutes (default 5; no catch-up), for the run's data
+interval `[start, end)`:
+
+1. **export** reads the snapshots whose time lies in the interval from the output topic
+   and writes `exports/orderbook/<date>/<start>_<end>.json` (array of
+   `{snapshot_time, sequence, book}`) and `.csv` (one row per level), atomically.
+   Clearing and re-running an interval rewrites byte-identical files.
+2. **validate** checks every exported snapshot (interleaving, sorting,
+   `total = price x amount`, running `cum_sum`, positive amounts, depth), one snapshot per
+   second (gaps and duplicates listed), that the CSV matches the JSON, and reconciles the
+   interval's last snapshot with a replay of the input topic up to the offsets in its
+   headers. It writes `<start>_<end>.validation.json` beside the export and **fails** on
+   any violation (the report and the task log list them).
+
+See `docs/exports.md` for the file formats.
+"""
+
+settings = get_settings()
+minutes = settings.export_interval_minutes
+cron = "0 * * * *" if minutes == 60 else f"*/{minutes} * * * *"
+
+with DAG(
+    dag_id="orderbook_export",
+    # Data-interval timetable: each run covers [previous tick, this tick).
+    schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    doc_md=DOC,
+    tags=["orderbook", "export"],
+    default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(seconds=15)},
+) as dag:
+
+    @task(task_id="export")
+    def export(data_interval_start=None, data_interval_end=None) -> dict:
+        from marketstream.export import export_interval
+
+        return export_interval(get_settings(), data_interval_start, data_interval_end)
+
+    @task(task_id="validate")
+    def validate(summary: dict, data_interval_start=None, data_interval_end=None) -> dict:
+        from marketstream.validation import ValidationFailed, validate_interval
+
+        undecodable = [f"undecodable record on the topic at {where}" for where in summary.get("undecodable", [])]
+        try:
+            return validate_interval(get_settings(), data_interval_start, data_interval_end, undecodable)
+        except ValidationFailed as exc:
+            # The data is wrong, a retry would not change it: fail without retrying.
+            raise AirflowFailException(str(exc)) from exc
+
+    validate(export())

@@ -1,0 +1,51 @@
+"""Wiring only: a minute-by-minute health check of the running order-book job."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
+
+DOC = """
+### Order-book health
+
+Every minute, reads the snapshot topic and the job's metrics topic (one message per Spark
+micro-batch) and **fails** with a sentence saying what is wrong when:
+
+- the last snapshot is older than `DASHBOARD_STALE_SECONDS` (5 s) — the job is not publishing;
+- the last minute had fewer than `HEALTH_MIN_SNAPSHOTS_PER_MINUTE` (55) snapshots, or
+  two different snapshots for one second;
+- the consumer lag grew over the minute and exceeds `HEALTH_MAX_LAG` events;
+- the median batch duration exceeds the 1 s trigger (`HEALTH_MAX_BATCH_MS`);
+- there were no batch metrics at all (the streaming query is down).
+
+A red run here while `orderbook_pipeline` is not running is expected. The dashboard's
+health page charts the same figures.
+"""
+
+with DAG(
+    dag_id="orderbook_health",
+    schedule="* * * * *",
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    dagrun_timeout=timedelta(seconds=55),
+    doc_md=DOC,
+    tags=["orderbook", "health"],
+    # A health verdict is for this minute: retrying it later would answer another question.
+    default_args={"owner": "market-data", "retries": 0},
+) as dag:
+
+    @task(task_id="check_health")
+    def check_health() -> dict:
+        from marketstream.health import HealthCheckFailed, check_health
+        from marketstream.settings import get_settings
+
+        try:
+            return check_health(get_settings())
+        except HealthCheckFailed as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    check_health()

@@ -1,0 +1,64 @@
+"""Wiring only: topic creation, then the long-running Spark order-book job."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, task
+
+from marketstream.settings import get_settings
+from marketstream.spark.config import JOB_APPLICATION, QUERY_NAME, job_env, spark_conf
+
+DOC = """
+### Order-book pipeline
+
+Triggered by hand (one run at a time). **create_topics** creates the Kafka topics that are
+missing (input, snapshots, dead letters, metrics, deals): the same code `make run` uses,
+safe to repeat. **orderbook_job** then `spark-submit`s the Spark Structured Streaming
+order-book job to the Spark master of the `spark_default` connection (`local[*]` embedded,
+the compose Spark master in the full deployment).
+
+The job never ends on its own: the task stays *running* while it runs. When the job dies
+the task fails with the job's error at the end of its log; the retry starts the job
+again and it resumes from its checkpoint (no snapshot sequence lost or repeated).
+To stop the job, mark the task failed (or success) in the UI: Airflow kills spark-submit.
+
+Health: see the `orderbook_health` DAG and the dashboard's health page.
+"""
+
+settings = get_settings()  # reads the environment only: nothing touches Kafka or Spark here
+
+with DAG(
+    dag_id="orderbook_pipeline",
+    schedule=None,
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    doc_md=DOC,
+    tags=["orderbook", "spark", "streaming"],
+    default_args={"owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=20)},
+) as dag:
+
+    @task(task_id="create_topics", doc_md="Create missing Kafka topics (idempotent).")
+    def create_topics() -> dict[str, bool]:
+        from marketstream.topics import ensure_topics
+
+        return ensure_topics(get_settings())
+
+    job = SparkSubmitOperator(
+        task_id="orderbook_job",
+        doc_md="The streaming job; runs until it dies or is stopped (a retry resumes from the checkpoint).",
+        conn_id="spark_default",
+        application=str(JOB_APPLICATION),
+        name=QUERY_NAME,
+        conf=spark_conf(settings),
+        env_vars=job_env(settings),
+        # A long-running stream: no execution timeout; retries restart it from its checkpoint.
+        execution_timeout=None,
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=5),
+    )
+
+    create_topics() >> job

@@ -1,0 +1,297 @@
+"""Validation of one interval's export (the ``orderbook_export`` DAG's second task).
+
+It reads the files the exporter wrote, not the topic, so a damaged export is caught:
+- every snapshot: symbols in order and contiguous, levels interleaved ``buy_1, sell_1,
+  buy_2, ...``, buy prices descending and sell prices ascending, positive prices and
+  amounts, ``total = price x amount`` and ``cum_sum`` running sums, exact decimals, depth;
+- cadence: exactly one snapshot per second of the interval (gaps and duplicates listed),
+  sequence numbers increasing by one;
+- the CSV says the same as the JSON;
+- reconciliation: the interval's last snapshot equals the reference replay (the core
+  ``OrderBook``) of the input topic up to the input offsets in that snapshot's headers.
+
+The report ``<start>_<end>.validation.json`` is written beside the export either way;
+``ValidationFailed`` is raised when anything is wrong, so the Airflow task fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from marketstream.export import export_paths, render_csv, utc, write_atomic
+from marketstream.kafka_io import offsets_for_time, read_range
+from marketstream.orderbook import OrderBook, parse_event, render_book
+from marketstream.orderbook.events import InvalidEvent
+from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time, parse_snapshot_time
+from marketstream.orderbook.render import Level, levels_from_json, levels_to_json
+from marketstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 200  # violations kept in the report; the rest are counted
+
+
+class ValidationFailed(Exception):
+    def __init__(self, report: dict):
+        self.report = report
+        shown = report["violations"][:10]
+        more = len(report["violations"]) - len(shown)
+        super().__init__(
+            f"export {report['interval_start']} .. {report['interval_end']} failed validation "
+            f"({len(report['violations'])} violation(s)):\n  - " + "\n  - ".join(shown)
+            + (f"\n  ... and {more} more in the report" if more else "")
+        )
+
+
+@dataclass(frozen=True)
+class ExportedSnapshot:
+    snapshot_time: int
+    sequence: int
+    levels: list[Level]
+
+
+# ------------------------------------------------------------------ one snapshot
+
+
+def check_book(levels: list[Level], depth: int) -> list[str]:
+    """Violations of the seed's format in one snapshot's level list (empty: all fine)."""
+    problems: list[str] = []
+    symbols_seen: list[str] = []
+    by_symbol: dict[str, list[Level]] = {}
+    for level in levels:
+        if not symbols_seen or symbols_seen[-1] != level.symbol:
+            if level.symbol in by_symbol:
+                problems.append(f"levels of {level.symbol} are not contiguous")
+            symbols_seen.append(level.symbol)
+        by_symbol.setdefault(level.symbol, []).append(level)
+    if symbols_seen != sorted(set(symbols_seen)) and len(symbols_seen) == len(set(symbols_seen)):
+        problems.append(f"symbols not in alphabetical order: {symbols_seen}")
+    for symbol, rows in by_symbol.items():
+        buys = [r for r in rows if r.side.startswith("buy_")]
+        sells = [r for r in rows if r.side.startswith("sell_")]
+        if len(buys) + len(sells) != len(rows):
+            bad = sorted({r.side for r in rows} - {r.side for r in buys + sells})
+            problems.append(f"{symbol}: unknown side label(s) {bad}")
+            continue
+        for name, side in (("buy", buys), ("sell", sells)):
+            labels = [r.side for r in side]
+            expected = [f"{name}_{rank}" for rank in range(1, len(side) + 1)]
+            if labels != expected:
+                problems.append(f"{symbol}: {name} levels are labelled {labels[:6]}..., expected {expected[:6]}...")
+            if depth and len(side) > depth:
+                problems.append(f"{symbol}: {len(side)} {name} levels, more than the depth {depth}")
+        interleaved: list[Level] = []
+        for rank in range(max(len(buys), len(sells))):
+            interleaved += ([buys[rank]] if rank < len(buys) else []) + ([sells[rank]] if rank < len(sells) else [])
+        if [r.side for r in rows] != [r.side for r in interleaved]:
+            problems.append(f"{symbol}: levels are not interleaved buy_1, sell_1, buy_2, sell_2, ...")
+        for name, side, descending in (("buy", buys, True), ("sell", sells, False)):
+            for upper, lower in zip(side, side[1:]):
+                ok = upper.price > lower.price if descending else upper.price < lower.price
+                if not ok:
+                    order = "descending" if descending else "ascending"
+                    problems.append(
+                        f"{symbol}: {name} prices not strictly {order} at {upper.side} {upper.price} -> {lower.side} {lower.price}"
+                    )
+            running = Decimal(0)
+            for row in side:
+                if row.price <= 0 or row.amount <= 0:
+                    problems.append(f"{symbol} {row.side}: price and amount must be positive (price {row.price}, amount {row.amount})")
+                if row.total != row.price * row.amount:
+                    problems.append(f"{symbol} {row.side}: total {row.total} != price {row.price} x amount {row.amount}")
+                running += row.total
+                if row.cum_sum != running:
+                    problems.append(f"{symbol} {row.side}: cum_sum {row.cum_sum} != running sum of totals {running}")
+    return problems
+
+
+# ------------------------------------------------------------------ the interval
+
+
+def _time_text(epoch: int) -> str:
+    return format_snapshot_time(epoch)
+
+
+def _ranges(seconds: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for second in seconds:
+        if runs and second == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], second)
+        else:
+            runs.append((second, second))
+    return runs
+
+
+def check_cadence(snapshots: list[ExportedSnapshot], start: int, end: int) -> list[str]:
+    """One snapshot for every second in ``[start, end)``; gaps, duplicates, strays and
+    sequence breaks listed."""
+    problems: list[str] = []
+    counts: dict[int, int] = {}
+    for snap in snapshots:
+        counts[snap.snapshot_time] = counts.get(snap.snapshot_time, 0) + 1
+        if not start <= snap.snapshot_time < end:
+            problems.append(f"snapshot {_time_text(snap.snapshot_time)} (seq {snap.sequence}) lies outside the interval")
+    missing = [s for s in range(start, end) if s not in counts]
+    for first, last in _ranges(missing):
+        span = last - first + 1
+        where = _time_text(first) if span == 1 else f"{_time_text(first)} .. {_time_text(last)}"
+        problems.append(f"gap: no snapshot for {span} second(s): {where}")
+    for second, count in sorted(counts.items()):
+        if count > 1:
+            problems.append(f"duplicate: {count} different snapshots for {_time_text(second)}")
+    for before, after in zip(snapshots, snapshots[1:]):
+        if after.snapshot_time <= before.snapshot_time:
+            problems.append(
+                f"out of order: {_time_text(after.snapshot_time)} (seq {after.sequence}) after "
+                f"{_time_text(before.snapshot_time)} (seq {before.sequence})"
+            )
+        if after.sequence != before.sequence + 1:
+            problems.append(
+                f"sequence jumps from {before.sequence} ({_time_text(before.snapshot_time)}) "
+                f"to {after.sequence} ({_time_text(after.snapshot_time)})"
+            )
+    return problems
+
+
+def load_export(json_path: Path) -> tuple[list[ExportedSnapshot], list[str]]:
+    """The exported JSON as snapshots; a file that cannot be read is a violation, not a crash."""
+    try:
+        items = json.loads(json_path.read_text(encoding="utf-8"), parse_float=Decimal)
+    except FileNotFoundError:
+        return [], [f"export file missing: {json_path}"]
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [], [f"export JSON unreadable: {exc}"]
+    if not isinstance(items, list):
+        return [], ["export JSON is not an array"]
+    snapshots, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            levels = [
+                Level(row["symbol"], row["side"], Decimal(str(row["price"])), Decimal(str(row["amount"])),
+                      Decimal(str(row["total"])), Decimal(str(row["cum_sum"])))
+                for row in item["book"]
+            ]
+            snapshots.append(ExportedSnapshot(parse_snapshot_time(item["snapshot_time"]), int(item["sequence"]), levels))
+        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            problems.append(f"export entry {index} is malformed: {type(exc).__name__} {exc}")
+    return snapshots, problems
+
+
+def check_csv_matches(csv_path: Path, snapshots: list[ExportedSnapshot]) -> list[str]:
+    try:
+        actual = csv_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [f"export file missing: {csv_path}"]
+    except UnicodeDecodeError as exc:
+        return [f"export CSV unreadable: {exc}"]
+    expected = render_csv([
+        SnapshotMessage(s.snapshot_time, s.sequence, {}, -1, levels_to_json(s.levels)) for s in snapshots
+    ])
+    if actual == expected:
+        return []
+    for number, (got, want) in enumerate(zip(actual.splitlines(), expected.splitlines()), start=1):
+        if got != want:
+            return [f"CSV differs from the JSON export at line {number}: {got!r}, expected {want!r}"]
+    return [f"CSV has {len(actual.splitlines())} lines, the JSON export implies {len(expected.splitlines())}"]
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+def fetch_snapshot(settings: Settings, snapshot_time: int, sequence: int) -> SnapshotMessage | None:
+    """The published message for ``(snapshot_time, sequence)`` (headers carry the offsets)."""
+    begin = offsets_for_time(settings, settings.orderbook_topic, snapshot_time * 1000)
+    stop = offsets_for_time(settings, settings.orderbook_topic, (snapshot_time + 1) * 1000)
+    for record in read_range(settings, settings.orderbook_topic, begin, stop):
+        try:
+            message = SnapshotMessage.from_record(record.key, record.value or b"", record.headers)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if message.sequence == sequence and message.snapshot_time == snapshot_time:
+            return message
+    return None
+
+
+def replay_book(settings: Settings, input_offsets: dict[int, int]) -> tuple[OrderBook, int]:
+    """The reference book: input events below ``input_offsets`` applied to the core
+    ``OrderBook`` (invalid events skipped: the job sent them to the dead-letter topic)."""
+    book, skipped = OrderBook(), 0
+    for record in read_range(settings, settings.orders_topic, None, input_offsets):
+        try:
+            book.apply(parse_event(record.value or b""))
+        except InvalidEvent:
+            skipped += 1
+    return book, skipped
+
+
+def reconcile(settings: Settings, last: ExportedSnapshot) -> tuple[list[str], dict]:
+    published = fetch_snapshot(settings, last.snapshot_time, last.sequence)
+    where = f"{_time_text(last.snapshot_time)} (seq {last.sequence})"
+    if published is None:
+        return [f"reconciliation: snapshot {where} is not in topic {settings.orderbook_topic}"], {}
+    book, skipped = replay_book(settings, published.input_offsets)
+    expected = render_book(book, settings.book_depth)
+    info = {
+        "snapshot_time": _time_text(last.snapshot_time),
+        "sequence": last.sequence,
+        "input_offsets": {str(p): o for p, o in sorted(published.input_offsets.items())},
+        "replayed_invalid_events_skipped": skipped,
+        "open_orders_published": published.open_orders,
+        "open_orders_replayed": len(book.open_orders),
+    }
+    problems = []
+    if levels_to_json(expected) != published.value:
+        problems.append(f"reconciliation: published snapshot {where} differs from the replay of {settings.orders_topic} "
+                        f"up to {info['input_offsets']}")
+    if last.levels != levels_from_json(levels_to_json(expected)):
+        problems.append(f"reconciliation: exported book of {where} differs from the replay of the input topic")
+    if published.open_orders >= 0 and published.open_orders != len(book.open_orders):
+        problems.append(f"reconciliation: {where} reports {published.open_orders} open orders, the replay has {len(book.open_orders)}")
+    info["matches"] = not problems
+    return problems, info
+
+
+# ------------------------------------------------------------------ the task
+
+
+def validate_interval(settings: Settings, start: datetime, end: datetime, extra_violations: list[str] | None = None) -> dict:
+    """Validate the interval's export files, write the report beside them, return it;
+    raise ``ValidationFailed`` (after writing the report) on any violation."""
+    paths = export_paths(settings.export_dir, start, end)
+    start_s, end_s = int(utc(start).timestamp()), int(utc(end).timestamp())
+    snapshots, violations = load_export(paths.json)
+    violations += list(extra_violations or [])
+    for snap in snapshots:
+        violations += [f"{_time_text(snap.snapshot_time)} (seq {snap.sequence}): {p}" for p in check_book(snap.levels, settings.book_depth)]
+    violations += check_cadence(snapshots, start_s, end_s)
+    if paths.json.exists():
+        violations += check_csv_matches(paths.csv, snapshots)
+    reconciliation: dict = {}
+    if snapshots:
+        problems, reconciliation = reconcile(settings, snapshots[-1])
+        violations += problems
+    listed = violations[:MAX_LISTED]
+    if len(violations) > MAX_LISTED:
+        listed.append(f"... and {len(violations) - MAX_LISTED} more violation(s)")
+    report = {
+        "status": "failed" if violations else "passed",
+        "interval_start": utc(start).isoformat(),
+        "interval_end": utc(end).isoformat(),
+        "snapshots": len(snapshots),
+        "expected_snapshots": end_s - start_s,
+        "violation_count": len(violations),
+        "violations": listed,
+        "reconciliation": reconciliation,
+        "files": {"json": paths.json.name, "csv": paths.csv.name},
+    }
+    write_atomic(paths.validation, json.dumps(report, indent=2) + "\n")
+    log.info("validation of %s: %s, %d snapshot(s), %d violation(s)", paths.json.name, report["status"],
+             len(snapshots), len(violations))
+    if violations:
+        raise ValidationFailed(report)
+    return report
