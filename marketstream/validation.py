@@ -16,6 +16,7 @@ The report ``<start>_<end>.validation.json`` is written beside the export either
 
 from __future__ import annotations
 
+import decimal
 import json
 import logging
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Exact products and sums, as the renderer computes them (no rounding at 28 digits).
+_EXACT = decimal.Context(prec=80)
 MAX_LISTED = 200  # violations kept in the report; the rest are counted
 
 
@@ -98,15 +101,17 @@ def check_book(levels: list[Level], depth: int) -> list[str]:
                     problems.append(
                         f"{symbol}: {name} prices not strictly {order} at {upper.side} {upper.price} -> {lower.side} {lower.price}"
                     )
-            running = Decimal(0)
+            previous = Decimal(0)
             for row in side:
                 if row.price <= 0 or row.amount <= 0:
                     problems.append(f"{symbol} {row.side}: price and amount must be positive (price {row.price}, amount {row.amount})")
-                if row.total != row.price * row.amount:
+                if row.total != _EXACT.multiply(row.price, row.amount):
                     problems.append(f"{symbol} {row.side}: total {row.total} != price {row.price} x amount {row.amount}")
-                running += row.total
-                if row.cum_sum != running:
-                    problems.append(f"{symbol} {row.side}: cum_sum {row.cum_sum} != running sum of totals {running}")
+                # Checked against the level above (not a recomputed running sum) so one bad
+                # number is reported once, not again on every deeper level.
+                if row.cum_sum != _EXACT.add(previous, row.total):
+                    problems.append(f"{symbol} {row.side}: cum_sum {row.cum_sum} != previous cum_sum {previous} + total {row.total}")
+                previous = row.cum_sum
     return problems
 
 

@@ -1,0 +1,140 @@
+"""Validation rules on export files built from real renderer output, then damaged the
+ways a broken job or a tampered file would be."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from marketstream.export import export_paths, render_csv, render_json, write_atomic
+from marketstream.orderbook import levels_to_json, render_levels
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.settings import load_settings
+from marketstream.validation import (
+    ExportedSnapshot, ValidationFailed, check_book, check_cadence, check_csv_matches, load_export, validate_interval,
+)
+
+START = datetime(2026, 11, 22, 8, 10, tzinfo=timezone.utc)
+T0 = int(START.timestamp())
+
+BOOK = {
+    ("BTC-USDT", "BUY"): {Decimal("33990"): Decimal("120.05"), Decimal("33980.5"): Decimal("0.1"), Decimal("33000"): Decimal("2")},
+    ("BTC-USDT", "SELL"): {Decimal("34010"): Decimal("134.91"), Decimal("34020"): Decimal("1")},
+    ("ETH-USDT", "BUY"): {Decimal("1800.25"): Decimal("3")},
+}
+
+
+def levels():
+    return render_levels(BOOK, depth=15)
+
+
+def test_renderer_output_is_valid():
+    assert check_book(levels(), depth=15) == []
+
+
+def test_depth_exceeded():
+    assert check_book(levels(), depth=2) == ["BTC-USDT: 3 buy levels, more than the depth 2"]
+
+
+def replace(rows, index, **changes):
+    rows = list(rows)
+    rows[index] = dataclasses.replace(rows[index], **changes)
+    return rows
+
+
+def test_wrong_total_and_cum_sum_are_named():
+    rows = replace(levels(), 0, total=Decimal("1"))
+    problems = check_book(rows, 15)
+    assert "BTC-USDT buy_1: total 1 != price 33990 x amount 120.05" in problems
+    assert "BTC-USDT buy_1: cum_sum 4080499.50 != previous cum_sum 0 + total 1" in problems
+    assert len(problems) == 2  # reported once, not again on every deeper level
+
+
+def test_unsorted_prices_and_broken_interleaving():
+    rows = levels()
+    swapped = [rows[2], rows[1], rows[0]] + rows[3:]  # buy_2 before buy_1
+    problems = check_book(swapped, 15)
+    assert any("buy levels are labelled" in p for p in problems)
+    rows = replace(levels(), 2, price=Decimal("34000"))  # buy_2 above buy_1
+    assert any("buy prices not strictly descending" in p for p in check_book(rows, 15))
+    sells_first = [levels()[1], levels()[0]] + levels()[2:]
+    assert any("not interleaved" in p for p in check_book(sells_first, 15))
+
+
+def test_non_positive_amount():
+    rows = replace(levels(), 1, amount=Decimal("0"), total=Decimal("0"), cum_sum=Decimal("0"))
+    assert any("price and amount must be positive" in p for p in check_book(rows, 15))
+
+
+def test_symbols_contiguous_and_sorted():
+    rows = levels()
+    eth_first = rows[-1:] + rows[:-1]
+    assert any("alphabetical" in p for p in check_book(eth_first, 15))
+    split = rows[:2] + rows[-1:] + rows[2:-1]
+    assert any("not contiguous" in p for p in check_book(split, 15))
+
+
+def snaps(seconds, sequences=None):
+    sequences = sequences or [s + 1 for s in range(len(seconds))]
+    return [ExportedSnapshot(T0 + s, q, levels()) for s, q in zip(seconds, sequences)]
+
+
+def test_cadence_complete_interval_passes():
+    assert check_cadence(snaps(range(10)), T0, T0 + 10) == []
+
+
+def test_cadence_lists_gaps_and_duplicates():
+    problems = check_cadence(snaps([0, 1, 4, 5, 5, 6, 7, 8]), T0, T0 + 10)
+    assert "gap: no snapshot for 2 second(s): 2026-11-22T08:10:02Z .. 2026-11-22T08:10:03Z" in problems
+    assert "gap: no snapshot for 1 second(s): 2026-11-22T08:10:09Z" in problems
+    assert "duplicate: 2 different snapshots for 2026-11-22T08:10:05Z" in problems
+
+
+def test_cadence_sequence_jump():
+    problems = check_cadence(snaps([0, 1, 2], [1, 2, 5]), T0, T0 + 3)
+    assert problems == ["sequence jumps from 2 (2026-11-22T08:10:01Z) to 5 (2026-11-22T08:10:02Z)"]
+
+
+def write_export(settings, seconds):
+    messages = [SnapshotMessage(T0 + s, s + 1, {0: s}, 6, levels_to_json(levels())) for s in seconds]
+    paths = export_paths(settings.export_dir, START, datetime.fromtimestamp(T0 + 10, timezone.utc))
+    write_atomic(paths.json, render_json(messages))
+    write_atomic(paths.csv, render_csv(messages))
+    return paths
+
+
+def test_csv_must_match_json(tmp_path):
+    settings = load_settings(export_dir=tmp_path)
+    paths = write_export(settings, range(3))
+    snapshots, problems = load_export(paths.json)
+    assert problems == [] and len(snapshots) == 3
+    assert check_csv_matches(paths.csv, snapshots) == []
+    paths.csv.write_text(paths.csv.read_text().replace("120.05", "120.06", 1))
+    [problem] = check_csv_matches(paths.csv, snapshots)
+    assert problem.startswith("CSV differs from the JSON export at line 2")
+
+
+def test_unreadable_export_is_a_violation_not_a_crash(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('[{"snapshot_time": "2026-11-22T08:10:00Z", "sequence": 1, "book": [{"side": "buy_1"}]}]')
+    snapshots, problems = load_export(path)
+    assert snapshots == [] and problems[0].startswith("export entry 0 is malformed: KeyError")
+    path.write_text("[{")
+    assert load_export(path)[1][0].startswith("export JSON unreadable")
+    assert load_export(tmp_path / "missing.json")[1] == [f"export file missing: {tmp_path / 'missing.json'}"]
+
+
+def test_failed_validation_writes_the_report_and_raises(tmp_path):
+    """No broker needed: an empty interval fails before any reconciliation."""
+    settings = load_settings(export_dir=tmp_path)
+    paths = write_export(settings, [])
+    with pytest.raises(ValidationFailed, match="gap: no snapshot for 10 second"):
+        validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, timezone.utc))
+    report = json.loads(paths.validation.read_text())
+    assert report["status"] == "failed" and report["snapshots"] == 0 and report["expected_snapshots"] == 10
+    assert report["interval_start"] == "2026-11-22T08:10:00+00:00"
+    assert report["violations"] == ["gap: no snapshot for 10 second(s): 2026-11-22T08:10:00Z .. 2026-11-22T08:10:09Z"]
