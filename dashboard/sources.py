@@ -251,11 +251,11 @@ class Sources:
     # --- energy database
 
     def engine(self):
-        import sqlalchemy
+        from marketstream.energy.db import make_engine
 
         with self._engine_lock:
             if self._engine is None:
-                self._engine = sqlalchemy.create_engine(self.settings.database_url, pool_pre_ping=True)
+                self._engine = make_engine(self.settings.database_url)
             return self._engine
 
     def _query(self, statement) -> pd.DataFrame:
@@ -266,9 +266,14 @@ class Sources:
                 result = connection.execute(statement)
                 return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         except sqlalchemy.exc.SQLAlchemyError as exc:
+            hint = ""
+            if isinstance(exc, (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError)) and (
+                "does not exist" in str(exc) or "no such table" in str(exc)
+            ):
+                hint = " The schema is missing: run `python -m marketstream.energy.db migrate`."
             raise SourceUnavailable(
                 f"Cannot read the energy database ({_redact(self.settings.database_url)}): "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}"
             ) from exc
 
     def desk_days(self) -> list[date]:
