@@ -46,6 +46,17 @@ def run(script, *args) -> AppTest:
     return at
 
 
+def fresh_process_state() -> None:
+    """Settings and the dashboard's process-wide Sources are cached per process, as in
+    production; a test that changes the environment starts them afresh."""
+    import streamlit as st
+
+    from marketstream.settings import get_settings
+
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+
+
 def metric(at: AppTest, label: str) -> str:
     (found,) = [m.value for m in at.metric if m.label == label]
     return found
@@ -278,7 +289,7 @@ def test_the_app_wires_pages_to_settings(tmp_path, monkeypatch):
 
     seed_exports(tmp_path, date(2026, 11, 22))
     monkeypatch.setenv("EXPORT_DIR", str(tmp_path))
-    get_settings.cache_clear()
+    fresh_process_state()
     try:
         from tests.support import ROOT
 
@@ -289,4 +300,35 @@ def test_the_app_wires_pages_to_settings(tmp_path, monkeypatch):
         assert metric(at, "Intervals") == "3"
         assert str(tmp_path) in at.caption[0].value
     finally:
-        get_settings.cache_clear()
+        fresh_process_state()
+
+
+def test_the_app_reads_the_desk_from_sqlite(tmp_path, monkeypatch):
+    """The embedded run's database: the real desk page on a migrated SQLite file."""
+    import sqlalchemy as sa
+
+    from marketstream.energy.db import make_engine, migrate, reference_prices, trades
+    from marketstream.settings import get_settings
+    from tests.integration.dashboard_seed import reference_rows, trade_rows
+    from tests.support import ROOT
+
+    url = f"sqlite:///{tmp_path / 'energy.db'}"
+    migrate(url)
+    now = datetime.now(timezone.utc)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(trades.insert(), trade_rows(now.date(), now))
+        connection.execute(reference_prices.insert(), reference_rows(now.date(), now))
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    fresh_process_state()
+    try:
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=30)
+        at.switch_page("pages/desk.py").run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert metric(at, "Trades") == "6"
+        assert metric(at, "Cash PnL (EUR)") == "-15.50"
+        assert metric(at, "Edge vs reference (EUR)") == "+5.50"  # the newest reference, not the older 99
+        assert at.selectbox[0].value == now.date()
+    finally:
+        fresh_process_state()
