@@ -91,6 +91,15 @@ class Settings(BaseSettings):
 
     # Dashboard
     dashboard_port: int = Field(8501, ge=1, le=65535)
+    # The ETL's request budget is shared by every process through this SQLite file.
+    market_data_rate_limit_path: Path = PROJECT_ROOT / "var" / "market_data_rate_limit.sqlite"
+    market_data_timeout_seconds: float = Field(10.0, gt=0)
+    market_data_max_attempts: int = Field(5, ge=1)  # per hour and run, retries included
+    # Hours with trades older than this many days are no longer re-fetched every run.
+    reference_price_lookback_days: int = Field(2, ge=0)
+    # Listener reconnect backoff cap: the exchange must see us back within seconds.
+    exchange_reconnect_max_seconds: float = Field(2.0, gt=0)
+    loader_batch_size: int = Field(500, ge=1)
     # 0.0.0.0 in containers; the embedded run stays on loopback.
     dashboard_address: str = "127.0.0.1"
     # Snapshots are due every second: older than this, the book page warns it is stale.

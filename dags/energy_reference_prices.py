@@ -1,0 +1,50 @@
+"""Wiring only: the reference-price ETL (logic in marketstream.energy.reference_prices)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, task
+from airflow.sdk.exceptions import AirflowFailException
+
+DOC = """
+### Energy reference prices
+
+Every 10 minutes, fetches the market-data API's reference price for every tradable
+delivery hour (next hour to the end of the next day, UTC) and every hour that has trades
+(last `REFERENCE_PRICE_LOOKBACK_DAYS` days), never faster than
+`MARKET_DATA_REQUESTS_PER_MINUTE` (50) requests a minute — a limiter shared by all runs —
+retrying 5xx, 429 and network errors with backoff. Each published value is stored once
+with its `last_update` in `reference_prices` (history kept; `latest_reference_prices`
+is the newest per hour), so a re-run stores nothing new.
+
+The run **fails** after storing everything it could when some hours could not be fetched;
+the log and the error name each missing hour and why. The return value (XCom) counts new,
+unchanged and missing values.
+"""
+
+with DAG(
+    dag_id="energy_reference_prices",
+    schedule=timedelta(minutes=10),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    dagrun_timeout=timedelta(minutes=9),
+    doc_md=DOC,
+    tags=["energy", "reference-prices"],
+    # The next run fetches everything again in 10 minutes: no task retries needed.
+    default_args={"owner": "power-desk", "retries": 0},
+) as dag:
+
+    @task(task_id="fetch_reference_prices")
+    def fetch_reference_prices() -> dict:
+        from marketstream.energy.reference_prices import MissingReferencePrices, run_and_check
+        from marketstream.settings import get_settings
+
+        try:
+            return run_and_check(get_settings())
+        except MissingReferencePrices as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    fetch_reference_prices()

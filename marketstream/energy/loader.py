@@ -1,0 +1,202 @@
+"""Trade loader: deals topic → ``trades`` table, exactly once.
+
+Partitions are assigned explicitly (no consumer group); where to resume comes from the
+``loader_offsets`` table, which is updated in the same database transaction as the
+rows. A crash before the commit replays the batch, a crash after it resumes past it, and
+``INSERT … ON CONFLICT (deal_id) DO NOTHING`` absorbs any replay of a deal already
+stored. When the database is down the loader keeps the batch, waits with backoff and
+retries; the deals wait in Kafka. A record that is not a valid deal (the listener
+validates, so only a foreign writer produces one) is dead-lettered and skipped.
+
+    python -m marketstream.energy.loader
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from marketstream.energy import db
+from marketstream.energy.deals import InvalidDeal, parse_deal
+from marketstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoaderStats:
+    batches: int = 0
+    records: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    db_failures: int = 0
+
+
+def dialect_insert(engine: sa.Engine, table: sa.Table):
+    """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"unsupported database {engine.dialect.name!r}: use PostgreSQL or SQLite")
+    return insert(table)
+
+
+def stored_offsets(engine: sa.Engine, topic: str) -> dict[int, int]:
+    t = db.loader_offsets
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(t.c.partition, t.c.next_offset).where(t.c.topic == topic))
+        return {partition: offset for partition, offset in rows}
+
+
+def store_batch(engine: sa.Engine, topic: str, rows: list[dict], next_offsets: dict[int, int]) -> int:
+    """Insert ``rows`` (new deal ids only) and advance the stored offsets, atomically.
+    Returns how many rows were new."""
+    inserted = 0
+    with engine.begin() as connection:
+        if rows:
+            statement = (
+                dialect_insert(engine, db.trades)
+                .on_conflict_do_nothing(index_elements=["deal_id"])
+                .returning(db.trades.c.deal_id)  # only the rows actually inserted come back
+            )
+            inserted = len(connection.execute(statement, rows).all())
+        offsets = dialect_insert(engine, db.loader_offsets)
+        offsets = offsets.on_conflict_do_update(
+            index_elements=["topic", "partition"], set_={"next_offset": offsets.excluded.next_offset}
+        )
+        connection.execute(offsets, [
+            {"topic": topic, "partition": p, "next_offset": o} for p, o in sorted(next_offsets.items())
+        ])
+    return inserted
+
+
+class TradeLoader:
+    def __init__(self, settings: Settings, engine: sa.Engine | None = None):
+        self.settings = settings
+        self.engine = engine or db.make_engine(settings.database_url)
+        self.topic = settings.deals_topic
+        self.stats = LoaderStats()
+        self._consumer = None
+        self._dlq_producer = None
+
+    def _retrying(self, what: str) -> Retrying:
+        def report(state):
+            self.stats.db_failures += 1
+            log.warning("%s failed (%s); retry %d, deals wait in Kafka", what,
+                        str(state.outcome.exception()).splitlines()[0], state.attempt_number)
+
+        return Retrying(
+            retry=retry_if_exception_type((sa.exc.OperationalError, sa.exc.InterfaceError)),
+            wait=wait_exponential_jitter(initial=0.5, max=15),
+            before_sleep=report,
+            reraise=True,
+        )
+
+    def start(self) -> None:
+        """Migrate (waiting for the database) and position the consumer at the stored offsets."""
+        from kafka import TopicPartition
+
+        from marketstream.kafka_io import make_consumer, partitions_of
+
+        for attempt in self._retrying("database migration"):
+            with attempt:
+                db.migrate(self.engine)
+        self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)
+        partitions = partitions_of(self._consumer, self.topic)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        for attempt in self._retrying("reading loader offsets"):
+            with attempt:
+                offsets = stored_offsets(self.engine, self.topic)
+        for tp in tps:
+            self._consumer.seek(tp, offsets.get(tp.partition, 0))
+        log.info("loading %s partitions %s from offsets %s into %s", self.topic, partitions,
+                 {p: offsets.get(p, 0) for p in partitions}, self.engine.url.render_as_string(hide_password=True))
+
+    def poll_once(self, timeout_ms: int = 500) -> int:
+        """Load one batch; returns how many records it covered."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        records = [record for tp_records in batch.values() for record in tp_records]
+        if not records:
+            return 0
+        rows, next_offsets = [], {}
+        loaded_at: datetime = db.utcnow()
+        for record in records:
+            next_offsets[record.partition] = max(next_offsets.get(record.partition, 0), record.offset + 1)
+            try:
+                deal = parse_deal(record.value or b"")
+            except InvalidDeal as exc:
+                self._dead_letter(record, exc.reason)
+                continue
+            rows.append(deal.row() | {"loaded_at": loaded_at})
+        for attempt in self._retrying("writing deals to the database"):
+            with attempt:
+                inserted = store_batch(self.engine, self.topic, rows, next_offsets)
+        self.stats.batches += 1
+        self.stats.records += len(records)
+        self.stats.inserted += inserted
+        self.stats.duplicates += len(rows) - inserted
+        log.info("stored %d new deals (%d already present) up to offsets %s", inserted, len(rows) - inserted,
+                 next_offsets)
+        return len(records)
+
+    def _dead_letter(self, record, reason: str) -> None:
+        from marketstream.kafka_io import make_producer
+
+        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+        if self._dlq_producer is None:
+            self._dlq_producer = make_producer(self.settings, enable_idempotence=True)
+        headers = [
+            ("reason", reason.encode()), ("source_topic", record.topic.encode()),
+            ("source_partition", str(record.partition).encode()), ("source_offset", str(record.offset).encode()),
+        ]
+        # Before the offsets move past it: a crash in between re-sends it (at least once).
+        self._dlq_producer.send(self.settings.deals_deadletter_topic, value=record.value or b"",
+                                headers=headers).get(timeout=30)
+        self.stats.dead_lettered += 1
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        self.start()
+        try:
+            while not stop.is_set():
+                self.poll_once()
+        finally:
+            self.close()
+            log.info("loader stopped: %s", self.stats)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._dlq_producer is not None:
+            self._dlq_producer.close(timeout=10)
+            self._dlq_producer = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from marketstream.settings import get_settings
+
+    argparse.ArgumentParser(prog="python -m marketstream.energy.loader", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    TradeLoader(get_settings()).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
