@@ -151,7 +151,7 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
             tooltip=["time:T", "snapshots:Q", "status:N"],
         )
         # A missing second has no bar: draw a red line where it should have been.
-        holes = alt.Chart(per_second[per_second["status"] == "gap"].assign(one=1)).mark_rule(
+        holes = alt.Chart(per_second[per_second["status"] == "gap"]).mark_rule(
             color="#cf222e", strokeWidth=2).encode(x="time:T", y=alt.datum(0), y2=alt.datum(1))
         st.altair_chart(alt.layer(bars, holes).properties(height=180), width="stretch")
         problems = per_second[per_second["status"] != "ok"].tail(20)
