@@ -70,21 +70,25 @@ class IntervalSnapshots:
     redelivered: int = 0
 
 
-def _wait_for_interval_end(settings: Settings, end_ms: int, grace_s: float) -> dict[int, int]:
-    """Offsets of the first record at or after ``end_ms``, waiting up to ``grace_s`` for
-    one to exist, so the interval's last seconds are in the topic before it is read."""
+def _wait_for_interval_end(settings: Settings, end_ms: int, grace_s: float) -> None:
+    """Wait up to ``grace_s`` until the topic holds a record stamped at or after
+    ``end_ms``: timestamps only grow, so every snapshot of the interval is then in."""
     from marketstream.kafka_io import high_watermarks, make_consumer, partitions_of
 
+    topic = settings.orderbook_topic
     deadline = time.monotonic() + grace_s
     while True:
-        stop = offsets_for_time(settings, settings.orderbook_topic, end_ms)
         consumer = make_consumer(settings)
         try:
-            marks = high_watermarks(consumer, settings.orderbook_topic, partitions_of(consumer, settings.orderbook_topic))
+            marks = high_watermarks(consumer, topic, partitions_of(consumer, topic))
         finally:
             consumer.close()
-        if any(stop[p] < marks.get(p, 0) for p in stop) or time.monotonic() >= deadline:
-            return stop
+        last = {p: hw - 1 for p, hw in marks.items() if hw > 0}
+        newest = [r.timestamp_ms for r in read_range(settings, topic, last, marks)]
+        if (newest and min(newest) >= end_ms) or time.monotonic() >= deadline:
+            if not newest or min(newest) < end_ms:
+                log.warning("no snapshot after the interval end yet (waited %.0f s): exporting what there is", grace_s)
+            return
         time.sleep(1.0)
 
 
@@ -95,8 +99,9 @@ def read_interval(settings: Settings, start: datetime, end: datetime, grace_s: f
     if end_ms <= start_ms:
         raise ValueError(f"empty data interval [{start}, {end})")
     grace = settings.export_grace_seconds if grace_s is None else grace_s
-    stop = _wait_for_interval_end(settings, end_ms, grace)
+    _wait_for_interval_end(settings, end_ms, grace)
     begin = offsets_for_time(settings, settings.orderbook_topic, start_ms)
+    stop = offsets_for_time(settings, settings.orderbook_topic, end_ms)
     result = IntervalSnapshots()
     seen: dict[int, SnapshotMessage] = {}
     for record in read_range(settings, settings.orderbook_topic, begin, stop):
