@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from marketstream.kafka_io import make_producer
+from marketstream.orderbook.message import SnapshotMessage
 from marketstream.settings import Settings
 from tests.integration.dashboard_seed import (
     DEAD_LETTERS, reference_rows, seed_exports, seed_topics, trade_rows,
@@ -58,6 +60,28 @@ def insert_desk_data(url: str, day: date, now: datetime) -> None:
     with engine.begin() as connection:
         connection.execute(trades.insert(), trade_rows(day, now))
         connection.execute(reference_prices.insert(), reference_rows(day, now))
+    engine.dispose()
+
+
+def publish_snapshot(settings: Settings, message: SnapshotMessage) -> None:
+    producer = make_producer(settings)
+    producer.send(settings.orderbook_topic, key=message.key.encode(), value=message.value.encode(),
+                  headers=message.headers(), timestamp_ms=message.snapshot_time * 1000)
+    producer.flush()
+    producer.close()
+
+
+def insert_trade(url: str, day: date, now: datetime) -> None:
+    import sqlalchemy as sa
+
+    from marketstream.energy.db import trades
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(trades.insert(), [{
+            "deal_id": "d7", "trader_id": "flex_trader_3", "direction": "buy", "price": 20, "quantity": 1,
+            "delivery_day": day, "delivery_hour": "10-11", "execution_time": now, "loaded_at": now,
+        }])
     engine.dispose()
 
 
@@ -172,6 +196,12 @@ def test_every_page_shows_what_the_sources_hold(kafka_settings, energy_db, tmp_p
         assert rows[2][:5] == ["Buy 3", "34,044.94", "0.0205", "697.92127", f"{expected[-1].cum_sum:,}"]
         assert page.get_by_text("Live: snapshot").count() == 1
         shot(page, "order-book")
+        # Refreshes by itself: a new snapshot shows up without reloading the page.
+        publish_snapshot(kafka_settings, SnapshotMessage(
+            int(time.time()), last.sequence + 1, last.input_offsets, last.open_orders, last.value))
+        page.wait_for_function(
+            "s => [...document.querySelectorAll('[data-testid=stMetricValue]')].some(e => e.innerText.trim() === s)",
+            arg=str(last.sequence + 1), timeout=10_000)
         page.get_by_text("ETH-USDT").first.click()
         page.get_by_text("1,802.25").first.wait_for(timeout=10_000)
         assert table_rows(page)[0][:2] == ["Buy 1", "1,800.5"]
@@ -223,6 +253,12 @@ def test_every_page_shows_what_the_sources_hold(kafka_settings, energy_db, tmp_p
         assert t1[2:] == ["2", "2.000", "1.500", "+0.500", "22.43", "20.50", "25.00", "22.00", "12 min",
                           "-1.50", "+3.00", "+7.50", "-3.50"]
         assert by_key[("flex_trader_2", "12-13")][9] == "no reference"
+        # Refreshes by itself: a deal loaded now appears within the page's refresh period.
+        insert_trade(energy_db, now.date(), now)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=stMetric]')].some("
+            "m => m.querySelector('[data-testid=stMetricLabel]').innerText.trim() === 'Trades' && "
+            "m.querySelector('[data-testid=stMetricValue]').innerText.trim() === '7')", timeout=20_000)
         green = page.locator('[data-testid="stTable"] td', has_text="+3.00").first.evaluate(
             "c => getComputedStyle(c).color")
         assert green == "rgb(26, 127, 55)"  # #1a7f37
