@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     market_data_rate_limit_path: Path = PROJECT_ROOT / "var" / "market_data_rate_limit.sqlite"
     market_data_timeout_seconds: float = Field(10.0, gt=0)
     market_data_max_attempts: int = Field(5, ge=1)  # per hour and run, retries included
+    market_data_backoff_seconds: float = Field(1.0, gt=0)  # first retry wait; doubles up to 30 s
     # Hours with trades older than this many days are no longer re-fetched every run.
     reference_price_lookback_days: int = Field(2, ge=0)
     # Listener reconnect backoff cap: the exchange must see us back within seconds.

@@ -125,6 +125,8 @@ class ExchangeEmulator:
         self.stats = ExchangeStats()
         self._connections: set = set()
         self._server = None
+        # Tests and benchmarks stop the flow before reading the final counts.
+        self.paused = False
 
     @property
     def port(self) -> int:
@@ -168,11 +170,17 @@ class ExchangeEmulator:
         self._connections.add(connection)
         log.info("connection %d from %s", number, connection.remote_address)
         next_at = time.monotonic()
+        closed = asyncio.ensure_future(connection.wait_closed())
         try:
             while True:
                 # Pace from a schedule, not from "now": sending time does not slow the rate.
                 next_at = max(next_at + factory.interval(self.config.deals_per_minute), time.monotonic() - 1)
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                # Wait for the next deal's time, or notice the peer left (even while paused).
+                await asyncio.wait({closed}, timeout=max(0.0, next_at - time.monotonic()))
+                if closed.done():
+                    return
+                if self.paused:
+                    continue
                 now = datetime.now(timezone.utc)
                 if factory.rng.random() < self.config.malformed_probability:
                     kind, text = factory.malformed(now)
@@ -190,6 +198,7 @@ class ExchangeEmulator:
         except ConnectionClosed:
             pass
         finally:
+            closed.cancel()
             self._connections.discard(connection)
             log.info("connection %d closed", number)
 

@@ -111,6 +111,17 @@ class TradeListener:
             with attempt:
                 return await connect(self.settings.exchange_ws_url, open_timeout=5, max_size=1 << 20)
 
+    async def _drain(self, connection) -> None:
+        """On shutdown: close, then still handle what the exchange sent before the close."""
+        from websockets.exceptions import ConnectionClosed
+
+        await connection.close()
+        try:
+            while True:
+                await asyncio.to_thread(self.handle, await connection.recv())
+        except ConnectionClosed:
+            pass
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Listen until ``stop`` is set (or forever)."""
         from websockets.exceptions import ConnectionClosed
@@ -129,6 +140,7 @@ class TradeListener:
                     done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
                     if receive not in done:
                         receive.cancel()
+                        await self._drain(connection)
                         break
                     # In a thread: the event loop keeps answering pings while the broker acks.
                     await asyncio.to_thread(self.handle, receive.result())

@@ -1,0 +1,145 @@
+"""Exchange emulator → listener → deals topic → loader → PostgreSQL, all real: every deal
+the exchange sent lands in the database once, through loader kills, 20 forced
+disconnects, malformed messages and a database outage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from marketstream.energy import db
+from marketstream.energy.background import BackgroundLoop
+from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
+from marketstream.kafka_io import read_range
+from tests.energy_support import Service, TcpProxy, private_schema, settings_env
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_url(postgres_url):
+    with private_schema(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def exchange():
+    with BackgroundLoop() as loop:
+        emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=600, seed=11, malformed_probability=0.05))
+        loop.run(emulator.start())
+        emulator.loop = loop
+        yield emulator
+        loop.run(emulator.stop())
+
+
+def db_deal_ids(url: str) -> list[str]:
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(sa.select(db.trades.c.deal_id)).scalars())
+    except sa.exc.ProgrammingError:  # tables not migrated yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
+    settings = kafka_settings.model_copy(update={
+        "database_url": pg_url, "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}",
+    })
+    env = settings_env(settings)
+    listener = Service("listener", env, tmp_path / "listener.log")
+    loader = Service("loader", env, tmp_path / "loader.log")
+    try:
+        wait_for(lambda: exchange.open_connections == 1, 20, what="the listener to connect")
+        wait_for(lambda: len(db_deal_ids(pg_url)) >= 20, 30, what="first deals in the database")
+
+        # Kill the loader mid-stream (no goodbye), let deals pile up in Kafka, restart it.
+        loader.kill()
+        time.sleep(2)
+        loader = Service("loader", env, tmp_path / "loader.log")
+
+        # 20 forced disconnects: each time the listener must be back within 5 s.
+        reconnect_seconds = []
+        for _ in range(20):
+            before = exchange.stats.connections_opened
+            dropped_at = time.time()
+            assert exchange.loop.run(exchange.drop_all()) == 1
+            wait_for(lambda: exchange.stats.connections_opened > before and exchange.open_connections == 1,
+                     5, interval_s=0.01, what="the listener to reconnect")
+            reconnect_seconds.append(exchange.stats.connect_times[-1] - dropped_at)
+            time.sleep(0.3)
+        assert max(reconnect_seconds) < 5
+
+        time.sleep(2)
+        exchange.paused = True  # no deal in flight while the listener stops
+        time.sleep(0.5)
+        listener.stop()
+        sent = [d.deal_id for d in exchange.stats.sent]
+        assert len(sent) >= 100
+        wait_for(lambda: len(db_deal_ids(pg_url)) >= len(set(sent)), 30, what="every sent deal in the database")
+        stored = db_deal_ids(pg_url)
+        assert sorted(stored) == sorted(set(sent)) and len(set(sent)) == len(sent)
+
+        # The topic holds each deal once too (idempotent producer, no duplicate sends).
+        topic_keys = [r.key.decode() for r in read_range(settings, settings.deals_topic)]
+        assert sorted(topic_keys) == sorted(sent)
+        # Every malformed message became a dead letter with a reason.
+        letters = list(read_range(settings, settings.deals_deadletter_topic))
+        assert len(letters) == len(exchange.stats.malformed) > 0
+        sent_malformed = sorted(text.encode() for _, text in exchange.stats.malformed)
+        assert sorted(r.value for r in letters) == sent_malformed
+        assert all(dict(r.headers)["reason"] for r in letters)
+        assert "dead-lettering a bad exchange message" in listener.log_text()
+        assert loader.alive()
+    finally:
+        listener.stop()
+        loader.stop()
+
+
+def test_loader_waits_out_a_database_outage(kafka_settings, pg_url, tmp_path):
+    """Database down: the loader keeps retrying, deals wait in Kafka, then all arrive once."""
+    from marketstream.energy.listener import TradeListener
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    proxied_url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    settings = kafka_settings.model_copy(update={"database_url": proxied_url})
+    listener = TradeListener(settings)  # used as a plain producer of validated deals
+    loader = Service("loader", settings_env(settings), tmp_path / "loader.log")
+    try:
+        ids = [f"deal-{i:03d}" for i in range(60)]
+
+        def send(deal_ids):
+            for deal_id in deal_ids:
+                listener.handle(
+                    '{"deal_confirmation": {"id": "%s", "price": 20.5, "quantity": 1.5, "direction": "buy",'
+                    ' "delivery_day": "2026-11-23", "delivery_hour": "10-11", "trader_id": "flex_trader_1",'
+                    ' "execution_time": "2026-11-22T09:00:00+00:00"}}' % deal_id)
+
+        send(ids[:20])
+        wait_for(lambda: len(db_deal_ids(pg_url)) == 20, 30, what="the first 20 deals")
+        proxy.cut()
+        send(ids[20:])
+        wait_for(lambda: "deals wait in Kafka" in loader.log_text(), 30, what="the loader to report the outage")
+        assert len(db_deal_ids(pg_url)) == 20 and loader.alive()
+        time.sleep(3)
+        proxy.restore()
+        wait_for(lambda: len(db_deal_ids(pg_url)) == 60, 60, what="the loader to catch up")
+        assert sorted(db_deal_ids(pg_url)) == ids
+        # Replaying the topic from scratch (offsets wiped) inserts nothing twice.
+        loader.stop()
+        engine = db.make_engine(pg_url)
+        with engine.begin() as connection:
+            connection.execute(db.loader_offsets.delete())
+        engine.dispose()
+        loader = Service("loader", settings_env(settings), tmp_path / "loader2.log")
+        wait_for(lambda: "0 new deals (60 already present)" in loader.log_text()
+                 or "stored 0 new deals" in loader.log_text(), 30, what="the replay")
+        assert sorted(db_deal_ids(pg_url)) == ids
+    finally:
+        listener.close()
+        loader.stop()
+        proxy.close()
