@@ -88,9 +88,6 @@ class Settings(BaseSettings):
     market_data_port: int = Field(5060, ge=1, le=65535)
     market_data_url: str = "http://127.0.0.1:5060"
     market_data_requests_per_minute: int = Field(50, ge=1)
-
-    # Dashboard
-    dashboard_port: int = Field(8501, ge=1, le=65535)
     # The ETL's request budget is shared by every process through this SQLite file.
     market_data_rate_limit_path: Path = PROJECT_ROOT / "var" / "market_data_rate_limit.sqlite"
     market_data_timeout_seconds: float = Field(10.0, gt=0)
@@ -101,6 +98,9 @@ class Settings(BaseSettings):
     # Listener reconnect backoff cap: the exchange must see us back within seconds.
     exchange_reconnect_max_seconds: float = Field(2.0, gt=0)
     loader_batch_size: int = Field(500, ge=1)
+
+    # Dashboard
+    dashboard_port: int = Field(8501, ge=1, le=65535)
     # 0.0.0.0 in containers; the embedded run stays on loopback.
     dashboard_address: str = "127.0.0.1"
     # Snapshots are due every second: older than this, the book page warns it is stale.
