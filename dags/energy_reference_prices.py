@@ -25,7 +25,7 @@ unchanged and missing values.
 
 with DAG(
     dag_id="energy_reference_prices",
-    schedule=timedelta(minutes=10),
+    schedule="*/10 * * * *",  # on the clock, so runs line up with the API's 10-minute updates
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

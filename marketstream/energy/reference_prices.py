@@ -219,9 +219,11 @@ def store_price(engine: sa.Engine, price: ReferencePrice, fetched_at: datetime) 
             unit=price.unit, last_update=price.last_update, fetched_at=fetched_at,
         )
         .on_conflict_do_nothing(index_elements=["delivery_day", "delivery_hour", "last_update"])
+        # RETURNING, not rowcount: the only answer that is right on every dialect and driver.
+        .returning(db.reference_prices.c.last_update)
     )
     with engine.begin() as connection:
-        return connection.execute(statement).rowcount == 1
+        return connection.execute(statement).first() is not None
 
 
 def run_etl(settings: Settings, now: datetime | None = None, engine: sa.Engine | None = None,
@@ -273,16 +275,28 @@ def run_and_check(settings: Settings) -> dict:
     return report.as_dict()
 
 
+def _aware_datetime(text: str) -> datetime:
+    try:
+        return check_timestamp("--now", text)
+    except ValueError as exc:
+        import argparse
+
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
     from marketstream.settings import get_settings
 
-    argparse.ArgumentParser(prog="python -m marketstream.energy.reference_prices", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m marketstream.energy.reference_prices", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--now", type=_aware_datetime, default=None,
+                        help="fetch the hours tradable at this ISO-8601 time (default: now)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = run_etl(get_settings())
+    report = run_etl(get_settings(), now=args.now)
     print(json.dumps(report.as_dict(), indent=2))
     return 1 if report.failed else 0
 
