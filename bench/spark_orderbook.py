@@ -204,6 +204,8 @@ def main(argv=None):
     parser.add_argument("--history-events", type=int, default=1_000_000)
     parser.add_argument("--shuffle-partitions", type=int, default=1)
     parser.add_argument("--max-events-per-batch", type=int, default=50_000)
+    parser.add_argument("--state-layout", default=None, help="journal | per_order (default: the setting)")
+    parser.add_argument("--read-tasks", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "spark_orderbook.json")
     args = parser.parse_args(argv)
 
@@ -217,10 +219,13 @@ def main(argv=None):
         orderbook_topic=f"orderbook-{unique}", deadletter_topic=f"dlq-{unique}", metrics_topic=f"metrics-{unique}",
         spark_checkpoint_dir=work / "checkpoint", spark_ui_enabled=False,
         spark_shuffle_partitions=args.shuffle_partitions, spark_max_events_per_batch=args.max_events_per_batch,
+        spark_read_tasks=args.read_tasks,
+        **({"spark_state_layout": args.state_layout} if args.state_layout else {}),
     )
     broker = subprocess.Popen(tansu_command(settings), stdout=(work / "tansu.log").open("w"), stderr=subprocess.STDOUT)
     job = None
-    results = {"settings": {"shuffle_partitions": args.shuffle_partitions,
+    results = {"settings": {"shuffle_partitions": args.shuffle_partitions, "read_tasks": args.read_tasks,
+                            "state_layout": settings.spark_state_layout,
                             "max_events_per_batch": args.max_events_per_batch}}
     try:
         wait_until_ready(settings, timeout_s=30)

@@ -59,8 +59,11 @@ class Settings(BaseSettings):
     spark_max_events_per_batch: int = Field(50_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
-    spark_shuffle_partitions: int = Field(2, ge=1, le=200)
+    spark_shuffle_partitions: int = Field(1, ge=1, le=200)  # one grouping key holds the book
     spark_ui_enabled: bool = True
+    spark_read_tasks: int = Field(1, ge=1, le=64)  # Spark tasks reading the input topic per batch
+    # How the job keeps open orders in state: see marketstream/spark/processor.py.
+    spark_state_layout: str = Field("journal", pattern="^(journal|per_order)$")
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())
 

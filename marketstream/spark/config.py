@@ -19,7 +19,8 @@ ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateS
 _JOB_SETTINGS = (
     "kafka_bootstrap_servers", "orders_topic", "orderbook_topic", "deadletter_topic", "metrics_topic",
     "book_depth", "closed_id_ttl_seconds", "spark_master", "spark_checkpoint_dir",
-    "spark_max_events_per_batch", "spark_kafka_connector", "spark_shuffle_partitions", "spark_ui_enabled",
+    "spark_max_events_per_batch", "spark_kafka_connector", "spark_shuffle_partitions", "spark_read_tasks", "spark_state_layout",
+    "spark_ui_enabled",
     "spark_python",
 )
 

@@ -102,12 +102,13 @@ def cap_offsets(start: dict[int, int], latest: dict[int, int], max_rows: int | N
     return {p: start.get(p, 0) + take[p] for p in end}
 
 
-class KafkaRange(InputPartition):
-    """One partition's offset range ``[start, end)``; ``value`` is the heartbeat row's."""
+class KafkaSplit(InputPartition):
+    """One read task: offset ranges ``(partition, start, end)`` and, in the first split,
+    the heartbeat row's value."""
 
-    def __init__(self, partition: int, start: int, end: int, value: bytes | None = None):
-        super().__init__(partition)
-        self.partition, self.start, self.end, self.value = partition, start, end, value
+    def __init__(self, index: int, ranges: list[tuple[int, int, int]], tick: int, heartbeat: bytes | None):
+        super().__init__(index)
+        self.ranges, self.tick, self.heartbeat = ranges, tick, heartbeat
 
 
 class KafkaStreamReader(DataSourceStreamReader):
@@ -115,6 +116,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.bootstrap = options["bootstrap.servers"]
         self.topic = options["topic"]
         self.max_rows = int(options["maxEventsPerBatch"]) if options.get("maxEventsPerBatch") else None
+        self.read_tasks = int(options.get("readTasks") or 1)
         self._client = None
         self._latest: dict[int, int] = {}
 
@@ -163,17 +165,22 @@ class KafkaStreamReader(DataSourceStreamReader):
         return {str(p): o for p, o in sorted(self._latest.items())} if self._latest else None
 
     def partitions(self, start: dict, end: dict):
+        # One read task by default: at this job's rates a task per Kafka partition costs
+        # more in scheduling than the parallel read saves (the book is one task anyway).
         begin, stop = partition_offsets(start), partition_offsets(end)
-        ranges = [KafkaRange(p, begin.get(p, 0), stop[p]) for p in sorted(stop) if stop[p] > begin.get(p, 0)]
+        ranges = [(p, begin.get(p, 0), stop[p]) for p in sorted(stop) if stop[p] > begin.get(p, 0)]
         heartbeat = json.dumps({str(p): o for p, o in sorted(stop.items())}).encode()
-        ranges.append(KafkaRange(HEARTBEAT_PARTITION, int(end.get(TICK, 0)), int(end.get(TICK, 0)), heartbeat))
-        return ranges
+        tasks = max(1, min(self.read_tasks, len(ranges)))
+        return [
+            KafkaSplit(i, ranges[i::tasks], int(end.get(TICK, 0)), heartbeat if i == 0 else None)
+            for i in range(tasks)
+        ]
 
-    def read(self, partition: KafkaRange):
-        if partition.partition == HEARTBEAT_PARTITION:
-            yield (HEARTBEAT_PARTITION, partition.start, partition.value)
-            return
-        yield from read_range(self.bootstrap, self.topic, partition.partition, partition.start, partition.end)
+    def read(self, split: KafkaSplit):
+        if split.heartbeat is not None:
+            yield (HEARTBEAT_PARTITION, split.tick, split.heartbeat)
+        if split.ranges:
+            yield from read_ranges(self.bootstrap, self.topic, split.ranges)
 
     def commit(self, end: dict) -> None:
         pass
@@ -184,8 +191,14 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._client = None
 
 
+def read_ranges(bootstrap: str, topic: str, ranges: list[tuple[int, int, int]], timeout_s: float = 120.0):
+    """Yield ``(partition, offset, value)`` for each ``(partition, start, end)`` range,
+    offsets ``[start, end)``, one partition after the other."""
+    for partition, start, end in ranges:
+        yield from read_range(bootstrap, topic, partition, start, end, timeout_s)
+
+
 def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int, timeout_s: float = 120.0):
-    """Yield ``(partition, offset, value)`` for offsets ``[start, end)`` of one partition."""
     from kafka import TopicPartition
 
     consumer = _consumer(bootstrap)

@@ -63,6 +63,7 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str) -> Data
         .option("bootstrap.servers", settings.kafka_bootstrap_servers)
         .option("topic", settings.orders_topic)
         .option("maxEventsPerBatch", str(settings.spark_max_events_per_batch))
+        .option("readTasks", str(settings.spark_read_tasks))
         .load()
     )
 
@@ -75,6 +76,7 @@ def order_book(events: DataFrame, settings: Settings) -> DataFrame:
         deadletter_topic=settings.deadletter_topic,
         depth=settings.book_depth,
         closed_id_ttl_ms=settings.closed_id_ttl_seconds * 1000,
+        state_layout=settings.spark_state_layout,
     )
     return (
         events.withColumn(BOOK_KEY, F.lit(BOOK_KEY))

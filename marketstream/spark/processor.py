@@ -1,13 +1,15 @@
 """The stateful processor (``transformWithState``, Row API) that keeps the order book.
 
-One grouping key holds the whole book in Spark's fault-tolerant state (RocksDB):
-- ``open_orders``  MapState order_id -> (symbol, side, price, size): what a close removes;
-- ``closed_ids``   MapState order_id -> marker, with a TTL: a close that overtakes its
-  open is remembered for ``CLOSED_ID_TTL_SECONDS`` (bounded memory of history);
-- ``levels``       ValueState: the (symbol, side, price) -> amount map, O(levels);
-- ``progress``     ValueState: sequence number, last snapshot second, input offsets, the
-  last rendered value.
-Per batch the work is O(events in the batch + levels), never O(history).
+One grouping key holds the whole book in Spark's fault-tolerant state (RocksDB). Open
+orders (what a close removes) and closed ids (a close that overtakes its open is
+remembered for ``CLOSED_ID_TTL_SECONDS``) are kept in one of two layouts
+(``SPARK_STATE_LAYOUT``):
+- ``journal`` (default): a per-batch journal of changes plus a compacted snapshot, read
+  through a cache in the Python worker (``journal_state``): a few state calls per batch;
+- ``per_order``: MapStates keyed by order id, closed ids with Spark's TTL: 2-3 state
+  calls per event, each a socket round trip to the JVM.
+Besides: ``levels`` (ValueState, the (symbol, side, price) -> amount map, O(levels)) and
+``progress`` (sequence number, last snapshot second, input offsets, last rendered value).
 
 Every output row is a Kafka record (topic, key, value, headers, timestamp_ms): snapshots
 for the output topic and dead letters, so one sink writes both. Snapshots come from the
@@ -28,6 +30,7 @@ from pyspark.sql.types import (
 )
 
 from marketstream.orderbook.book import OpenOrder
+from marketstream.spark.journal_state import META_SCHEMA, JournalStore, Meta
 from marketstream.spark.book_state import (
     HEARTBEAT_PARTITION, InputRecord, Progress, apply_batch, due_snapshots, levels_from_text, levels_to_text,
 )
@@ -81,23 +84,58 @@ class _SparkStore:
         self.closed_ids.updateValue((order_id,), (True,))
 
 
+class _SparkJournalBackend:
+    """``JournalBackend`` over the processor's journal and snapshot MapStates."""
+
+    def __init__(self, journal, chunks):
+        self.journal, self.chunk_state = journal, chunks
+
+    def journal_get(self, seq):
+        return self.journal.getValue((seq,))
+
+    def journal_put(self, seq, token, changes):
+        self.journal.updateValue((seq,), (token, changes))
+
+    def journal_remove(self, seq):
+        self.journal.removeKey((seq,))
+
+    def chunks(self):
+        return ((key[0], value[0]) for key, value in self.chunk_state.iterator())
+
+    def chunks_clear(self):
+        self.chunk_state.clear()
+
+    def chunk_put(self, index, data):
+        self.chunk_state.updateValue((index,), (data,))
+
+
 class OrderBookProcessor(StatefulProcessor):
     def __init__(self, orders_topic: str, orderbook_topic: str, deadletter_topic: str,
-                 depth: int, closed_id_ttl_ms: int):
+                 depth: int, closed_id_ttl_ms: int, state_layout: str = "journal"):
         self.orders_topic = orders_topic
         self.orderbook_topic = orderbook_topic
         self.deadletter_topic = deadletter_topic
         self.depth = depth
         self.closed_id_ttl_ms = closed_id_ttl_ms
+        if state_layout not in ("journal", "per_order"):
+            raise ValueError(f"unknown state layout {state_layout!r}")
+        self.state_layout = state_layout
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
-        self.open_orders = handle.getMapState("open_orders", "order_id long", _OPEN_VALUE)
-        self.closed_ids = handle.getMapState(
-            "closed_ids", "order_id long", "closed boolean", ttlDurationMs=self.closed_id_ttl_ms)
+        if self.state_layout == "per_order":
+            open_orders = handle.getMapState("open_orders", "order_id long", _OPEN_VALUE)
+            closed_ids = handle.getMapState(
+                "closed_ids", "order_id long", "closed boolean", ttlDurationMs=self.closed_id_ttl_ms)
+            self._per_order_store = _SparkStore(open_orders, closed_ids)
+        else:
+            self.journal_meta = handle.getValueState("journal_meta", META_SCHEMA)
+            self.journal_backend = _SparkJournalBackend(
+                handle.getMapState("journal", "seq long", "token string, changes string"),
+                handle.getMapState("snapshot_chunks", "idx int", "data string"),
+            )
         self.levels = handle.getValueState("levels", "levels string")
         self.progress = handle.getValueState("progress", _PROGRESS)
-        self.store = _SparkStore(self.open_orders, self.closed_ids)
 
     def handleInputRows(self, key, rows, timerValues) -> Iterator[Row]:
         progress = Progress.from_row(self.progress.get())
@@ -107,15 +145,25 @@ class OrderBookProcessor(StatefulProcessor):
                 heartbeats.append({int(p): int(o) for p, o in json.loads(bytes(row.value)).items()})
             else:
                 records.append(InputRecord(row.partition, row.offset, row.value))
-        levels = None
+        now_ms = timerValues.getCurrentProcessingTimeInMs()
+        levels, journal = None, None
         if records:
             stored = self.levels.get()
             levels = levels_from_text(stored[0] if stored else None)
-        result = apply_batch(self.store, levels if levels is not None else {}, progress, records, heartbeats)
+        if self.state_layout == "per_order":
+            store = self._per_order_store
+        elif records:
+            meta = Meta.from_row(self.journal_meta.get())
+            store = journal = JournalStore(meta, self.journal_backend, now_ms)
+        else:
+            store = None  # heartbeat only: no order is looked up
+        result = apply_batch(store, levels if levels is not None else {}, progress, records, heartbeats)
+        if journal is not None and journal.commit(self.closed_id_ttl_ms):
+            self.journal_meta.update(journal.meta.to_row())
         if result.events:
             self.levels.update((levels_to_text(levels),))
         out = [self._dead_letter_row(d) for d in result.dead_letters]
-        out += self._snapshots(progress, timerValues.getCurrentProcessingTimeInMs(), levels)
+        out += self._snapshots(progress, now_ms, levels)
         yield from out
 
     def handleExpiredTimer(self, key, timerValues, expiredTimerInfo) -> Iterator[Row]:

@@ -45,12 +45,21 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         assert reader.getDefaultReadLimit() == ReadMaxRows(10)
         assert sum(capped[p] for p in "012") == 10
 
-        rows = [row for part in reader.partitions(first, second) for row in reader.read(part)]
+        splits = reader.partitions(first, second)
+        assert len(splits) == 1  # one read task unless readTasks says otherwise
+        rows = [row for part in splits for row in reader.read(part)]
         data = sorted((p, o, bytes(v)) for p, o, v in rows if p != HEARTBEAT_PARTITION)
-        assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9 + 0) if o < 9]
+        assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
         heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
         assert len(heartbeat) == 1 and json.loads(heartbeat[0][2]) == {"0": 9, "1": 9, "2": 9}
         assert reader.reportLatestOffset() == {"0": 9, "1": 9, "2": 9}
+
+        reader.read_tasks = 2
+        splits = reader.partitions(start, second)
+        assert len(splits) == 2 and sum(1 for s in splits if s.heartbeat) == 1
+        rows = [row for part in splits for row in reader.read(part)]
+        assert sorted((p, o) for p, o, _ in rows if p != HEARTBEAT_PARTITION) == [
+            (p, o) for p in range(3) for o in range(9)]
     finally:
         reader.stop()
 
