@@ -1,0 +1,38 @@
+# Spark master/worker and every non-Airflow project service (emulators, listener, loader,
+# dashboard, one-shot init): Python 3.11 + Java 17 + the project (editable, so
+# PROJECT_ROOT is /opt/marketstream) + the JVM Kafka connector baked into Spark's jars.
+FROM python:3.11-slim-bookworm
+
+ARG SPARK_VERSION=4.3.0
+ARG SCALA_BINARY=2.13
+ARG KAFKA_CLIENTS_VERSION=3.9.1
+ARG COMMONS_POOL2_VERSION=2.12.1
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless curl procps \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/marketstream
+COPY pyproject.toml constraints.txt README.md ./
+COPY marketstream ./marketstream
+COPY producer ./producer
+COPY dashboard ./dashboard
+COPY spark_apps ./spark_apps
+COPY dags ./dags
+COPY tests/fixtures ./tests/fixtures
+COPY docker/fetch-kafka-jars.sh /usr/local/bin/fetch-kafka-jars.sh
+
+# The Spark provider drags pyspark-client in, which overwrites pyspark's files:
+# reinstall pyspark last (same as the Makefile).
+RUN pip install --no-cache-dir -c constraints.txt -e . \
+ && pip install --no-cache-dir --force-reinstall --no-deps "$(grep '^pyspark==' constraints.txt)" \
+ && SPARK_VERSION=$SPARK_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
+    COMMONS_POOL2_VERSION=$COMMONS_POOL2_VERSION fetch-kafka-jars.sh
+
+ENV SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
+    PYSPARK_PYTHON=python \
+    PYTHONUNBUFFERED=1
+ENV PATH="${SPARK_HOME}/bin:${SPARK_HOME}/sbin:${PATH}"
+RUN mkdir -p /opt/marketstream/var /opt/marketstream/exports
+
+CMD ["python", "-m", "marketstream.stack"]

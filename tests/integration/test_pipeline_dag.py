@@ -1,0 +1,209 @@
+"""The Airflow DAGs for real, embedded mode: a real Tansu broker, real local Spark started
+by ``SparkSubmitOperator``, Airflow's ``dag.test()`` on a private metadata DB.
+
+One pipeline run (one Spark job) serves the module, in order:
+1. ``orderbook_pipeline``: the topics appear, the job starts through spark-submit, snapshots
+   arrive while the task keeps running;
+2. ``orderbook_export`` for a real one-minute data interval: files, validation report,
+   byte-identical re-run, a corrupted export fails validation;
+3. the health check reads the live job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from marketstream.airflow_standalone import standalone_env
+from marketstream.export import export_interval, export_paths
+from marketstream.kafka_io import read_range
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.settings import load_settings
+from marketstream.topics import topic_specs
+from marketstream.validation import ValidationFailed, validate_interval
+from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, python_env, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+RUN_DAG = """
+import sys
+from datetime import datetime
+from airflow.dag_processing.dagbag import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+dag = bag.dags[sys.argv[2]]
+logical_date = datetime.fromisoformat(sys.argv[3]) if len(sys.argv) > 3 else None
+run = dag.test(logical_date=logical_date)
+print("DAG RUN STATE:", run.state, flush=True)
+sys.exit(0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1)
+"""
+
+
+@pytest.fixture(scope="module")
+def overrides(broker_bootstrap, tmp_path_factory) -> dict:
+    unique = uuid.uuid4().hex[:8]
+    base = tmp_path_factory.mktemp("airflow-dags")
+    return dict(
+        kafka_bootstrap_servers=broker_bootstrap,
+        orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
+        deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
+        deals_topic=f"deals-{unique}", deals_deadletter_topic=f"deals-dlq-{unique}",
+        spark_checkpoint_dir=str(base / "checkpoint"), export_dir=str(base / "exports"),
+        airflow_home=str(base / "airflow"), spark_ui_enabled="false", spark_master="local[2]",
+        export_interval_minutes="1", export_grace_seconds="20",
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(overrides):
+    return load_settings(**overrides)
+
+
+@pytest.fixture(scope="module")
+def airflow_env(settings, overrides) -> dict[str, str]:
+    """What ``make run`` gives Airflow, on a private home, with the test's settings."""
+    env = standalone_env(settings, python_env(**{k.upper(): str(v) for k, v in overrides.items()}))
+    env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+    started = time.monotonic()
+    migrate = subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=180,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    print(f"airflow db migrate: {time.monotonic() - started:.1f} s")
+    return env
+
+
+def run_dag(env, dag_id: str, log_path: Path, *args: str) -> subprocess.Popen:
+    log = log_path.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_DAG, str(ROOT / "dags"), dag_id, *args], env=env, cwd=ROOT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def snapshots(settings) -> list[SnapshotMessage]:
+    return [SnapshotMessage.from_record(r.key, r.value, r.headers) for r in read_range(settings, settings.orderbook_topic)]
+
+
+def existing_topics(settings) -> set[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_list)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(settings, airflow_env):
+    """``orderbook_pipeline`` running under ``dag.test()``, fed by the order emulator
+    replaying the official CSV; stopped (process group) at the end of the module."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "airflow-orderbook-pipeline.log"
+    process = run_dag(airflow_env, "orderbook_pipeline", log_path)
+    producer = None
+    try:
+        names = {spec.name for spec in topic_specs(settings)}
+        wait_for(lambda: names <= existing_topics(settings) or process.poll() is not None, 90, 1, "the create_topics task")
+        assert process.poll() is None, f"the pipeline run ended early: {log_path.read_text()[-3000:]}"
+        producer = subprocess.Popen(
+            [sys.executable, "-m", "producer", "--bootstrap-servers", settings.kafka_bootstrap_servers,
+             "--topic", settings.orders_topic, "--replay", str(OFFICIAL_CSV), "--seed", "7"],
+            env=python_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        yield process, log_path
+    finally:
+        if producer is not None:
+            producer.terminate()
+            producer.wait(timeout=10)
+        stop_group(process)
+
+
+def test_pipeline_creates_topics_and_starts_the_job(settings, pipeline):
+    process, log_path = pipeline
+    started = time.monotonic()
+    first = wait_for(lambda: snapshots(settings) or process.poll() is not None, 240, 2, "the first snapshot")
+    assert process.poll() is None, f"pipeline run ended: {log_path.read_text()[-3000:]}"
+    print(f"first snapshot {time.monotonic() - started:.0f} s after the topics appeared")
+    assert first[0].sequence == 1
+    log = log_path.read_text()
+    # The task is the SparkSubmitOperator's, running spark-submit with the project's job.
+    assert "spark-submit" in log and "orderbook_job.py" in log
+    time.sleep(3)
+    assert process.poll() is None, "the orderbook_job task must stay running while the job runs"
+
+
+def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
+    process, _ = pipeline
+    # The first batches are slow (Python workers start): count from a steady snapshot.
+    steady = wait_for(lambda: [m for m in snapshots(settings) if m.sequence >= 5], 180, 2, "five snapshots")
+    minute = math.ceil(steady[0].snapshot_time / 60) * 60
+    start = datetime.fromtimestamp(minute, timezone.utc)
+    end = start + timedelta(minutes=1)
+    time.sleep(max(0.0, minute + 62 - time.time()))
+    assert process.poll() is None, "the Spark job stopped before the interval was complete"
+
+    log_path = ARTIFACTS / "airflow-orderbook-export.log"
+    export = run_dag(airflow_env, "orderbook_export", log_path, (end + timedelta(seconds=1)).isoformat())
+    assert export.wait(timeout=180) == 0, f"orderbook_export failed: {log_path.read_text()[-4000:]}"
+
+    paths = export_paths(settings.export_dir, start, end)
+    items = json.loads(paths.json.read_text())
+    report = json.loads(paths.validation.read_text())
+    assert report["status"] == "passed", report["violations"]
+    assert report["snapshots"] == len(items) == 60
+    assert report["reconciliation"]["matches"] is True
+    assert [i["snapshot_time"] for i in items][0] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert all(b["sequence"] == a["sequence"] + 1 for a, b in zip(items, items[1:]))
+    csv_lines = paths.csv.read_text().splitlines()
+    assert csv_lines[0] == "snapshot_time,sequence,symbol,side,price,amount,total,cum_sum"
+    assert len(csv_lines) - 1 == sum(len(i["book"]) for i in items)
+
+    # Re-running the interval rewrites identical bytes.
+    before = paths.json.read_bytes(), paths.csv.read_bytes()
+    export_interval(settings, start, end)
+    assert (paths.json.read_bytes(), paths.csv.read_bytes()) == before
+
+    # A corrupted export fails validation, naming the broken number.
+    text = paths.json.read_text()
+    first_amount = items[30]["book"][0]["amount"]
+    marker = f'"sequence":{items[30]["sequence"]},'
+    head, tail = text.split(marker, 1)
+    paths.json.write_text(head + marker + tail.replace(f'"amount":{first_amount}', '"amount":999', 1))
+    with pytest.raises(ValidationFailed) as failure:
+        validate_interval(settings, start, end)
+    assert any("total" in v and "x amount 999" in v for v in failure.value.report["violations"])
+    assert json.loads(paths.validation.read_text())["status"] == "failed"
+
+
+def test_health_reads_the_live_job(settings, pipeline):
+    from marketstream.health import collect
+
+    report = collect(settings)
+    summary = report.summary()
+    print("health:", summary)
+    assert summary["snapshot_age_s"] is not None and summary["snapshot_age_s"] < 5, summary
+    assert report.batches > 0 and report.lag_last is not None
