@@ -152,6 +152,22 @@ class TradeListener:
         log.info("listener stopped: %s", self.stats)
 
 
+def _ensure_topics(settings: Settings) -> None:
+    """Create the deals topics if missing, waiting for a broker that starts after us."""
+    from kafka.errors import KafkaError
+
+    from marketstream.topics import ensure_topics
+
+    for attempt in Retrying(
+        retry=retry_if_exception_type(KafkaError),
+        wait=wait_exponential_jitter(initial=0.5, max=10),
+        before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", settings.kafka_bootstrap_servers,
+                                           s.outcome.exception()),
+    ):
+        with attempt:
+            ensure_topics(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -160,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m marketstream.energy.listener", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    listener = TradeListener(get_settings())
+    settings = get_settings()
+    _ensure_topics(settings)
+    listener = TradeListener(settings)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -107,11 +107,24 @@ class TradeLoader:
 
         from marketstream.kafka_io import make_consumer, partitions_of
 
+        from kafka.errors import KafkaError
+
+        from marketstream.topics import ensure_topics
+
         for attempt in self._retrying("database migration"):
             with attempt:
                 db.migrate(self.engine)
-        self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)
-        partitions = partitions_of(self._consumer, self.topic)
+        # The broker may start after us (make run, compose): wait for it and the topic.
+        for attempt in Retrying(
+            retry=retry_if_exception_type((KafkaError, LookupError)),
+            wait=wait_exponential_jitter(initial=0.5, max=10),
+            before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
+                                               s.outcome.exception()),
+        ):
+            with attempt:
+                ensure_topics(self.settings)
+                self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)
+                partitions = partitions_of(self._consumer, self.topic)
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self._consumer.assign(tps)
         for attempt in self._retrying("reading loader offsets"):
