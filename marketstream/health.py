@@ -19,7 +19,13 @@ import time
 from dataclasses import dataclass, field
 
 from marketstream.dashboard_data import BadMetric, parse_metric
-from marketstream.kafka_io import high_watermarks, make_consumer, offsets_for_time, partitions_of, read_range
+from marketstream.kafka_io import (
+    high_watermarks,
+    make_consumer,
+    offsets_for_time,
+    partitions_of,
+    read_range,
+)
 from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time
 from marketstream.settings import Settings
 
@@ -32,7 +38,7 @@ SETTLE_SECONDS = 3
 
 
 class HealthCheckFailed(Exception):
-    def __init__(self, report: "HealthReport"):
+    def __init__(self, report: HealthReport):
         self.report = report
         super().__init__("order-book job unhealthy:\n  - " + "\n  - ".join(report.problems))
 

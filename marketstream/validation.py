@@ -28,7 +28,11 @@ from marketstream.export import export_paths, render_csv, utc, write_atomic
 from marketstream.kafka_io import offsets_for_time, read_range
 from marketstream.orderbook import OrderBook, parse_event, render_book
 from marketstream.orderbook.events import InvalidEvent
-from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time, parse_snapshot_time
+from marketstream.orderbook.message import (
+    SnapshotMessage,
+    format_snapshot_time,
+    parse_snapshot_time,
+)
 from marketstream.orderbook.render import Level, levels_from_json, levels_to_json
 from marketstream.settings import Settings
 

@@ -54,7 +54,9 @@ def edges(dag) -> set[tuple[str, str]]:
 
 
 def test_pipeline_shape(dagbag):
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from airflow.providers.apache.spark.operators.spark_submit import (
+        SparkSubmitOperator,
+    )
 
     from marketstream.settings import get_settings
     from marketstream.spark.config import JOB_APPLICATION, job_env

@@ -87,7 +87,7 @@ def test_dockerfiles_reference_existing_files(compose):
     assert dockerfiles == {"docker/spark.Dockerfile", "docker/airflow.Dockerfile"}
     for dockerfile in dockerfiles:
         text = (ROOT / dockerfile).read_text()
-        for line in re.findall(r"^COPY (.+)$", text, flags=re.M):
+        for line in re.findall(r"^COPY (.+)$", text, flags=re.MULTILINE):
             sources = [p for p in line.split() if not p.startswith("--")][:-1]
             for source in sources:
                 assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
@@ -132,7 +132,7 @@ def test_every_setting_is_set_for_the_containers(compose):
 
 
 def test_env_example_lists_every_setting():
-    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.MULTILINE))
     missing = sorted({n.upper() for n in Settings.model_fields} - listed)
     assert not missing, f".env.example does not list: {missing}"
     code = "\n".join(line for line in COMPOSE.read_text().splitlines() if not line.lstrip().startswith("#"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,20 +15,20 @@ from marketstream.export import export_paths, render_csv, render_json, write_ato
 from marketstream.orderbook import levels_to_json, render_levels
 from marketstream.orderbook.message import SnapshotMessage
 
-T0 = int(datetime(2026, 11, 22, 8, 10, tzinfo=timezone.utc).timestamp())
+T0 = int(datetime(2026, 11, 22, 8, 10, tzinfo=UTC).timestamp())
 
 
 def snapshot(second: int, sequence: int, levels=None) -> SnapshotMessage:
     levels = levels or {
-        ("BTC-USDT", "BUY"): {Decimal("33990"): Decimal("120.05"), Decimal("33980.5"): Decimal("0.1")},
-        ("BTC-USDT", "SELL"): {Decimal("34010"): Decimal("134.91")},
+        ("BTC-USDT", "BUY"): {Decimal(33990): Decimal("120.05"), Decimal("33980.5"): Decimal("0.1")},
+        ("BTC-USDT", "SELL"): {Decimal(34010): Decimal("134.91")},
     }
     value = levels_to_json(render_levels(levels, depth=15))
     return SnapshotMessage(T0 + second, sequence, {0: 10 + second}, 3, value)
 
 
 def test_paths_follow_the_contract():
-    start = datetime(2026, 11, 22, 8, 10, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 22, 8, 10, tzinfo=UTC)
     paths = export_paths("/x", start, start + timedelta(minutes=5))
     assert str(paths.json) == "/x/orderbook/2026-11-22/20261122T081000Z_20261122T081500Z.json"
     assert paths.csv.name == "20261122T081000Z_20261122T081500Z.csv"

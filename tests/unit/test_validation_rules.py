@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -15,16 +15,22 @@ from marketstream.orderbook import levels_to_json, render_levels
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.settings import load_settings
 from marketstream.validation import (
-    ExportedSnapshot, ValidationFailed, check_book, check_cadence, check_csv_matches, load_export, validate_interval,
+    ExportedSnapshot,
+    ValidationFailed,
+    check_book,
+    check_cadence,
+    check_csv_matches,
+    load_export,
+    validate_interval,
 )
 
-START = datetime(2026, 11, 22, 8, 10, tzinfo=timezone.utc)
+START = datetime(2026, 11, 22, 8, 10, tzinfo=UTC)
 T0 = int(START.timestamp())
 
 BOOK = {
-    ("BTC-USDT", "BUY"): {Decimal("33990"): Decimal("120.05"), Decimal("33980.5"): Decimal("0.1"), Decimal("33000"): Decimal("2")},
-    ("BTC-USDT", "SELL"): {Decimal("34010"): Decimal("134.91"), Decimal("34020"): Decimal("1")},
-    ("ETH-USDT", "BUY"): {Decimal("1800.25"): Decimal("3")},
+    ("BTC-USDT", "BUY"): {Decimal(33990): Decimal("120.05"), Decimal("33980.5"): Decimal("0.1"), Decimal(33000): Decimal(2)},
+    ("BTC-USDT", "SELL"): {Decimal(34010): Decimal("134.91"), Decimal(34020): Decimal(1)},
+    ("ETH-USDT", "BUY"): {Decimal("1800.25"): Decimal(3)},
 }
 
 
@@ -47,7 +53,7 @@ def replace(rows, index, **changes):
 
 
 def test_wrong_total_and_cum_sum_are_named():
-    rows = replace(levels(), 0, total=Decimal("1"))
+    rows = replace(levels(), 0, total=Decimal(1))
     problems = check_book(rows, 15)
     assert "BTC-USDT buy_1: total 1 != price 33990 x amount 120.05" in problems
     assert "BTC-USDT buy_1: cum_sum 4080499.50 != previous cum_sum 0 + total 1" in problems
@@ -59,14 +65,14 @@ def test_unsorted_prices_and_broken_interleaving():
     swapped = [rows[2], rows[1], rows[0]] + rows[3:]  # buy_2 before buy_1
     problems = check_book(swapped, 15)
     assert any("buy levels are labelled" in p for p in problems)
-    rows = replace(levels(), 2, price=Decimal("34000"))  # buy_2 above buy_1
+    rows = replace(levels(), 2, price=Decimal(34000))  # buy_2 above buy_1
     assert any("buy prices not strictly descending" in p for p in check_book(rows, 15))
     sells_first = [levels()[1], levels()[0]] + levels()[2:]
     assert any("not interleaved" in p for p in check_book(sells_first, 15))
 
 
 def test_non_positive_amount():
-    rows = replace(levels(), 1, amount=Decimal("0"), total=Decimal("0"), cum_sum=Decimal("0"))
+    rows = replace(levels(), 1, amount=Decimal(0), total=Decimal(0), cum_sum=Decimal(0))
     assert any("price and amount must be positive" in p for p in check_book(rows, 15))
 
 
@@ -101,7 +107,7 @@ def test_cadence_sequence_jump():
 
 def write_export(settings, seconds):
     messages = [SnapshotMessage(T0 + s, s + 1, {0: s}, 6, levels_to_json(levels())) for s in seconds]
-    paths = export_paths(settings.export_dir, START, datetime.fromtimestamp(T0 + 10, timezone.utc))
+    paths = export_paths(settings.export_dir, START, datetime.fromtimestamp(T0 + 10, UTC))
     write_atomic(paths.json, render_json(messages))
     write_atomic(paths.csv, render_csv(messages))
     return paths
@@ -133,7 +139,7 @@ def test_failed_validation_writes_the_report_and_raises(tmp_path):
     settings = load_settings(export_dir=tmp_path)
     paths = write_export(settings, [])
     with pytest.raises(ValidationFailed, match="gap: no snapshot for 10 second"):
-        validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, timezone.utc))
+        validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
     report = json.loads(paths.validation.read_text())
     assert report["status"] == "failed" and report["snapshots"] == 0 and report["expected_snapshots"] == 10
     assert report["interval_start"] == "2026-11-22T08:10:00+00:00"
