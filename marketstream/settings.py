@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     reference_price_lookback_days: int = Field(2, ge=0)
     # Listener reconnect backoff cap: the exchange must see us back within seconds.
     exchange_reconnect_max_seconds: float = Field(2.0, gt=0)
+    # A pong queues behind every deal the exchange sent before it: when the listener is
+    # behind (a burst), a short timeout would drop a live connection and the deals in flight.
+    exchange_ping_timeout_seconds: float = Field(60.0, gt=0)
     loader_batch_size: int = Field(500, ge=1)
 
     # Dashboard

@@ -86,7 +86,7 @@ class TradeListener:
         # The broker may be briefly away: keep the deal and retry rather than drop it.
         for attempt in Retrying(
             retry=retry_if_exception_type(KafkaError),
-            wait=wait_exponential_jitter(initial=0.2, max=10),
+            wait=wait_exponential_jitter(multiplier=0.2, max=10),
             before_sleep=lambda state: log.warning(
                 "producing to %s failed (%s); retry %d", topic, state.outcome.exception(), state.attempt_number
             ),
@@ -102,14 +102,17 @@ class TradeListener:
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((OSError, InvalidHandshake, asyncio.TimeoutError)),
-            wait=wait_exponential_jitter(initial=0.1, max=self.settings.exchange_reconnect_max_seconds, jitter=0.2),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self.settings.exchange_reconnect_max_seconds, jitter=0.2),
             before_sleep=lambda state: log.warning(
                 "cannot reach the exchange at %s (%s); attempt %d failed",
                 self.settings.exchange_ws_url, state.outcome.exception(), state.attempt_number,
             ),
         ):
             with attempt:
-                return await connect(self.settings.exchange_ws_url, open_timeout=5, max_size=1 << 20)
+                return await connect(
+                    self.settings.exchange_ws_url, open_timeout=5, max_size=1 << 20,
+                    ping_timeout=self.settings.exchange_ping_timeout_seconds,
+                )
 
     async def _drain(self, connection) -> None:
         """On shutdown: close, then still handle what the exchange sent before the close."""
@@ -128,7 +131,14 @@ class TradeListener:
 
         stop = stop or asyncio.Event()
         while not stop.is_set():
-            connection = await self._connect()
+            # Stop-aware: SIGTERM while the exchange is away must not wait for it.
+            connecting, stopping = asyncio.ensure_future(self._connect()), asyncio.ensure_future(stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                break
+            connection = connecting.result()
             self.stats.connections += 1
             self.stats.last_connected_at = time.time()
             log.info("connected to the exchange at %s (connection %d)", self.settings.exchange_ws_url,
@@ -160,7 +170,7 @@ def _ensure_topics(settings: Settings) -> None:
 
     for attempt in Retrying(
         retry=retry_if_exception_type(KafkaError),
-        wait=wait_exponential_jitter(initial=0.5, max=10),
+        wait=wait_exponential_jitter(multiplier=0.5, max=10),
         before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", settings.kafka_bootstrap_servers,
                                            s.outcome.exception()),
     ):

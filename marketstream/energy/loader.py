@@ -96,7 +96,7 @@ class TradeLoader:
 
         return Retrying(
             retry=retry_if_exception_type((sa.exc.OperationalError, sa.exc.InterfaceError)),
-            wait=wait_exponential_jitter(initial=0.5, max=15),
+            wait=wait_exponential_jitter(multiplier=0.5, max=15),
             before_sleep=report,
             reraise=True,
         )
@@ -117,7 +117,7 @@ class TradeLoader:
         # The broker may start after us (make run, compose): wait for it and the topic.
         for attempt in Retrying(
             retry=retry_if_exception_type((KafkaError, LookupError)),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10),
             before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
                                                s.outcome.exception()),
         ):

@@ -9,11 +9,13 @@ Answers as documented in seed 003 (``openapi.yaml`` beside this file, served at
 A missing or malformed parameter gets 400 ``{"error_message": …}``. Each hour's value is
 regenerated at most every ``--regen-seconds`` (10 minutes): the value of a period is a
 function of (seed, day, hour, period), published 0–30 s after the period starts (the
-brief's publication delay), so ``last_update`` is the publication time. Switchable
-faults: ``--error-rate`` (500/503), ``--slow-rate``/``--slow-seconds``, the rate limit
-(429 with ``Retry-After`` above ``--per-minute`` requests in any 60 s, or ``--per-hour``)
-and ``--throttle-rate`` (random 429s even under the limit). Every request is logged in memory; ``GET /_emulator/stats`` reports the
-counts and the busiest 60 s window, so a test can check a client kept the limit.
+brief's publication delay), so ``last_update`` is the publication time.
+
+Switchable faults: ``--error-rate`` (500/503), ``--slow-rate``/``--slow-seconds``, the
+rate limit (429 with ``Retry-After`` above ``--per-minute`` requests in any 60 s, or
+``--per-hour``) and ``--throttle-rate`` (random 429s even under the limit). Every request
+is logged in memory; ``GET /_emulator/stats`` reports the counts and the busiest 60 s
+window, so a test can check that a client kept the limit.
 
     python -m marketstream.energy.market_data_emulator --error-rate 0.2 --seed 3
 """

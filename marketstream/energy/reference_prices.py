@@ -176,7 +176,7 @@ class MarketDataClient:
     def fetch(self, day: date, hour: str) -> ReferencePrice:
         """The current price of one hour, retrying transient errors with backoff."""
         initial = self.settings.market_data_backoff_seconds
-        backoff = wait_exponential_jitter(initial=initial, max=30, jitter=initial)
+        backoff = wait_exponential_jitter(multiplier=initial, max=30, jitter=initial)
 
         def wait(state) -> float:
             exc = state.outcome.exception()

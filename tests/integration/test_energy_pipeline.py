@@ -143,3 +143,19 @@ def test_loader_waits_out_a_database_outage(kafka_settings, pg_url, tmp_path):
         listener.close()
         loader.stop()
         proxy.close()
+
+
+def test_listener_retries_an_absent_exchange_and_stops_on_sigterm(kafka_settings, tmp_path):
+    from tests.support import free_port
+
+    settings = kafka_settings.model_copy(update={"exchange_ws_url": f"ws://127.0.0.1:{free_port()}"})
+    listener = Service("listener", settings_env(settings), tmp_path / "listener.log")
+    try:
+        wait_for(lambda: listener.log_text().count("cannot reach the exchange") >= 3, 30,
+                 what="the listener to retry the absent exchange")
+        assert listener.alive()
+        started = time.monotonic()
+        assert listener.stop(timeout_s=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        listener.stop()
