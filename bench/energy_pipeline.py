@@ -59,7 +59,7 @@ def start_service(name: str, settings, log_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
                DEALS_TOPIC=settings.deals_topic, DEALS_DEADLETTER_TOPIC=settings.deals_deadletter_topic,
                DATABASE_URL=settings.database_url, EXCHANGE_WS_URL=settings.exchange_ws_url)
-    log = open(log_dir / f"{name}.log", "ab")
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen([sys.executable, "-m", f"marketstream.energy.{name}"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         database_url = args.database
     log_dir = Path(tempfile.mkdtemp(prefix="energy-bench-"))
     broker_settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
-    broker = subprocess.Popen(tansu_command(broker_settings), stdout=open(log_dir / "tansu.log", "wb"),
+    broker = subprocess.Popen(tansu_command(broker_settings), stdout=open(log_dir / "tansu.log", "wb"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
     loop = BackgroundLoop()
     emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=args.rate, seed=1))
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(20):
             before, dropped_at = emulator.stats.connections_opened, time.time()
             loop.run(emulator.drop_all())
-            wait_until(lambda: emulator.stats.connections_opened > before, 10, "a reconnect")
+            wait_until(lambda before=before: emulator.stats.connections_opened > before, 10, "a reconnect")
             reconnects.append(emulator.stats.connect_times[-1] - dropped_at)
             time.sleep(0.2)
         result["reconnect"] = {"drops": len(reconnects), "median_ms": round(1000 * statistics.median(reconnects), 1),
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         with engine.connect() as connection:
             total = connection.execute(sa.select(sa.func.count()).select_from(db.trades)).scalar()
         result["duplicates"] = total - len(set(loaded(engine)))
-        result["all_sent_stored"] = set(d.deal_id for d in emulator.stats.sent) <= set(loaded(engine))
+        result["all_sent_stored"] = {d.deal_id for d in emulator.stats.sent} <= set(loaded(engine))
         engine.dispose()
     finally:
         for process in processes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -26,7 +26,7 @@ unchanged and missing values.
 with DAG(
     dag_id="energy_reference_prices",
     schedule="*/10 * * * *",  # on the clock, so runs line up with the API's 10-minute updates
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=False,
@@ -39,7 +39,10 @@ with DAG(
 
     @task(task_id="fetch_reference_prices")
     def fetch_reference_prices() -> dict:
-        from marketstream.energy.reference_prices import MissingReferencePrices, run_and_check
+        from marketstream.energy.reference_prices import (
+            MissingReferencePrices,
+            run_and_check,
+        )
         from marketstream.settings import get_settings
 
         try:

@@ -48,7 +48,7 @@ class Service:
         import sys
 
         self.name, self.log_path = name, log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
         self.process = subprocess.Popen([sys.executable, "-m", f"marketstream.energy.{name}"], env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
 
 
 class BackgroundLoop:
@@ -28,7 +29,7 @@ class BackgroundLoop:
         self._thread.join(timeout=10)
         self.loop.close()
 
-    def __enter__(self) -> "BackgroundLoop":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,7 @@ PostgreSQL (compose, tests) and SQLite (embedded run).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -67,14 +67,14 @@ latest_reference_prices = sa.Table(
 )
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes for timestamptz columns; they were stored as UTC."""
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def make_engine(url: str, **kwargs) -> Engine:

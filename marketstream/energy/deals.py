@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -53,7 +53,7 @@ def check_delivery_day(value: Any) -> date:
 def check_number(name: str, value: Any) -> Decimal:
     # bool is an int in Python; a JSON true is still not a price.
     if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)):
-        raise ValueError(f"{name} must be a JSON number, got {type(value).__name__} {value!r}")
+        raise ValueError(f"{name} must be a JSON number, got {type(value).__name__} {value!r}")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
     number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     if not number.is_finite():
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -62,14 +62,14 @@ def check_number(name: str, value: Any) -> Decimal:
 
 def check_timestamp(name: str, value: Any) -> datetime:
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be an ISO-8601 string, got {type(value).__name__} {value!r}")
+        raise ValueError(f"{name} must be an ISO-8601 string, got {type(value).__name__} {value!r}")  # noqa: TRY004 - pydantic reports ValueError, not TypeError
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{name} is not ISO-8601: {value!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{name} has no UTC offset: {value!r}")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 class Deal(BaseModel):
@@ -129,11 +129,11 @@ class Deal(BaseModel):
 
     def row(self) -> dict[str, Any]:
         """The ``trades`` row of this deal (without ``loaded_at``)."""
-        return dict(
-            deal_id=self.id, trader_id=self.trader_id, direction=self.direction, price=self.price,
-            quantity=self.quantity, delivery_day=self.delivery_day, delivery_hour=self.delivery_hour,
-            execution_time=self.execution_time,
-        )
+        return {
+            "deal_id": self.id, "trader_id": self.trader_id, "direction": self.direction, "price": self.price,
+            "quantity": self.quantity, "delivery_day": self.delivery_day, "delivery_hour": self.delivery_hour,
+            "execution_time": self.execution_time,
+        }
 
 
 def _reject_constant(token: str):
@@ -186,9 +186,9 @@ def _json_default(value: Any):
 def tradable_hours(now: datetime) -> list[tuple[date, str]]:
     """Delivery hours open for trading at ``now``: from the next hour to the end of the next
     day (UTC), as ``(delivery_day, "HH-HH")``."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     first = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    end = datetime.combine(now.date() + timedelta(days=2), time(0), tzinfo=timezone.utc)
+    end = datetime.combine(now.date() + timedelta(days=2), time(0), tzinfo=UTC)
     hours, slot = [], first
     while slot < end:
         hours.append((slot.date(), f"{slot.hour:02d}-{slot.hour + 1:02d}"))

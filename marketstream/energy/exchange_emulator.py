@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from marketstream.energy.deals import deal_message, tradable_hours
 
@@ -72,7 +72,7 @@ class DealFactory:
             "delivery_day": day.isoformat(),
             "delivery_hour": hour,
             "trader_id": f"flex_trader_{rng.randint(1, self.traders)}",
-            "execution_time": now.astimezone(timezone.utc).replace(microsecond=0).isoformat(),
+            "execution_time": now.astimezone(UTC).replace(microsecond=0).isoformat(),
         }
 
     def malformed(self, now: datetime, kind: str | None = None) -> tuple[str, str]:
@@ -136,7 +136,7 @@ class ExchangeEmulator:
     def open_connections(self) -> int:
         return len(self._connections)
 
-    async def start(self) -> "ExchangeEmulator":
+    async def start(self) -> ExchangeEmulator:
         from websockets.asyncio.server import serve
 
         self._server = await serve(self._handle, self.config.host, self.config.port)
@@ -181,7 +181,7 @@ class ExchangeEmulator:
                     return
                 if self.paused:
                     continue
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 if factory.rng.random() < self.config.malformed_probability:
                     kind, text = factory.malformed(now)
                     await connection.send(text)

@@ -19,9 +19,14 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
 
 from marketstream.energy.deals import InvalidDeal, parse_deal
 from marketstream.settings import Settings
@@ -75,7 +80,7 @@ class TradeListener:
             )
             self.stats.dead_lettered += 1
             return None
-        received_at = datetime.now(timezone.utc).isoformat()
+        received_at = datetime.now(UTC).isoformat()
         self._send(self.settings.deals_topic, deal.id.encode(), data, [("received_at", received_at.encode())])
         self.stats.produced += 1
         return deal.id

@@ -104,11 +104,9 @@ class TradeLoader:
     def start(self) -> None:
         """Migrate (waiting for the database) and position the consumer at the stored offsets."""
         from kafka import TopicPartition
-
-        from marketstream.kafka_io import make_consumer, partitions_of
-
         from kafka.errors import KafkaError
 
+        from marketstream.kafka_io import make_consumer, partitions_of
         from marketstream.topics import ensure_topics
 
         for attempt in self._retrying("database migration"):

@@ -31,7 +31,7 @@ import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -82,7 +82,7 @@ def reference_price(config: MarketDataConfig, day: date, hour: str, now: float) 
         "delivery_hour": hour,
         "value": value,
         "unit": "euro/mwh",
-        "last_update": datetime.fromtimestamp(int(published), timezone.utc).isoformat(),
+        "last_update": datetime.fromtimestamp(int(published), UTC).isoformat(),
     }
 
 
@@ -117,7 +117,7 @@ class MarketDataEmulator:
         app.router.add_get("/_emulator/stats", self.stats)
         return app
 
-    async def start(self) -> "MarketDataEmulator":
+    async def start(self) -> MarketDataEmulator:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)

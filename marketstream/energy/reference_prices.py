@@ -16,17 +16,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from marketstream.energy import db
-from marketstream.energy.deals import check_delivery_day, check_delivery_hour, check_number, check_timestamp
+from marketstream.energy.deals import (
+    check_delivery_day,
+    check_delivery_hour,
+    check_number,
+    check_timestamp,
+)
 from marketstream.energy.loader import dialect_insert
 from marketstream.settings import Settings
 
@@ -119,7 +129,7 @@ def hours_to_fetch(engine: sa.Engine, now: datetime, lookback_days: int) -> list
     from marketstream.energy.deals import tradable_hours
 
     hours = set(tradable_hours(now))
-    since = now.astimezone(timezone.utc).date() - timedelta(days=lookback_days)
+    since = now.astimezone(UTC).date() - timedelta(days=lookback_days)
     t = db.trades
     with engine.connect() as connection:
         traded = connection.execute(
@@ -230,7 +240,7 @@ def run_etl(settings: Settings, now: datetime | None = None, engine: sa.Engine |
             client: MarketDataClient | None = None) -> EtlReport:
     """One ETL run; never raises for a single hour (those are in ``report.failed``)."""
     started = time.monotonic()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     own_engine, own_client = engine is None, client is None
     engine = engine or db.make_engine(settings.database_url)
     client = client or MarketDataClient(settings)

@@ -68,7 +68,7 @@ def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
             before = exchange.stats.connections_opened
             dropped_at = time.time()
             assert exchange.loop.run(exchange.drop_all()) == 1
-            wait_for(lambda: exchange.stats.connections_opened > before and exchange.open_connections == 1,
+            wait_for(lambda before=before: exchange.stats.connections_opened > before and exchange.open_connections == 1,
                      5, interval_s=0.01, what="the listener to reconnect")
             reconnect_seconds.append(exchange.stats.connect_times[-1] - dropped_at)
             time.sleep(0.3)
@@ -115,9 +115,9 @@ def test_loader_waits_out_a_database_outage(kafka_settings, pg_url, tmp_path):
         def send(deal_ids):
             for deal_id in deal_ids:
                 listener.handle(
-                    '{"deal_confirmation": {"id": "%s", "price": 20.5, "quantity": 1.5, "direction": "buy",'
+                    f'{{"deal_confirmation": {{"id": "{deal_id}", "price": 20.5, "quantity": 1.5, "direction": "buy",'
                     ' "delivery_day": "2026-11-23", "delivery_hour": "10-11", "trader_id": "flex_trader_1",'
-                    ' "execution_time": "2026-11-22T09:00:00+00:00"}}' % deal_id)
+                    ' "execution_time": "2026-11-22T09:00:00+00:00"}}')
 
         send(ids[:20])
         wait_for(lambda: len(db_deal_ids(pg_url)) == 20, 30, what="the first 20 deals")

@@ -3,7 +3,7 @@ on the machine's PostgreSQL; the latest view shows the newest value per hour."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -27,7 +27,7 @@ def url(request, tmp_path):
 
 
 def _utc(*args):
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def test_migrate_is_idempotent_and_matches_tables(url):
@@ -58,8 +58,8 @@ def test_latest_view_returns_newest_value_per_hour(url):
     try:
         with engine.begin() as connection:
             connection.execute(db.reference_prices.insert(), [
-                dict(delivery_day=d, delivery_hour=h, value=Decimal(v), unit="euro/mwh",
-                     last_update=t, fetched_at=_utc(2026, 11, 22, 9)) for d, h, v, t in rows
+                {"delivery_day": d, "delivery_hour": h, "value": Decimal(v), "unit": "euro/mwh",
+                     "last_update": t, "fetched_at": _utc(2026, 11, 22, 9)} for d, h, v, t in rows
             ])
         with engine.connect() as connection:
             latest = connection.execute(
@@ -69,7 +69,7 @@ def test_latest_view_returns_newest_value_per_hour(url):
         engine.dispose()
     assert [(r["delivery_hour"], Decimal(str(r["value"])), db.as_utc(r["last_update"])) for r in latest] == [
         ("10-11", Decimal("21.25"), _utc(2026, 11, 22, 8, 10)),
-        ("11-12", Decimal("30"), _utc(2026, 11, 22, 8, 5)),
+        ("11-12", Decimal(30), _utc(2026, 11, 22, 8, 5)),
     ]
 
 
@@ -77,12 +77,11 @@ def test_trades_reject_unknown_direction(url):
     db.migrate(url)
     engine = db.make_engine(url)
     try:
-        with pytest.raises(sa.exc.IntegrityError):
-            with engine.begin() as connection:
-                connection.execute(db.trades.insert().values(
-                    deal_id="x", trader_id="flex_trader_1", direction="hold", price=1, quantity=1,
-                    delivery_day=date(2026, 11, 22), delivery_hour="10-11",
-                    execution_time=_utc(2026, 11, 22, 8), loaded_at=_utc(2026, 11, 22, 8),
-                ))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(db.trades.insert().values(
+                deal_id="x", trader_id="flex_trader_1", direction="hold", price=1, quantity=1,
+                delivery_day=date(2026, 11, 22), delivery_hour="10-11",
+                execution_time=_utc(2026, 11, 22, 8), loaded_at=_utc(2026, 11, 22, 8),
+            ))
     finally:
         engine.dispose()

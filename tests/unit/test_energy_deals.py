@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -33,7 +33,7 @@ def test_seed_message_parses_exactly():
     assert deal.row() == {
         "deal_id": "3624e95119f04b7bb054b2f91a980a83", "trader_id": "flex_trader_4", "direction": "sell",
         "price": Decimal("20.64"), "quantity": Decimal("1.2"), "delivery_day": date(2023, 2, 21),
-        "delivery_hour": "15-16", "execution_time": datetime(2023, 2, 21, 6, 13, 43, tzinfo=timezone.utc),
+        "delivery_hour": "15-16", "execution_time": datetime(2023, 2, 21, 6, 13, 43, tzinfo=UTC),
     }
 
 
@@ -70,16 +70,16 @@ def test_negative_price_is_a_valid_power_price():
 
 
 def test_tradable_hours_next_hour_to_end_of_next_day():
-    hours = tradable_hours(datetime(2026, 11, 22, 8, 20, tzinfo=timezone.utc))
+    hours = tradable_hours(datetime(2026, 11, 22, 8, 20, tzinfo=UTC))
     assert hours[0] == (date(2026, 11, 22), "09-10")
     assert hours[-1] == (date(2026, 11, 23), "23-24")
     assert len(hours) == 15 + 24
-    late = tradable_hours(datetime(2026, 11, 22, 23, 59, tzinfo=timezone.utc))
+    late = tradable_hours(datetime(2026, 11, 22, 23, 59, tzinfo=UTC))
     assert late[0] == (date(2026, 11, 23), "00-01") and len(late) == 24
 
 
 def test_emulator_deals_are_valid_and_malformed_ones_are_not():
-    now = datetime(2026, 11, 22, 8, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 8, 20, tzinfo=UTC)
     factory = DealFactory(random.Random(3), traders=5)
     tradable = set(tradable_hours(now))
     for _ in range(200):
@@ -94,7 +94,7 @@ def test_emulator_deals_are_valid_and_malformed_ones_are_not():
 
 
 def test_emulator_streams_repeat_with_a_seed():
-    now = datetime(2026, 11, 22, 8, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 8, 20, tzinfo=UTC)
     first = [DealFactory(random.Random("7:1"), 5).deal(now) for _ in range(1)]
     again = [DealFactory(random.Random("7:1"), 5).deal(now) for _ in range(1)]
     other = [DealFactory(random.Random("7:2"), 5).deal(now) for _ in range(1)]

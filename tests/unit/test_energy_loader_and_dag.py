@@ -4,7 +4,7 @@ the energy_reference_prices DAG's wiring."""
 from __future__ import annotations
 
 import socket
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -35,10 +35,10 @@ def engine(request, tmp_path):
 
 
 def row(deal_id: str, price: str = "20.64") -> dict:
-    t = datetime(2026, 11, 22, 9, tzinfo=timezone.utc)
-    return dict(deal_id=deal_id, trader_id="flex_trader_1", direction="sell", price=Decimal(price),
-                quantity=Decimal("1.2"), delivery_day=date(2026, 11, 23), delivery_hour="10-11",
-                execution_time=t, loaded_at=t)
+    t = datetime(2026, 11, 22, 9, tzinfo=UTC)
+    return {"deal_id": deal_id, "trader_id": "flex_trader_1", "direction": "sell", "price": Decimal(price),
+                "quantity": Decimal("1.2"), "delivery_day": date(2026, 11, 23), "delivery_hour": "10-11",
+                "execution_time": t, "loaded_at": t}
 
 
 def test_batch_and_offsets_commit_together_and_replay_adds_nothing(engine):

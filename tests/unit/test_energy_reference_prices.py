@@ -3,7 +3,7 @@ port, SQLite database): what is stored, what a re-run changes, what bad answers 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import httpx
 import pytest
@@ -12,12 +12,20 @@ from pyrate_limiter import limiter_factory
 
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
-from marketstream.energy.market_data_emulator import MarketDataConfig, MarketDataEmulator, reference_price
-from marketstream.energy.reference_prices import MarketDataClient, hours_to_fetch, run_etl
+from marketstream.energy.market_data_emulator import (
+    MarketDataConfig,
+    MarketDataEmulator,
+    reference_price,
+)
+from marketstream.energy.reference_prices import (
+    MarketDataClient,
+    hours_to_fetch,
+    run_etl,
+)
 from marketstream.settings import load_settings
 
 # 22:30 UTC: tradable hours are 23-24 today and the 24 hours of tomorrow.
-LATE = datetime(2026, 11, 22, 22, 30, tzinfo=timezone.utc)
+LATE = datetime(2026, 11, 22, 22, 30, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -149,12 +157,12 @@ def test_traded_hours_are_fetched_too(loop, settings):
 
 @pytest.mark.parametrize("body, status, reason", [
     (b"<html>gateway</html>", 200, "not a reference price"),
-    (b'{"delivery_day": "2026-11-23", "delivery_hour": "00-01", "value": "high", "unit": "euro/mwh",'
-     b' "last_update": "2026-11-22T10:00:00+00:00"}', 200, "value must be a JSON number"),
-    (b'{"delivery_day": "2026-11-23", "delivery_hour": "00-01", "value": 1, "unit": "euro/mwh",'
-     b' "last_update": "soon"}', 200, "not ISO-8601"),
-    (b'{"delivery_day": "2026-11-24", "delivery_hour": "00-01", "value": 1, "unit": "euro/mwh",'
-     b' "last_update": "2026-11-22T10:00:00+00:00"}', 200, "answer is for 2026-11-24"),
+    ((b'{"delivery_day": "2026-11-23", "delivery_hour": "00-01", "value": "high", "unit": "euro/mwh",'
+     b' "last_update": "2026-11-22T10:00:00+00:00"}'), 200, "value must be a JSON number"),
+    ((b'{"delivery_day": "2026-11-23", "delivery_hour": "00-01", "value": 1, "unit": "euro/mwh",'
+     b' "last_update": "soon"}'), 200, "not ISO-8601"),
+    ((b'{"delivery_day": "2026-11-24", "delivery_hour": "00-01", "value": 1, "unit": "euro/mwh",'
+     b' "last_update": "2026-11-22T10:00:00+00:00"}'), 200, "answer is for 2026-11-24"),
     (b'{"error_message": "no such hour"}', 404, "HTTP 404: no such hour"),
     (b"boom", 503, "HTTP 503"),
 ])
@@ -168,7 +176,7 @@ def test_api_garbage_is_reported_per_hour_and_nothing_crashes(settings, body, st
         http=httpx.Client(base_url="http://api", transport=httpx.MockTransport(handler)),
     )
     # 23:30: only tomorrow's 24 hours are tradable; the first one is 00-01.
-    report = run_etl(settings, now=datetime(2026, 11, 22, 23, 30, tzinfo=timezone.utc), client=client)
+    report = run_etl(settings, now=datetime(2026, 11, 22, 23, 30, tzinfo=UTC), client=client)
     assert report.stored_new == 0 and len(report.failed) == 24
     assert reason in report.failed[0].reason
     assert "missing: 2026-11-23 00-01" in report.summary()
