@@ -17,6 +17,7 @@ The report ``<start>_<end>.validation.json`` is written beside the export either
 from __future__ import annotations
 
 import decimal
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from marketstream.export import export_paths, render_csv, utc, write_atomic
 from marketstream.kafka_io import offsets_for_time, read_range
-from marketstream.orderbook import OrderBook, parse_event, render_book
+from marketstream.orderbook import OpenOrder, OrderBook, parse_event, render_book
 from marketstream.orderbook.events import InvalidEvent
 from marketstream.orderbook.message import (
     SnapshotMessage,
@@ -226,15 +227,78 @@ def fetch_snapshot(settings: Settings, snapshot_time: int, sequence: int) -> Sna
     return None
 
 
-def replay_book(settings: Settings, input_offsets: dict[int, int]) -> tuple[OrderBook, int]:
+def book_to_json(book: OrderBook) -> dict:
+    """The replay state (open orders and remembered closes) as JSON-safe data."""
+    return {
+        "open_orders": {str(i): [o.symbol, o.side, str(o.price), str(o.size)] for i, o in book.open_orders.items()},
+        "closed_ids": sorted(book.closed_ids),
+    }
+
+
+def book_from_json(data: dict) -> OrderBook:
+    book = OrderBook()
+    book.closed_ids = set(data["closed_ids"])
+    for order_id, (symbol, side, price, size) in data["open_orders"].items():
+        order = OpenOrder(symbol, side, Decimal(price), Decimal(size))
+        book.open_orders[int(order_id)] = order
+        side_levels = book.levels[(symbol, side)]
+        side_levels[order.price] = side_levels.get(order.price, Decimal(0)) + order.size
+    return book
+
+
+def _cache_path(settings: Settings) -> Path:
+    return Path(settings.validation_cache_dir) / f"replay-{settings.orders_topic}.json"
+
+
+def _marker(settings: Settings, offsets: dict[int, int]) -> dict[str, str]:
+    """Fingerprint of the last record below each offset: tells a cache from a previous
+    life of the topic (a recreated topic reuses the same offsets)."""
+    stop = {p: o for p, o in offsets.items() if o > 0}
+    start = {p: o - 1 for p, o in stop.items()}
+    return {str(r.partition): f"{r.timestamp_ms}:{hashlib.sha256(r.value or b'').hexdigest()[:16]}"
+            for r in read_range(settings, settings.orders_topic, start, stop)}
+
+
+def _load_cache(settings: Settings, target: dict[int, int]) -> tuple[OrderBook, int, dict[int, int]] | None:
+    path = _cache_path(settings)
+    try:
+        data = json.loads(path.read_text())
+        offsets = {int(p): int(o) for p, o in data["offsets"].items()}
+        if any(o > target.get(p, 0) for p, o in offsets.items()):
+            return None  # the cache is ahead of this snapshot: replay from the start
+        if data["marker"] != _marker(settings, offsets):
+            log.warning("replay cache %s is from another life of %s: ignored", path, settings.orders_topic)
+            return None
+        return book_from_json(data["book"]), int(data["skipped"]), offsets
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+        log.warning("unreadable replay cache %s (%s): replaying from the start", path, exc)
+        return None
+
+
+def _save_cache(settings: Settings, book: OrderBook, skipped: int, offsets: dict[int, int]) -> None:
+    data = {"topic": settings.orders_topic, "offsets": {str(p): o for p, o in sorted(offsets.items())},
+            "marker": _marker(settings, offsets), "skipped": skipped, "book": book_to_json(book)}
+    write_atomic(_cache_path(settings), json.dumps(data, separators=(",", ":")))
+
+
+def replay_book(settings: Settings, input_offsets: dict[int, int], use_cache: bool = True) -> tuple[OrderBook, int]:
     """The reference book: input events below ``input_offsets`` applied to the core
-    ``OrderBook`` (invalid events skipped: the job sent them to the dead-letter topic)."""
-    book, skipped = OrderBook(), 0
-    for record in read_range(settings, settings.orders_topic, None, input_offsets):
+    ``OrderBook`` (invalid events skipped: the job sent them to the dead-letter topic).
+
+    The book depends only on the set of events, so the replay continues from the state
+    saved by the previous validation (``validation_cache_dir``) instead of reading the
+    whole topic every interval."""
+    cached = _load_cache(settings, input_offsets) if use_cache else None
+    book, skipped, start = cached if cached else (OrderBook(), 0, {})
+    for record in read_range(settings, settings.orders_topic, start, input_offsets):
         try:
             book.apply(parse_event(record.value or b""))
         except InvalidEvent:
             skipped += 1
+    if use_cache:
+        _save_cache(settings, book, skipped, input_offsets)
     return book, skipped
 
 

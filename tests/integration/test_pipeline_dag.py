@@ -60,7 +60,7 @@ def overrides(broker_bootstrap, tmp_path_factory) -> dict:
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
         deals_topic=f"deals-{unique}", deals_deadletter_topic=f"deals-dlq-{unique}",
         spark_checkpoint_dir=str(base / "checkpoint"), export_dir=str(base / "exports"),
-        airflow_home=str(base / "airflow"), spark_ui_enabled="false", spark_master="local[2]",
+        airflow_home=str(base / "airflow"), validation_cache_dir=str(base / "validation"), spark_ui_enabled="false", spark_master="local[2]",
         export_interval_minutes="1", export_grace_seconds="20",
     )
 
@@ -195,7 +195,10 @@ def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
     paths.json.write_text(head + marker + tail.replace(f'"amount":{first_amount}', '"amount":999', 1))
     with pytest.raises(ValidationFailed) as failure:
         validate_interval(settings, start, end)
-    assert any("total" in v and "x amount 999" in v for v in failure.value.report["violations"])
+    violations = failure.value.report["violations"]
+    assert any("total" in v and "x amount 999" in v for v in violations)
+    # The second validation replays from the first one's saved state: still reconciles.
+    assert not [v for v in violations if "reconciliation" in v], violations
     assert json.loads(paths.validation.read_text())["status"] == "failed"
 
 
@@ -207,3 +210,31 @@ def test_health_reads_the_live_job(settings, pipeline):
     print("health:", summary)
     assert summary["snapshot_age_s"] is not None and summary["snapshot_age_s"] < 5, summary
     assert report.batches > 0 and report.lag_last is not None
+
+
+def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline):
+    """kill -9 of the job (driver JVM and Python): the task fails with spark-submit's exit
+    in its log, Airflow retries it, the job resumes from its checkpoint: the snapshot
+    sequence continues instead of starting over at 1."""
+    import psutil
+
+    process, log_path = pipeline
+    before = max(m.sequence for m in snapshots(settings))
+    def runs_the_job(child) -> bool:
+        try:
+            return "orderbook_job.py" in " ".join(child.cmdline())
+        except psutil.Error:  # zombies and processes that just ended
+            return False
+
+    job = [p for p in psutil.Process(process.pid).children(recursive=True) if runs_the_job(p)]
+    assert job, "no running job process under the pipeline's task"
+    for victim in job:
+        victim.kill()
+    wait_for(lambda: "Cannot execute: spark-submit" in log_path.read_text(), 60, 1, "the task failure")
+    assert process.poll() is None, "dag.test ended instead of retrying the task"
+    resumed = wait_for(lambda: [m for m in snapshots(settings) if m.sequence > before], 240, 2, "snapshots after the retry")
+    log = log_path.read_text()
+    assert log.count("Spark-Submit cmd") >= 2, "the task was not retried"
+    sequences = sorted({m.sequence for m in snapshots(settings)})
+    assert sequences == list(range(1, sequences[-1] + 1)), "the sequence restarted or skipped after the retry"
+    assert resumed[0].sequence == before + 1

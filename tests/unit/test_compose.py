@@ -25,7 +25,7 @@ EXPECTED_SERVICES = {
 ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
-CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path"}
+CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir"}
 
 
 @pytest.fixture(scope="module")

@@ -144,3 +144,21 @@ def test_failed_validation_writes_the_report_and_raises(tmp_path):
     assert report["status"] == "failed" and report["snapshots"] == 0 and report["expected_snapshots"] == 10
     assert report["interval_start"] == "2026-11-22T08:10:00+00:00"
     assert report["violations"] == ["gap: no snapshot for 10 second(s): 2026-11-22T08:10:00Z .. 2026-11-22T08:10:09Z"]
+
+
+def test_replay_state_round_trips_exactly():
+    """The saved replay state continues exactly like the book it was saved from."""
+    from marketstream.orderbook import OrderBook, levels_to_json, render_book
+    from marketstream.orderbook.replay import read_event_file
+    from marketstream.validation import book_from_json, book_to_json
+    from tests.support import OFFICIAL_CSV
+
+    events = [e for e in read_event_file(OFFICIAL_CSV) if not isinstance(e, Exception)]
+    half = len(events) // 2
+    original = OrderBook().apply_all(events[:half])
+    restored = book_from_json(json.loads(json.dumps(book_to_json(original))))
+    assert restored.open_orders == original.open_orders and restored.closed_ids == original.closed_ids
+    restored.apply_all(events[half:])
+    full = OrderBook().apply_all(events)
+    assert len(restored.open_orders) == len(full.open_orders) == 4174  # the spec's reference figure
+    assert levels_to_json(render_book(restored, 0)) == levels_to_json(render_book(full, 0))
