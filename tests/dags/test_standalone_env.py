@@ -1,0 +1,45 @@
+"""What ``make run`` hands ``airflow standalone`` (``marketstream.airflow_standalone``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from marketstream.airflow_standalone import banner, spark_connection, standalone_env
+from marketstream.settings import load_settings
+from tests.support import ROOT
+
+
+def test_environment_points_airflow_at_the_project(tmp_path):
+    settings = load_settings(airflow_home=tmp_path / "af", airflow_ui_url="http://127.0.0.1:18080",
+                             spark_master="local[3]")
+    env = standalone_env(settings, {"PATH": "/usr/bin"})
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "af")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert env["AIRFLOW__API__PORT"] == "18080" and env["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+    # spark-submit and the job's Python come from the project's interpreter directory
+    assert env["PATH"].split(":")[0] == str(Path(settings.spark_python).parent)
+    assert env["PYSPARK_PYTHON"] == settings.spark_python
+    assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[3]"}
+    assert "simple_auth_manager_passwords.json.generated" in banner(settings)
+
+
+def test_spark_connection_resolves_to_the_master_url(monkeypatch):
+    """The Spark provider turns the connection back into the --master argument."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    for master in ("local[2]", "spark://spark-master:7077"):
+        monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", spark_connection(load_settings(spark_master=master)))
+        hook = SparkSubmitHook(conn_id="spark_default")
+        assert hook._connection["master"] == master
+        assert hook._connection["spark_binary"] == "spark-submit"
+
+
+def test_bad_ui_url_is_a_clear_error():
+    with pytest.raises(SystemExit, match="AIRFLOW_UI_URL must be http://HOST:PORT"):
+        standalone_env(load_settings(airflow_ui_url="http://localhost"), {})
