@@ -76,3 +76,12 @@ def test_metrics_message_from_progress():
     jvm = dict(progress, sources=[{"startOffset": '{"in":{"0":1}}', "endOffset": '{"in":{"0":2}}',
                                    "latestOffset": '{"in":{"0":9}}'}])
     assert metrics_from_progress(jvm)["lag"] == 7
+
+
+def test_command_line_entry_prints_the_submit_command_with_its_environment():
+    env = {"PATH": "/usr/bin:/bin", "ORDERS_TOPIC": "trades-in", "SPARK_MASTER": "local[1]"}
+    result = subprocess.run([sys.executable, "-m", "marketstream.spark", "command"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ORDERS_TOPIC=trades-in" in result.stdout
+    assert "--master 'local[1]'" in result.stdout and result.stdout.strip().endswith(str(JOB_APPLICATION))
