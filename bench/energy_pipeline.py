@@ -1,6 +1,6 @@
 """Benchmark of the power-desk trade path: exchange emulator → listener → Kafka → loader → DB.
 
-    python -m bench.energy_pipeline [--rate 100] [--seconds 120] [--burst-seconds 30] [--database URL]
+    python -m bench.energy_pipeline [--rate 100] [--seconds 120] [--burst-deals 10000] [--database URL]
 
 Starts a Tansu broker on a free port, the exchange emulator in this process, and the
 listener and loader as the same subprocesses ``make run`` starts; the database is a
@@ -8,8 +8,8 @@ private schema of the machine's PostgreSQL (default) or any URL given.
 1. steady: ``--rate`` deals a minute for ``--seconds``; deal-to-database latency per deal =
    ``trades.loaded_at`` (stamped just before the loader's transaction) − the moment the
    emulator handed the deal to its socket; p50/p99/max;
-2. listener throughput: the emulator pushes as fast as the listener reads (loader stopped)
-   for ``--burst-seconds``: deals acknowledged by Kafka per second;
+2. listener throughput: the emulator pushes ``--burst-deals`` as fast as the sockets take
+   them (loader stopped): deals acknowledged by Kafka per second;
 3. loader throughput: the loader starts on that backlog: deals committed per second.
 Between 1 and 2, 20 forced disconnects measure how fast the listener is back.
 Results: ``bench/results/energy_pipeline.json`` and a summary on stdout.
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="deals a minute in the steady phase")
     parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--burst-seconds", type=float, default=30.0)
+    parser.add_argument("--burst-deals", type=int, default=10_000)
     parser.add_argument("--database", default=None, help="database URL (default: a private PostgreSQL schema)")
     args = parser.parse_args(argv)
 
@@ -163,28 +163,26 @@ def main(argv: list[str] | None = None) -> int:
                                "max_ms": round(1000 * max(reconnects), 1)}
         print("reconnect:", result["reconnect"], flush=True)
 
-        # 2. listener alone, as fast as it reads
+        # 2. listener alone: a burst of N deals as fast as the sockets take them. Bounded,
+        # because an endless flood queues in socket buffers ahead of the keepalive pongs.
         stop(loader)
         consumer = make_consumer(settings)
         base = high_watermarks(consumer, settings.deals_topic, [0])[0]
+        sent_before = len(emulator.stats.sent)
         emulator.config = dataclasses.replace(emulator.config, deals_per_minute=600_000.0)
         start_time = time.monotonic()
         emulator.paused = False
-        time.sleep(args.burst_seconds)
+        while len(emulator.stats.sent) - sent_before < args.burst_deals:
+            time.sleep(0.005)
         emulator.paused = True
-        produced_in_burst = high_watermarks(consumer, settings.deals_topic, [0])[0] - base
+        burst = len(emulator.stats.sent) - sent_before
+        wait_until(lambda: high_watermarks(consumer, settings.deals_topic, [0])[0] >= base + burst, 300,
+                   "the listener to produce the burst")
         burst_elapsed = time.monotonic() - start_time
-        # Socket buffers still hold deals the emulator counted as sent: let the listener
-        # finish them (the topic stops growing) before the loader's turn.
-        backlog_end, stable_since = -1, time.monotonic()
-        while time.monotonic() - stable_since < 2:
-            now_end = high_watermarks(consumer, settings.deals_topic, [0])[0]
-            if now_end != backlog_end:
-                backlog_end, stable_since = now_end, time.monotonic()
-            time.sleep(0.2)
+        backlog_end = high_watermarks(consumer, settings.deals_topic, [0])[0]
         consumer.close()
-        result["listener"] = {"deals": produced_in_burst, "seconds": round(burst_elapsed, 1),
-                              "deals_per_second": round(produced_in_burst / burst_elapsed, 1)}
+        result["listener"] = {"deals": burst, "seconds": round(burst_elapsed, 1),
+                              "deals_per_second": round(burst / burst_elapsed, 1)}
         print("listener:", result["listener"], flush=True)
 
         # 3. loader on the backlog

@@ -4,8 +4,9 @@ One run (the ``energy_reference_prices`` DAG, every 10 minutes):
 1. hours to fetch: every tradable hour (next hour to the end of the next day, UTC) and
    every hour that has trades (delivery day within ``reference_price_lookback_days``);
 2. fetch each from the market-data API through a rate limiter shared by all processes
-   (``market_data_requests_per_minute``, default 50) with retries and backoff on
-   transient errors (network, timeouts, 5xx, 429 — honouring ``Retry-After``);
+   (``market_data_requests_per_minute`` 50, ``market_data_requests_per_hour`` 1,000), with
+   retries and backoff on transient errors (network, timeouts, 5xx, 429 — honouring
+   ``Retry-After``);
 3. store each answer as a ``reference_prices`` row keyed by (day, hour, last_update):
    a value already stored is left alone, so a re-run changes nothing and history is kept;
 4. report what was stored and which hours could not be fetched, with the reason.
@@ -142,15 +143,18 @@ def hours_to_fetch(engine: sa.Engine, now: datetime, lookback_days: int) -> list
 
 
 def make_limiter(settings: Settings):
-    """A blocking limiter whose budget lives in a SQLite file, so overlapping runs and
-    manual triggers share the API's limit."""
-    from pyrate_limiter import limiter_factory
+    """A blocking limiter (per minute and per hour) whose budget lives in a SQLite file, so
+    overlapping runs and manual triggers share the API's limit."""
+    from pyrate_limiter import Limiter, Rate, SQLiteBucket
 
     path = settings.market_data_rate_limit_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    return limiter_factory.create_sqlite_limiter(
-        settings.market_data_requests_per_minute, RATE_WINDOW_MS, db_path=str(path), use_file_lock=True,
-    )
+    rates = [
+        Rate(settings.market_data_requests_per_minute, RATE_WINDOW_MS),
+        Rate(settings.market_data_requests_per_hour, 60 * RATE_WINDOW_MS),
+    ]
+    bucket = SQLiteBucket.init_from_file(rates, db_path=str(path), create_new_table=True, use_file_lock=True)
+    return Limiter(bucket)
 
 
 class MarketDataClient:
