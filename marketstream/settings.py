@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     market_data_port: int = Field(5060, ge=1, le=65535)
     market_data_url: str = "http://127.0.0.1:5060"
     market_data_requests_per_minute: int = Field(50, ge=1)
+    market_data_requests_per_hour: int = Field(1000, ge=1)
     # The ETL's request budget is shared by every process through this SQLite file.
     market_data_rate_limit_path: Path = PROJECT_ROOT / "var" / "market_data_rate_limit.sqlite"
     market_data_timeout_seconds: float = Field(10.0, gt=0)
