@@ -277,8 +277,8 @@ def main(argv=None):
             b = int(time.time())
             after = end_offsets(settings)
             time.sleep(1.5)
-            last = snapshots_between(tail, b - 1, b + 2)
-            reflected = sum(last[-1][1].input_offsets.values()) if last else 0
+            last = snapshots_between(tail, 0, 2**40)  # the newest snapshot, however late
+            reflected = max((sum(m.input_offsets.values()) for _, m in last), default=0)
             lag = sum(after.values()) - reflected
             bad_key, bad_arrival, seconds = cadence(tail, a + 5, b)
             m = metrics_between(metrics_tail, a + 5, b)
