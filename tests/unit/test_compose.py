@@ -117,6 +117,12 @@ def test_every_setting_is_set_for_the_containers(compose):
     names = {n.upper() for n in Settings.model_fields}
     missing = sorted(names - set(env) - {n.upper() for n in CONTAINER_DEFAULTS})
     assert not missing, f"settings not passed to the containers in x-marketstream-env: {missing}"
+    # Pass-through settings default to the code's own default.
+    for field_name, field in Settings.model_fields.items():
+        match = re.fullmatch(r"\$\{([A-Z_]+):-(.*)\}", str(env.get(field_name.upper(), "")))
+        if match and field.default_factory is None:
+            default = str(field.default).lower() if isinstance(field.default, bool) else str(field.default)
+            assert match[2] == default, f"{field_name.upper()}: compose default {match[2]!r}, code default {default!r}"
     # Nothing may point a container at itself or at the embedded defaults.
     for key, value in env.items():
         assert "127.0.0.1" not in str(value) and "local[" not in str(value), f"{key}={value}"
