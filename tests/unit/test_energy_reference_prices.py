@@ -19,6 +19,7 @@ from marketstream.energy.market_data_emulator import (
 )
 from marketstream.energy.reference_prices import (
     MarketDataClient,
+    TransientApiError,
     hours_to_fetch,
     run_etl,
 )
@@ -180,3 +181,16 @@ def test_api_garbage_is_reported_per_hour_and_nothing_crashes(settings, body, st
     assert report.stored_new == 0 and len(report.failed) == 24
     assert reason in report.failed[0].reason
     assert "missing: 2026-11-23 00-01" in report.summary()
+
+
+def test_slow_api_times_out_retries_and_reports_the_hour(loop, settings):
+    emulator = start(loop, slow_rate=1.0, slow_seconds=1.0, per_minute=None)
+    client = MarketDataClient(
+        settings.model_copy(update={"market_data_max_attempts": 2}),
+        limiter=limiter_factory.create_inmemory_limiter(1000, 1000),
+        http=httpx.Client(base_url=f"http://127.0.0.1:{emulator.port}", timeout=0.2),
+    )
+    day, hour = date(2026, 11, 23), "10-11"
+    with pytest.raises(TransientApiError, match="ReadTimeout"):
+        client.fetch(day, hour)
+    assert client.requests == 2  # one retry, then it gives up on this hour
