@@ -77,6 +77,17 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def insert_on_conflict(engine: sa.Engine, table: sa.Table):
+    """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"unsupported database {engine.dialect.name!r}: use PostgreSQL or SQLite")
+    return insert(table)
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine for ``url``; creates the SQLite file's directory for the embedded run."""
     parsed = sa.engine.make_url(url)

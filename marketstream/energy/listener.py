@@ -41,6 +41,7 @@ class ListenerStats:
     produced: int = 0
     dead_lettered: int = 0
     last_connected_at: float | None = None
+    last_report_at: float = 0.0
 
 
 class TradeListener:
@@ -83,6 +84,10 @@ class TradeListener:
         received_at = datetime.now(UTC).isoformat()
         self._send(self.settings.deals_topic, deal.id.encode(), data, [("received_at", received_at.encode())])
         self.stats.produced += 1
+        if time.monotonic() - self.stats.last_report_at >= 60:  # a heartbeat operators can grep
+            self.stats.last_report_at = time.monotonic()
+            log.info("%d deals produced, %d dead-lettered, %d connections so far", self.stats.produced,
+                     self.stats.dead_lettered, self.stats.connections)
         return deal.id
 
     def _send(self, topic: str, key: bytes | None, value: bytes, headers) -> None:

@@ -39,17 +39,6 @@ class LoaderStats:
     db_failures: int = 0
 
 
-def dialect_insert(engine: sa.Engine, table: sa.Table):
-    """``INSERT`` with ``ON CONFLICT`` support for the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise ValueError(f"unsupported database {engine.dialect.name!r}: use PostgreSQL or SQLite")
-    return insert(table)
-
-
 def stored_offsets(engine: sa.Engine, topic: str) -> dict[int, int]:
     t = db.loader_offsets
     with engine.connect() as connection:
@@ -64,12 +53,12 @@ def store_batch(engine: sa.Engine, topic: str, rows: list[dict], next_offsets: d
     with engine.begin() as connection:
         if rows:
             statement = (
-                dialect_insert(engine, db.trades)
+                db.insert_on_conflict(engine, db.trades)
                 .on_conflict_do_nothing(index_elements=["deal_id"])
                 .returning(db.trades.c.deal_id)  # only the rows actually inserted come back
             )
             inserted = len(connection.execute(statement, rows).all())
-        offsets = dialect_insert(engine, db.loader_offsets)
+        offsets = db.insert_on_conflict(engine, db.loader_offsets)
         offsets = offsets.on_conflict_do_update(
             index_elements=["topic", "partition"], set_={"next_offset": offsets.excluded.next_offset}
         )

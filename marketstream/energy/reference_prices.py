@@ -38,7 +38,6 @@ from marketstream.energy.deals import (
     check_number,
     check_timestamp,
 )
-from marketstream.energy.loader import dialect_insert
 from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -229,7 +228,7 @@ def _error_message(response: httpx.Response) -> str:
 def store_price(engine: sa.Engine, price: ReferencePrice, fetched_at: datetime) -> bool:
     """Insert one published value; False when that (day, hour, last_update) is already stored."""
     statement = (
-        dialect_insert(engine, db.reference_prices)
+        db.insert_on_conflict(engine, db.reference_prices)
         .values(
             delivery_day=price.delivery_day, delivery_hour=price.delivery_hour, value=price.value,
             unit=price.unit, last_update=price.last_update, fetched_at=fetched_at,
