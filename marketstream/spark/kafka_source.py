@@ -12,7 +12,9 @@ Reader (schema ``partition int, offset long, value binary``):
 - ``tick`` (the current second) changes every trigger, so a batch runs every second even
   with no input; each batch carries one heartbeat row (partition -1) whose value is the
   batch's end offsets. That gives the stateful processor a call every second and the
-  snapshot headers the offsets of partitions that have not had an event yet.
+  snapshot headers the offsets of partitions that have not had an event yet;
+- all partitions are read in one Spark task unless ``readTasks`` asks for more (a task
+  launch per partition cost more than the parallel read saved at this job's rates).
 
 Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``; a replayed
 batch writes the same records again (at least once; snapshots carry a sequence number
