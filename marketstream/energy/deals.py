@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR = re.compile(r"^(\d{2})-(\d{2})$")
-FIELDS = ("id", "price", "quantity", "direction", "delivery_day", "delivery_hour", "trader_id", "execution_time")
+MAX_MAGNITUDE = 1_000_000  # sanity bound for price (EUR/MWh) and quantity (MW)
 
 
 class InvalidDeal(ValueError):
@@ -89,20 +89,26 @@ class Deal(BaseModel):
     def _text(cls, value: Any, info) -> str:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{info.field_name} must be a non-empty string, got {value!r}")
+        if "\x00" in value or len(value) > 200:  # PostgreSQL text cannot hold NUL
+            raise ValueError(f"{info.field_name} must be printable text of at most 200 characters")
         return value
 
     @field_validator("price", mode="before")
     @classmethod
     def _price(cls, value: Any) -> Decimal:
-        # Power prices can be negative; they must be real numbers.
-        return check_number("price", value)
+        # Power prices can be negative; they must be real numbers. The bound is far beyond
+        # any exchange's price limits (EPEX: ±9,999 €/MWh) and keeps absurd values out.
+        number = check_number("price", value)
+        if abs(number) > MAX_MAGNITUDE:
+            raise ValueError(f"price out of range (|price| <= {MAX_MAGNITUDE}), got {value!r}")
+        return number
 
     @field_validator("quantity", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> Decimal:
         number = check_number("quantity", value)
-        if number <= 0:
-            raise ValueError(f"quantity must be positive, got {value!r}")
+        if number <= 0 or number > MAX_MAGNITUDE:
+            raise ValueError(f"quantity must be positive and at most {MAX_MAGNITUDE}, got {value!r}")
         return number
 
     @field_validator("direction", mode="before")

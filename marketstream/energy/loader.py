@@ -58,13 +58,14 @@ def store_batch(engine: sa.Engine, topic: str, rows: list[dict], next_offsets: d
                 .returning(db.trades.c.deal_id)  # only the rows actually inserted come back
             )
             inserted = len(connection.execute(statement, rows).all())
-        offsets = db.insert_on_conflict(engine, db.loader_offsets)
-        offsets = offsets.on_conflict_do_update(
-            index_elements=["topic", "partition"], set_={"next_offset": offsets.excluded.next_offset}
-        )
-        connection.execute(offsets, [
-            {"topic": topic, "partition": p, "next_offset": o} for p, o in sorted(next_offsets.items())
-        ])
+        if next_offsets:
+            offsets = db.insert_on_conflict(engine, db.loader_offsets)
+            offsets = offsets.on_conflict_do_update(
+                index_elements=["topic", "partition"], set_={"next_offset": offsets.excluded.next_offset}
+            )
+            connection.execute(offsets, [
+                {"topic": topic, "partition": p, "next_offset": o} for p, o in sorted(next_offsets.items())
+            ])
     return inserted
 
 
@@ -128,7 +129,7 @@ class TradeLoader:
         records = [record for tp_records in batch.values() for record in tp_records]
         if not records:
             return 0
-        rows, next_offsets = [], {}
+        rows, sources, next_offsets = [], [], {}
         loaded_at: datetime = db.utcnow()
         for record in records:
             next_offsets[record.partition] = max(next_offsets.get(record.partition, 0), record.offset + 1)
@@ -138,9 +139,16 @@ class TradeLoader:
                 self._dead_letter(record, exc.reason)
                 continue
             rows.append(deal.row() | {"loaded_at": loaded_at})
-        for attempt in self._retrying("writing deals to the database"):
-            with attempt:
-                inserted = store_batch(self.engine, self.topic, rows, next_offsets)
+            sources.append(record)
+        try:
+            for attempt in self._retrying("writing deals to the database"):
+                with attempt:
+                    inserted = store_batch(self.engine, self.topic, rows, next_offsets)
+        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            # A row the database refuses would stop the loader forever on the same batch:
+            # find it, dead-letter it with the database's reason, store the rest.
+            log.warning("the database refused a batch (%s); storing it row by row", _first_line(exc))
+            inserted = self._store_row_by_row(rows, sources, next_offsets)
         self.stats.batches += 1
         self.stats.records += len(records)
         self.stats.inserted += inserted
@@ -148,6 +156,22 @@ class TradeLoader:
         log.info("stored %d new deals (%d already present) up to offsets %s", inserted, len(rows) - inserted,
                  next_offsets)
         return len(records)
+
+    def _store_row_by_row(self, rows: list[dict], sources: list, next_offsets: dict[int, int]) -> int:
+        """Each row on its own (rows are idempotent, so a crash midway only replays), then the
+        offsets."""
+        inserted = 0
+        for row, record in zip(rows, sources, strict=True):
+            try:
+                for attempt in self._retrying("writing a deal to the database"):
+                    with attempt:
+                        inserted += store_batch(self.engine, self.topic, [row], {})
+            except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+                self._dead_letter(record, f"refused by the database: {_first_line(exc)}")
+        for attempt in self._retrying("writing loader offsets"):
+            with attempt:
+                store_batch(self.engine, self.topic, [], next_offsets)
+        return inserted
 
     def _dead_letter(self, record, reason: str) -> None:
         from marketstream.kafka_io import make_producer
@@ -181,6 +205,10 @@ class TradeLoader:
         if self._dlq_producer is not None:
             self._dlq_producer.close(timeout=10)
             self._dlq_producer = None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ disconnects, malformed messages and a database outage."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -159,3 +160,34 @@ def test_listener_retries_an_absent_exchange_and_stops_on_sigterm(kafka_settings
         assert time.monotonic() - started < 5
     finally:
         listener.stop()
+
+
+def test_a_deal_the_database_refuses_is_dead_lettered_and_the_rest_stored(kafka_settings, pg_url, tmp_path):
+    from marketstream.energy.listener import TradeListener
+
+    db.migrate(pg_url)
+    engine = db.make_engine(pg_url)
+    with engine.begin() as connection:  # a database-side rule the deal validation does not know
+        connection.execute(sa.text("ALTER TABLE trades ADD CONSTRAINT no_666 CHECK (trader_id <> 'flex_trader_666')"))
+    engine.dispose()
+    settings = kafka_settings.model_copy(update={"database_url": pg_url})
+    listener = TradeListener(settings)
+    loader = Service("loader", settings_env(settings), tmp_path / "loader.log")
+    try:
+        for deal_id, trader in [("ok-1", "flex_trader_1"), ("bad", "flex_trader_666"), ("ok-2", "flex_trader_2")]:
+            listener.handle(json.dumps({"deal_confirmation": {
+                "id": deal_id, "price": 20.5, "quantity": 1.5, "direction": "buy", "delivery_day": "2026-11-23",
+                "delivery_hour": "10-11", "trader_id": trader, "execution_time": "2026-11-22T09:00:00+00:00",
+            }}))
+        wait_for(lambda: sorted(db_deal_ids(pg_url)) == ["ok-1", "ok-2"], 30, what="the acceptable deals")
+        letters = wait_for(lambda: list(read_range(settings, settings.deals_deadletter_topic)), 30,
+                           what="the refused deal's dead letter")
+        headers = dict(letters[0].headers)
+        assert b'"id": "bad"' in letters[0].value
+        assert headers["reason"].decode().startswith("refused by the database")
+        assert "no_666" in headers["reason"].decode()
+        assert headers["source_topic"].decode() == settings.deals_topic
+        assert loader.alive()
+    finally:
+        listener.close()
+        loader.stop()

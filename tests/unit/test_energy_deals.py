@@ -56,6 +56,9 @@ def test_seed_message_parses_exactly():
     (with_field("delivery_hour", "15-17"), "delivery_hour must be 'HH-HH'"),
     (with_field("delivery_hour", "24-25"), "delivery_hour must be 'HH-HH'"),
     (with_field("trader_id", ""), "trader_id must be a non-empty string"),
+    (with_field("id", "abc\u0000def"), "id must be printable text"),
+    (with_field("price", 1e300), "price out of range"),
+    ('{"deal_confirmation": {"quantity": 1e200000}}', "quantity must be positive and at most"),
     (with_field("execution_time", "2023-02-21T06:13:43"), "no UTC offset"),
     (with_field("execution_time", "yesterday"), "not ISO-8601"),
 ])
