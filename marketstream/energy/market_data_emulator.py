@@ -13,9 +13,10 @@ brief's publication delay), so ``last_update`` is the publication time.
 
 Switchable faults: ``--error-rate`` (500/503), ``--slow-rate``/``--slow-seconds``, the
 rate limit (429 with ``Retry-After`` above ``--per-minute`` requests in any 60 s, or
-``--per-hour``) and ``--throttle-rate`` (random 429s even under the limit). Every request
-is logged in memory; ``GET /_emulator/stats`` reports the counts and the busiest 60 s
-window, so a test can check that a client kept the limit.
+``--per-hour``), ``--throttle-rate`` (random 429s even under the limit) and
+``--garbage-rate`` (a 200 whose body is not a reference price). Every request is logged
+in memory; ``GET /_emulator/stats`` reports the counts and the busiest 60 s window, so a
+test can check that a client kept the limit.
 
     python -m marketstream.energy.market_data_emulator --error-rate 0.2 --seed 3
 """
@@ -39,6 +40,12 @@ from aiohttp import web
 from marketstream.energy.deals import check_delivery_day, check_delivery_hour
 
 log = logging.getLogger(__name__)
+GARBAGE = (
+    "<html><body>502 Bad Gateway</body></html>",
+    '{"delivery_day": "2026-01-01", "value": ',
+    '{"value": "n/a", "unit": "euro/mwh"}',
+    "[]",
+)
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 
 
@@ -53,11 +60,12 @@ class MarketDataConfig:
     slow_rate: float = 0.0
     slow_seconds: float = 5.0
     throttle_rate: float = 0.0  # share of requests answered 429 even under the limit
+    garbage_rate: float = 0.0  # share of requests answered 200 with a body that is no price
     per_minute: int | None = 50  # None: no rate limit
     per_hour: int | None = 1000
 
     def __post_init__(self):
-        for name in ("error_rate", "slow_rate", "throttle_rate"):
+        for name in ("error_rate", "slow_rate", "throttle_rate", "garbage_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.regen_seconds <= 0 or not 0 <= self.publication_delay_max < self.regen_seconds:
@@ -167,6 +175,9 @@ class MarketDataEmulator:
             hour = check_delivery_hour(_required(request, "delivery_hour"))
         except ValueError as exc:
             return self._reply(400, {"error_message": str(exc)})
+        if self.rng.random() < self.config.garbage_rate:
+            self.log.statuses["garbage"] += 1
+            return web.Response(text=self.rng.choice(GARBAGE), content_type="application/json")
         return self._reply(200, reference_price(self.config, day, hour, time.time()))
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -175,7 +186,7 @@ class MarketDataEmulator:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
             "requests": len(self.log.times),
-            "statuses": {str(k): v for k, v in sorted(self.log.statuses.items())},
+            "statuses": {str(k): v for k, v in sorted(self.log.statuses.items(), key=lambda kv: str(kv[0]))},
             "max_requests_in_60s": self.log.max_in_window(60.0),
         })
 
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-rate", type=float, default=0.0, help="share of requests delayed --slow-seconds")
     parser.add_argument("--slow-seconds", type=float, default=5.0)
     parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429 anyway")
+    parser.add_argument("--garbage-rate", type=float, default=0.0, help="share of 200s whose body is garbage")
     parser.add_argument("--per-minute", type=int, default=50, help="rate limit; 0 = none")
     parser.add_argument("--per-hour", type=int, default=1000, help="rate limit; 0 = none")
     args = parser.parse_args(argv)
@@ -218,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host, port=args.port, seed=args.seed, regen_seconds=args.regen_seconds,
             publication_delay_max=min(30.0, args.regen_seconds / 2), error_rate=args.error_rate,
             slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, throttle_rate=args.throttle_rate,
+            garbage_rate=args.garbage_rate,
             per_minute=args.per_minute or None, per_hour=args.per_hour or None,
         )
     except ValueError as exc:

@@ -194,3 +194,13 @@ def test_slow_api_times_out_retries_and_reports_the_hour(loop, settings):
     with pytest.raises(TransientApiError, match="ReadTimeout"):
         client.fetch(day, hour)
     assert client.requests == 2  # one retry, then it gives up on this hour
+
+
+def test_garbage_answers_are_reported_not_stored(loop, settings):
+    emulator = start(loop, garbage_rate=1.0, per_minute=None)
+    report = run_etl(settings, now=LATE, client=client_for(settings, emulator))
+    assert report.stored_new == 0 and len(report.failed) == 25
+    assert all("not a reference price" in f.reason for f in report.failed)
+    assert report.requests == 25  # a 200 with garbage is not retried within the run
+    stats = httpx.get(f"http://127.0.0.1:{emulator.port}/_emulator/stats").json()
+    assert stats["statuses"] == {"garbage": 25} and stats["requests"] == 25
