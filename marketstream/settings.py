@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     producer_tick_seconds: float = Field(0.1, gt=0)
     producer_symbols: str = "BTC-USDT,ETH-USDT,SOL-USDT"
     producer_close_share: float = Field(0.3, ge=0, le=1)
+    producer_max_live_orders: int = Field(5_000, ge=0, description="open orders at most, all symbols; 0 = unbounded")
 
     # Spark
     spark_master: str = "local[2]"

@@ -6,7 +6,8 @@
     python -m producer --stdout --max-events 20       # print instead of sending
 
 Defaults come from the settings (KAFKA_BOOTSTRAP_SERVERS, ORDERS_TOPIC,
-PRODUCER_EVENTS_PER_TICK, PRODUCER_TICK_SECONDS, PRODUCER_SYMBOLS, PRODUCER_CLOSE_SHARE).
+PRODUCER_EVENTS_PER_TICK, PRODUCER_TICK_SECONDS, PRODUCER_SYMBOLS, PRODUCER_CLOSE_SHARE,
+PRODUCER_MAX_LIVE_ORDERS).
 Messages are keyed by order id, so an order's open and close share a partition;
 ``--no-key`` sends them unkeyed (spread over partitions, closes may overtake opens).
 """
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-seconds", type=float, default=settings.producer_tick_seconds)
     parser.add_argument("--symbols", default=settings.producer_symbols)
     parser.add_argument("--close-share", type=float, default=settings.producer_close_share)
+    parser.add_argument("--max-live-orders", type=int, default=settings.producer_max_live_orders,
+                        help="open orders kept at most, all symbols; at the cap the next event is a close "
+                             "(default %(default)s; 0 = unbounded)")
     parser.add_argument("--first-order-id", type=int, default=None,
                         help="first generated id (default: derived from the clock, so restarts never reuse ids)")
     parser.add_argument("--replay", type=Path, help="send this CSV / JSON-lines file in file order")
@@ -136,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.events_per_tick < 1 or args.tick_seconds <= 0:
         parser.error("--events-per-tick must be >= 1 and --tick-seconds > 0")
+    if args.max_live_orders < 0:
+        parser.error("--max-live-orders must be >= 0 (0 = unbounded)")
+    if not 0 <= args.close_share <= 1:
+        parser.error("--close-share must be within [0, 1]")
     if args.replay:
         if not args.replay.is_file():
             parser.error(f"--replay: no such file: {args.replay}")
@@ -147,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         first_id = args.first_order_id if args.first_order_id is not None else (
             1 if args.seed is not None else int(time.time() * 1000))
         flow = OrderFlow(symbols=[s.strip() for s in args.symbols.split(",") if s.strip()], seed=seed,
-                         close_share=args.close_share, first_order_id=first_id)
+                         close_share=args.close_share, first_order_id=first_id,
+                         max_live_orders=args.max_live_orders or None)
         events = generated_events(flow)
     if args.no_key:
         events = (OutgoingEvent(None, e.value) for e in events)

@@ -22,17 +22,114 @@ def test_same_seed_same_events_other_seed_other_events():
 
 def test_prices_sit_on_the_tick_grid_buys_below_sells_above_the_mid():
     flow = OrderFlow(symbols=["BTC-USDT"], seed=1, close_share=0)
-    for _ in range(500):
-        mid = flow._markets["BTC-USDT"].mid
+    tick = instrument_for("BTC-USDT").tick
+    opens = 0
+    for _ in range(5000):
+        mid = flow.mid("BTC-USDT")
         event = flow.next_event(now=0)
-        new_mid = flow._markets["BTC-USDT"].mid
-        assert event.price % instrument_for("BTC-USDT").tick == 0
-        assert (event.price < new_mid) if event.side == "BUY" else (event.price > new_mid)
-        assert abs(new_mid - mid) <= instrument_for("BTC-USDT").tick
+        new_mid = flow.mid("BTC-USDT")
+        assert abs(new_mid - mid) <= tick  # the mid moves a tick at most
+        if event.status == "OPEN":  # closes (fills here, close_share=0) carry no price
+            opens += 1
+            assert event.price % tick == 0
+            assert (event.price < new_mid) if event.side == "BUY" else (event.price > new_mid)
+    assert opens > 2500
+
+
+SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
+
+
+def best_prices(book, symbol):
+    buys, sells = book.levels[(symbol, "BUY")], book.levels[(symbol, "SELL")]
+    return (max(buys) if buys else None), (min(sells) if sells else None)
+
+
+def test_the_book_is_never_crossed_and_the_mid_sits_between_the_sides():
+    flow = OrderFlow(symbols=SYMBOLS, seed=2)
+    book = OrderBook()
+    for _ in range(50_000):
+        event = flow.next_event(now=0)
+        book.apply(event)
+        for symbol in SYMBOLS:
+            best_buy, best_sell = best_prices(book, symbol)
+            assert best_buy is None or best_sell is None or best_buy < best_sell, (symbol, best_buy, best_sell)
+            assert best_buy is None or best_buy < flow.mid(symbol)
+            assert best_sell is None or best_sell > flow.mid(symbol)
+    assert book.open_count == flow.live_orders and book.stats.closes_before_open == 0
+    assert all(best_prices(book, s)[0] and best_prices(book, s)[1] for s in SYMBOLS)
+
+
+def test_live_orders_never_exceed_the_cap():
+    flow = OrderFlow(symbols=SYMBOLS, seed=4, max_live_orders=300)
+    for _ in range(20_000):
+        flow.next_event(now=0)
+        assert flow.live_orders <= 300
+    assert flow.live_orders >= 250  # the cap is reached and held
+
+
+def test_with_the_default_cap_the_open_order_count_is_stable():
+    flow = OrderFlow(symbols=SYMBOLS, seed=5)
+    counts = []
+    for i in range(1, 100_001):
+        flow.next_event(now=0)
+        assert flow.live_orders <= 5_000
+        if i % 10_000 == 0:
+            counts.append(flow.live_orders)
+    assert min(counts[-5:]) >= 4_500, counts  # flat near the cap, not growing
+
+
+def test_unbounded_when_asked():
+    flow = OrderFlow(symbols=SYMBOLS, seed=4, max_live_orders=None, mid_move_share=0)
+    for _ in range(20_000):
+        flow.next_event(now=0)
+    assert flow.live_orders > 5_000
+
+
+def test_the_mid_stays_within_its_band_for_hours():
+    flow = OrderFlow(symbols=SYMBOLS, seed=6)
+    markets = [flow._markets[s] for s in SYMBOLS]  # mids in ticks: cheaper than Decimal prices
+    start = [m.mid_ticks for m in markets]
+    low, high = list(start), list(start)
+    for _ in range(200_000):  # over half an hour at the default 100 events/s
+        flow.next_event(now=0)
+        for i, market in enumerate(markets):
+            mid = market.mid_ticks
+            if mid < low[i]:
+                low[i] = mid
+            elif mid > high[i]:
+                high[i] = mid
+    for i, s in enumerate(SYMBOLS):
+        assert start[i] - flow.mid_band_ticks <= low[i] and high[i] <= start[i] + flow.mid_band_ticks, (s, low, high)
+        assert high[i] - low[i] >= 5  # it does move
+    assert flow.mid("BTC-USDT") % instrument_for("BTC-USDT").tick == 0
+
+
+def test_mid_moves_fill_the_orders_they_go_through_before_anything_else():
+    flow = OrderFlow(symbols=SYMBOLS, seed=8)
+    book = OrderBook()
+    fills = runs = 0
+    pending = 0
+    for _ in range(30_000):
+        event = flow.next_event(now=0)
+        if pending:  # fills come one per event, before anything else
+            assert event.status == "CLOSED" and flow.pending_fills == pending - 1
+        if event.status == "CLOSED":
+            order = book.open_orders[event.order_id]
+            # A cancel never leaves the mid on the closed order's price (live orders are
+            # strictly off the mid); the last fill of a run moves the mid onto it.
+            if flow.pending_fills or flow.mid(order.symbol) == order.price:
+                fills += 1
+                runs += not pending
+                best_buy, best_sell = best_prices(book, order.symbol)
+                assert order.price == (best_buy if order.side == "BUY" else best_sell)  # the front of the book
+        pending = flow.pending_fills
+        book.apply(event)
+    assert runs > 50 and fills > runs
+
 
 
 def test_close_share_and_closes_only_target_live_orders():
-    generated = events(3, n=5000, close_share=0.3)
+    generated = events(3, n=5000, close_share=0.3)  # fills (mid moves) add a few closes
     closes = [e for e in generated if e.status == "CLOSED"]
     assert 0.25 < len(closes) / len(generated) < 0.35
     opened = set()
