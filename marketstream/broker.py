@@ -4,8 +4,10 @@
     python -m marketstream.broker wait           # exit 0 once the broker answers
     python -m marketstream.broker create-topics  # idempotent topic creation
 
-Tansu keeps everything in memory: a restart starts empty. The listener address comes
-from ``KAFKA_BOOTSTRAP_SERVERS`` (its first entry).
+Tansu keeps everything in memory: a restart starts empty. So ``run`` first clears what
+points into the previous broker's topics: the Spark job's checkpoint (its offsets would
+be past the end of the new, empty input topic) and the validator's replay cache. The
+listener address comes from ``KAFKA_BOOTSTRAP_SERVERS`` (its first entry).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -68,6 +71,16 @@ def wait_until_ready(settings: Settings, timeout_s: float = 30.0) -> None:
     )
 
 
+def forget_previous_broker(settings: Settings) -> list[str]:
+    """Remove state that refers to offsets of a previous (in-memory, now gone) broker."""
+    removed = []
+    for path in (settings.spark_checkpoint_dir, settings.validation_cache_dir):
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(str(path))
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(prog="python -m marketstream.broker")
@@ -80,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if is_reachable(settings, timeout_s=0.5):
             log.error("a broker already answers at %s; not starting another", settings.kafka_bootstrap_servers)
             return 1
+        for path in forget_previous_broker(settings):
+            log.info("new in-memory broker: removed %s (it pointed into the previous broker's topics)", path)
         command = tansu_command(settings)
         log.info("starting Tansu on %s", settings.bootstrap_list[0])
         # exec: the supervisor's signals reach the broker itself, no orphan on Ctrl-C.

@@ -33,6 +33,12 @@ HEARTBEAT_PARTITION = -1
 # being filled with snapshots of a book the job did not have at those times.
 MAX_CATCH_UP_SECONDS = 10
 
+# ``Progress.last_second`` after a new book's first batch: that batch starts the Python
+# workers and works off the backlog (seconds, tens of seconds with a long topic) and
+# publishes nothing; the snapshot clock starts with the next batch, so the stream does
+# not open with a gap as long as the first batch.
+WARMED_UP = -1
+
 Levels = dict[tuple[str, str], dict[Decimal, Decimal]]
 
 
@@ -207,12 +213,16 @@ def due_snapshots(
     progress: Progress, now_ms: int, render, depth: int,
 ) -> list[SnapshotMessage]:
     """Snapshots owed at batch time ``now_ms``: one per wall-clock second since the last
-    one (at most ``MAX_CATCH_UP_SECONDS``), numbered on from the stored sequence.
-    ``render`` is called only when the book changed since the last rendered value."""
+    one (at most ``MAX_CATCH_UP_SECONDS``), numbered on from the stored sequence; none in
+    a new book's first batch (see ``WARMED_UP``). ``render`` is called only when the book
+    changed since the last rendered value."""
     second = now_ms // 1000
-    if progress.last_second is not None and second <= progress.last_second:
+    if progress.last_second is None:
+        progress.last_second = WARMED_UP
         return []
-    if progress.last_second is None or second - progress.last_second > MAX_CATCH_UP_SECONDS:
+    if second <= progress.last_second:
+        return []
+    if progress.last_second == WARMED_UP or second - progress.last_second > MAX_CATCH_UP_SECONDS:
         seconds = [second]
     else:
         seconds = list(range(progress.last_second + 1, second + 1))
@@ -263,6 +273,6 @@ class DictStore:
 
 __all__ = [
     "BookStore", "DeadLetter", "DictStore", "HEARTBEAT_PARTITION", "InputRecord", "MAX_CATCH_UP_SECONDS",
-    "Progress", "apply_batch", "apply_events", "due_snapshots", "levels_from_text", "levels_to_text",
+    "Progress", "WARMED_UP", "apply_batch", "apply_events", "due_snapshots", "levels_from_text", "levels_to_text",
     "parse_record",
 ]

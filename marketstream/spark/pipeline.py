@@ -45,7 +45,9 @@ def choose_connector(spark: SparkSession, settings: Settings) -> str:
 
 
 def read_orders(spark: SparkSession, settings: Settings, connector: str) -> DataFrame:
-    """The input stream as ``partition int, offset long, value binary``."""
+    """The input stream as ``partition int, offsets array<long>, values array<binary>``
+    (``kafka_source.SOURCE_SCHEMA``: the Python source packs many records in a row; the
+    JVM source's one row per record becomes a row of one)."""
     if connector == "jvm":
         return (
             spark.readStream.format("kafka")
@@ -55,7 +57,8 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str) -> Data
             .option("maxOffsetsPerTrigger", str(settings.spark_max_events_per_batch))
             .option("failOnDataLoss", "true")
             .load()
-            .select(F.col("partition").cast("int"), F.col("offset").cast("long"), "value")
+            .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
+                    F.array("value").alias("values"))
         )
     spark.dataSource.register(KafkaDataSource)
     return (

@@ -25,21 +25,15 @@ from typing import Iterator
 
 from pyspark.sql import Row
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
-from pyspark.sql.types import (
-    ArrayType, BinaryType, IntegerType, LongType, StringType, StructField, StructType,
-)
+from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, StructField, StructType
 
 from marketstream.orderbook.book import OpenOrder
 from marketstream.spark.journal_state import META_SCHEMA, JournalStore, Meta
 from marketstream.spark.book_state import (
     HEARTBEAT_PARTITION, InputRecord, Progress, apply_batch, due_snapshots, levels_from_text, levels_to_text,
 )
+from marketstream.spark.kafka_source import unpack
 
-INPUT_SCHEMA = StructType([
-    StructField("partition", IntegerType(), False),
-    StructField("offset", LongType(), False),
-    StructField("value", BinaryType(), True),
-])
 
 HEADERS_TYPE = ArrayType(StructType([
     StructField("key", StringType(), False),
@@ -140,11 +134,11 @@ class OrderBookProcessor(StatefulProcessor):
     def handleInputRows(self, key, rows, timerValues) -> Iterator[Row]:
         progress = Progress.from_row(self.progress.get())
         records, heartbeats = [], []
-        for row in rows:
-            if row.partition == HEARTBEAT_PARTITION:
-                heartbeats.append({int(p): int(o) for p, o in json.loads(bytes(row.value)).items()})
+        for partition, offset, value in unpack(rows):
+            if partition == HEARTBEAT_PARTITION:
+                heartbeats.append({int(p): int(o) for p, o in json.loads(bytes(value)).items()})
             else:
-                records.append(InputRecord(row.partition, row.offset, row.value))
+                records.append(InputRecord(partition, offset, value))
         now_ms = timerValues.getCurrentProcessingTimeInMs()
         levels, journal = None, None
         if records:

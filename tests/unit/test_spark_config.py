@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from marketstream.settings import load_settings
 from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
-from marketstream.spark.kafka_source import cap_offsets
+from marketstream.spark.kafka_source import InputOffsetsWentBack, cap_offsets, check_no_data_loss
 from marketstream.spark.listener import metrics_from_progress
 
 
@@ -50,6 +52,32 @@ def test_cap_offsets_shares_the_budget_between_partitions():
     assert capped[0] - 0 in (145, 146) and capped[2] - 50 in (144, 145)
     assert cap_offsets(start, latest, 10_000) == latest
     assert cap_offsets({}, {0: 5, 3: 2}, 100) == {0: 5, 3: 2}  # a new partition starts at 0
+
+
+def test_a_topic_behind_the_checkpoint_stops_the_job_with_the_fix():
+    check_no_data_loss("orders", {0: 10, 1: 0}, {0: 10, 1: 4})  # caught up, or not yet read: fine
+    check_no_data_loss("orders", {}, {0: 0})  # a new query
+    with pytest.raises(InputOffsetsWentBack) as caught:
+        check_no_data_loss("orders", {0: 5000, 1: 7}, {0: 120, 1: 9})  # the broker restarted empty
+    message = str(caught.value)
+    assert "partition 0 ends at 120, checkpoint at 5000" in message and "partition 1" not in message
+    assert "SPARK_CHECKPOINT_DIR" in message and "make clean-state" in message
+    with pytest.raises(InputOffsetsWentBack, match="partition 2 ends at .missing."):
+        check_no_data_loss("orders", {2: 3}, {0: 1})
+
+
+def test_a_new_in_memory_broker_forgets_the_previous_ones_offsets(tmp_path):
+    from marketstream.broker import forget_previous_broker
+
+    settings = load_settings(spark_checkpoint_dir=tmp_path / "checkpoint", validation_cache_dir=tmp_path / "cache",
+                             export_dir=tmp_path / "exports")
+    (settings.spark_checkpoint_dir / "offsets").mkdir(parents=True)
+    (settings.validation_cache_dir).mkdir()
+    settings.export_dir.mkdir()
+    assert forget_previous_broker(settings) == [str(settings.spark_checkpoint_dir), str(settings.validation_cache_dir)]
+    assert not settings.spark_checkpoint_dir.exists() and not settings.validation_cache_dir.exists()
+    assert settings.export_dir.exists()  # exports are the user's, never touched
+    assert forget_previous_broker(settings) == []
 
 
 def test_metrics_message_from_progress():
