@@ -44,6 +44,9 @@ def standalone_env(settings: Settings, base: dict[str, str] | None = None) -> di
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=settings.airflow_ui_url.rstrip("/") + "/execution/",
         # New DAG files show up within seconds instead of the default 5 minutes.
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
+        # One access-log line per task heartbeat drowned the other processes' output in
+        # ``make run``'s terminal; warnings and errors still show.
+        AIRFLOW__LOGGING__NAMESPACE_LEVELS=env.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "http.access=WARNING"),
         AIRFLOW_CONN_SPARK_DEFAULT=spark_connection(settings),
         PYSPARK_PYTHON=settings.spark_python,
         PYSPARK_DRIVER_PYTHON=settings.spark_python,
