@@ -8,6 +8,15 @@ stored. When the database is down the loader keeps the batch, waits with backoff
 retries; the deals wait in Kafka. A record that is not a valid deal (the listener
 validates, so only a foreign writer produces one) is dead-lettered and skipped.
 
+Before the consumer is positioned, each stored offset is checked against the partition's
+real range (earliest offset, and the high watermark of a fetch response: Tansu's
+ListOffsets end is stale after batched produces). A stored offset beyond the end means
+the topic is not the one the offset was stored for (recreated, or the in-memory broker
+restarted empty): that partition is read from its beginning, which the idempotent insert
+makes safe. A stored offset below the earliest (retention) starts at the earliest. Both
+are logged as warnings and the corrected offset is stored at once, so a crash before the
+first batch cannot bring the stale offset back.
+
     python -m marketstream.energy.loader
 """
 
@@ -44,6 +53,36 @@ def stored_offsets(engine: sa.Engine, topic: str) -> dict[int, int]:
     with engine.connect() as connection:
         rows = connection.execute(sa.select(t.c.partition, t.c.next_offset).where(t.c.topic == topic))
         return {partition: offset for partition, offset in rows}
+
+
+def resume_positions(topic: str, stored: dict[int, int], earliest: dict[int, int],
+                     ends: dict[int, int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Where to resume each partition of ``ends`` (the high watermarks), given the stored
+    offsets and the earliest available offsets. Returns ``(positions, corrections)``, where
+    ``corrections`` holds the partitions whose stored offset could not be used (to be
+    written back). ``stored == end`` is the normal caught-up case, not a reset."""
+    positions: dict[int, int] = {}
+    corrections: dict[int, int] = {}
+    for partition, end in sorted(ends.items()):
+        first = min(earliest.get(partition, 0), end)  # earliest <= end, whatever ListOffsets says
+        offset = stored.get(partition)
+        if offset is None:
+            positions[partition] = first
+        elif offset > end:
+            log.warning(
+                "%s partition %d: stored offset %d is beyond the end of the partition (%d): the topic was "
+                "recreated or the broker lost its data: reading it from the beginning (offset %d)",
+                topic, partition, offset, end, first)
+            positions[partition] = corrections[partition] = first
+        elif offset < first:
+            log.warning(
+                "%s partition %d: stored offset %d is below the earliest available offset %d (removed by "
+                "retention before it was loaded): starting at %d; offsets %d-%d are lost",
+                topic, partition, offset, first, first, offset, first - 1)
+            positions[partition] = corrections[partition] = first
+        else:
+            positions[partition] = offset
+    return positions, corrections
 
 
 def store_batch(engine: sa.Engine, topic: str, rows: list[dict], next_offsets: dict[int, int]) -> int:
@@ -91,11 +130,19 @@ class TradeLoader:
             reraise=True,
         )
 
-    def start(self) -> None:
-        """Migrate (waiting for the database) and position the consumer at the stored offsets."""
-        from kafka import TopicPartition
+    def _waiting_for_kafka(self) -> Retrying:
         from kafka.errors import KafkaError
 
+        # TimeoutError: no fetch answered with a high watermark yet; ask again, never guess.
+        return Retrying(
+            retry=retry_if_exception_type((KafkaError, LookupError, TimeoutError)),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10),
+            before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
+                                               s.outcome.exception()),
+        )
+
+    def start(self) -> None:
+        """Migrate (waiting for the database) and position the consumer at the stored offsets."""
         from marketstream.kafka_io import make_consumer, partitions_of
         from marketstream.topics import ensure_topics
 
@@ -103,25 +150,56 @@ class TradeLoader:
             with attempt:
                 db.migrate(self.engine)
         # The broker may start after us (make run, compose): wait for it and the topic.
-        for attempt in Retrying(
-            retry=retry_if_exception_type((KafkaError, LookupError)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=10),
-            before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
-                                               s.outcome.exception()),
-        ):
+        for attempt in self._waiting_for_kafka():
             with attempt:
                 ensure_topics(self.settings)
-                self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)
+                if self._consumer is None:
+                    self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)
                 partitions = partitions_of(self._consumer, self.topic)
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        self._consumer.assign(tps)
+        self._assign(partitions)
+
+    def _assign(self, partitions: list[int]) -> None:
+        """Assign ``partitions`` and seek each to where loading resumes: the stored offset,
+        checked against the partition's real range first (see the module docstring). The
+        only place the consumer is positioned."""
+        from kafka import TopicPartition
+
         for attempt in self._retrying("reading loader offsets"):
             with attempt:
-                offsets = stored_offsets(self.engine, self.topic)
+                stored = stored_offsets(self.engine, self.topic)
+        for attempt in self._waiting_for_kafka():
+            with attempt:
+                earliest, ends = self._partition_range(partitions)
+        positions, corrections = resume_positions(self.topic, stored, earliest, ends)
+        if corrections:
+            # Store the correction now: should we crash before the first batch, the stale
+            # offset must not come back once the new topic has grown past it.
+            for attempt in self._retrying("writing loader offsets"):
+                with attempt:
+                    store_batch(self.engine, self.topic, [], corrections)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self._consumer.assign(tps)
         for tp in tps:
-            self._consumer.seek(tp, offsets.get(tp.partition, 0))
-        log.info("loading %s partitions %s from offsets %s into %s", self.topic, partitions,
-                 {p: offsets.get(p, 0) for p in partitions}, self.engine.url.render_as_string(hide_password=True))
+            self._consumer.seek(tp, positions[tp.partition])
+        log.info("loading %s partitions %s from offsets %s (ends %s) into %s", self.topic, partitions, positions,
+                 ends, self.engine.url.render_as_string(hide_password=True))
+
+    def _partition_range(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+        """``(earliest, end)`` offsets per partition; the end is the high watermark of a fetch
+        response (``end_offsets`` is stale on Tansu after batched produces). A consumer of
+        its own, so no high watermark of an earlier assignment can be mistaken for this one's
+        and nothing it fetches reaches the loading consumer."""
+        from kafka import TopicPartition
+
+        from marketstream.kafka_io import high_watermarks, make_consumer
+
+        probe = make_consumer(self.settings, max_poll_records=1)
+        try:
+            ends = high_watermarks(probe, self.topic, partitions)
+            firsts = probe.beginning_offsets([TopicPartition(self.topic, p) for p in partitions])
+            return {tp.partition: offset for tp, offset in firsts.items()}, ends
+        finally:
+            probe.close()
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Load one batch; returns how many records it covered."""
