@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from marketstream.settings import get_settings
 
@@ -19,12 +19,20 @@ interval `[start, end)`:
    and writes `exports/orderbook/<date>/<start>_<end>.json` (array of
    `{snapshot_time, sequence, book}`) and `.csv` (one row per level), atomically.
    Clearing and re-running an interval rewrites byte-identical files.
+   **Skipped** (no files written) when the topic holds no snapshot stamped before the
+   interval's end: the order-book job was not running yet, so trigger
+   `orderbook_pipeline`. An empty topic is recognised at once, without waiting the
+   `EXPORT_GRACE_SECONDS`; `validate` is then skipped too.
 2. **validate** checks every exported snapshot (interleaving, sorting,
    `total = price x amount`, running `cum_sum`, positive amounts, depth), one snapshot per
    second (gaps and duplicates listed), that the CSV matches the JSON, and reconciles the
    interval's last snapshot with a replay of the input topic up to the offsets in its
    headers. It writes `<start>_<end>.validation.json` beside the export and **fails** on
-   any violation (the report and the task log list them).
+   any violation (the report and the task log list them). In the interval where the
+   job's stream began (the export opens with `sequence` 1) the seconds before that first
+   snapshot are not gaps: the report gives `stream_started` and `seconds_before_stream`.
+   Gaps after it, duplicates and sequence jumps (a `sequence` back to 1 after other
+   snapshots included) still fail.
 
 See `docs/exports.md` for the file formats.
 """
@@ -48,9 +56,13 @@ with DAG(
 
     @task(task_id="export")
     def export(data_interval_start=None, data_interval_end=None) -> dict:
-        from marketstream.export import export_interval
+        from marketstream.export import NothingPublishedYet, export_interval
 
-        return export_interval(get_settings(), data_interval_start, data_interval_end)
+        try:
+            return export_interval(get_settings(), data_interval_start, data_interval_end)
+        except NothingPublishedYet as exc:
+            # Before the job's first snapshot: nothing to export, nothing wrong.
+            raise AirflowSkipException(str(exc)) from exc
 
     @task(task_id="validate")
     def validate(summary: dict, data_interval_start=None, data_interval_end=None) -> dict:

@@ -10,6 +10,11 @@ job) lies in the interval are read and written to
 
 Files are written to a hidden temp file and renamed, so a reader never sees half a file;
 the content depends only on the topic, so re-running an interval rewrites identical bytes.
+
+An interval that ended before the job published anything (the topic holds no record
+stamped before its end) is not exported at all: ``NothingPublishedYet`` is raised and no
+file is written (the DAG turns it into a skipped task). An empty topic is recognised at
+once, without waiting the grace period for a job that is not there.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from marketstream.kafka_io import offsets_for_time, read_range
+from marketstream.kafka_io import (
+    high_watermarks,
+    make_consumer,
+    offsets_for_time,
+    partitions_of,
+    read_range,
+)
 from marketstream.orderbook.events import format_decimal
 from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time
 from marketstream.settings import Settings
@@ -70,19 +81,53 @@ class IntervalSnapshots:
     redelivered: int = 0
 
 
-def _wait_for_interval_end(settings: Settings, end_ms: int, grace_s: float) -> None:
-    """Wait up to ``grace_s`` until the topic holds a record stamped at or after
-    ``end_ms``: timestamps only grow, so every snapshot of the interval is then in."""
-    from marketstream.kafka_io import high_watermarks, make_consumer, partitions_of
+class NothingPublishedYet(Exception):
+    """The output topic holds no snapshot stamped before the interval's end: the
+    order-book job had not published anything yet, so there is nothing to export (and
+    nothing is wrong). Not a failure: the DAG maps it to a skipped task."""
 
+    def __init__(self, topic: str, end: datetime, detail: str = ""):
+        self.topic, self.end, self.detail = topic, utc(end), detail
+        super().__init__(
+            f"no snapshot on {topic} up to {format_snapshot_time(int(self.end.timestamp()))}"
+            f"{f' ({detail})' if detail else ''}: the order-book job was not running yet"
+            " — trigger orderbook_pipeline"
+        )
+
+
+def published_before(first_offsets_at_end: dict[int, int]) -> bool:
+    """Whether the topic holds a record stamped before the interval's end, given
+    ``offsets_for_time(topic, end)``: the first offset per partition stamped at or after
+    the end (timestamps never decrease within a partition), so any non-zero offset means
+    a record before it."""
+    return any(offset > 0 for offset in first_offsets_at_end.values())
+
+
+def _high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    """True end offset per partition (fetch high watermarks, not ListOffsets)."""
+    consumer = make_consumer(settings)
+    try:
+        return high_watermarks(consumer, topic, partitions_of(consumer, topic))
+    finally:
+        consumer.close()
+
+
+def _wait_for_interval_end(settings: Settings, end: datetime, grace_s: float) -> None:
+    """Wait up to ``grace_s`` until the topic holds a record stamped at or after the
+    interval's end: timestamps only grow, so every snapshot of the interval is then in.
+
+    Raises ``NothingPublishedYet`` at once when the topic does not exist or is empty:
+    nothing was ever published, so waiting for the job would be waiting for nothing."""
     topic = settings.orderbook_topic
+    end_ms = int(utc(end).timestamp() * 1000)
     deadline = time.monotonic() + grace_s
     while True:
-        consumer = make_consumer(settings)
         try:
-            marks = high_watermarks(consumer, topic, partitions_of(consumer, topic))
-        finally:
-            consumer.close()
+            marks = _high_watermarks(settings, topic)
+        except LookupError:
+            raise NothingPublishedYet(topic, end, "the topic does not exist") from None
+        if not any(marks.values()):
+            raise NothingPublishedYet(topic, end, "the topic is empty")
         last = {p: hw - 1 for p, hw in marks.items() if hw > 0}
         newest = [r.timestamp_ms for r in read_range(settings, topic, last, marks)]
         if (newest and min(newest) >= end_ms) or time.monotonic() >= deadline:
@@ -94,14 +139,18 @@ def _wait_for_interval_end(settings: Settings, end_ms: int, grace_s: float) -> N
 
 def read_interval(settings: Settings, start: datetime, end: datetime, grace_s: float | None = None) -> IntervalSnapshots:
     """Snapshots with record timestamp in ``[start, end)``: located by binary search on
-    record timestamps (``kafka_io.offsets_for_time``), read with ``read_range``."""
+    record timestamps (``kafka_io.offsets_for_time``), read with ``read_range``.
+
+    Raises ``NothingPublishedYet`` when the topic holds no record stamped before ``end``."""
     start_ms, end_ms = int(utc(start).timestamp() * 1000), int(utc(end).timestamp() * 1000)
     if end_ms <= start_ms:
         raise ValueError(f"empty data interval [{start}, {end})")
     grace = settings.export_grace_seconds if grace_s is None else grace_s
-    _wait_for_interval_end(settings, end_ms, grace)
-    begin = offsets_for_time(settings, settings.orderbook_topic, start_ms)
+    _wait_for_interval_end(settings, end, grace)
     stop = offsets_for_time(settings, settings.orderbook_topic, end_ms)
+    if not published_before(stop):
+        raise NothingPublishedYet(settings.orderbook_topic, end, "its first snapshot is stamped after the interval")
+    begin = offsets_for_time(settings, settings.orderbook_topic, start_ms)
     result = IntervalSnapshots()
     seen: dict[int, SnapshotMessage] = {}
     for record in read_range(settings, settings.orderbook_topic, begin, stop):
@@ -165,7 +214,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def export_interval(settings: Settings, start: datetime, end: datetime, grace_s: float | None = None) -> dict:
-    """Write the interval's JSON and CSV; returns a summary (the task's XCom)."""
+    """Write the interval's JSON and CSV; returns a summary (the task's XCom).
+
+    Raises ``NothingPublishedYet`` (writing nothing) for an interval that ended before
+    the job's first snapshot."""
     data = read_interval(settings, start, end, grace_s)
     paths = export_paths(settings.export_dir, start, end)
     write_atomic(paths.json, render_json(data.snapshots))

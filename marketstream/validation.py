@@ -5,7 +5,9 @@ It reads the files the exporter wrote, not the topic, so a damaged export is cau
   buy_2, ...``, buy prices descending and sell prices ascending, positive prices and
   amounts, ``total = price x amount`` and ``cum_sum`` running sums, exact decimals, depth;
 - cadence: exactly one snapshot per second of the interval (gaps and duplicates listed),
-  sequence numbers increasing by one;
+  sequence numbers increasing by one; when the export opens with the stream's very first
+  snapshot (sequence 1), the seconds before it are not gaps: the stream did not exist yet
+  (the report says when it started);
 - the CSV says the same as the JSON;
 - reconciliation: the interval's last snapshot equals the reference replay (the core
   ``OrderBook``) of the input topic up to the input offsets in that snapshot's headers.
@@ -137,16 +139,29 @@ def _ranges(seconds: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def stream_start(snapshots: list[ExportedSnapshot], start: int, end: int) -> int | None:
+    """The second the snapshot stream began, when that lies in ``[start, end)``: the
+    export opens with sequence 1, the first snapshot the job published for its checkpoint.
+    A sequence 1 after other snapshots is not a start but a discontinuity (a job restarted
+    on a fresh checkpoint): ``None`` then, and ``check_cadence`` reports the jump."""
+    if snapshots and snapshots[0].sequence == 1 and start <= snapshots[0].snapshot_time < end:
+        return snapshots[0].snapshot_time
+    return None
+
+
 def check_cadence(snapshots: list[ExportedSnapshot], start: int, end: int) -> list[str]:
-    """One snapshot for every second in ``[start, end)``; gaps, duplicates, strays and
-    sequence breaks listed."""
+    """One snapshot for every second in ``[start, end)`` (from the stream's start when it
+    began in the interval, see ``stream_start``); gaps, duplicates, strays and sequence
+    breaks listed."""
     problems: list[str] = []
+    began = stream_start(snapshots, start, end)
+    expected_from = start if began is None else began
     counts: dict[int, int] = {}
     for snap in snapshots:
         counts[snap.snapshot_time] = counts.get(snap.snapshot_time, 0) + 1
         if not start <= snap.snapshot_time < end:
             problems.append(f"snapshot {_time_text(snap.snapshot_time)} (seq {snap.sequence}) lies outside the interval")
-    missing = [s for s in range(start, end) if s not in counts]
+    missing = [s for s in range(expected_from, end) if s not in counts]
     for first, last in _ranges(missing):
         span = last - first + 1
         where = _time_text(first) if span == 1 else f"{_time_text(first)} .. {_time_text(last)}"
@@ -342,6 +357,7 @@ def validate_interval(settings: Settings, start: datetime, end: datetime, extra_
     for snap in snapshots:
         violations += [f"{_time_text(snap.snapshot_time)} (seq {snap.sequence}): {p}" for p in check_book(snap.levels, settings.book_depth)]
     violations += check_cadence(snapshots, start_s, end_s)
+    began = stream_start(snapshots, start_s, end_s)
     if paths.json.exists():
         violations += check_csv_matches(paths.csv, snapshots)
     reconciliation: dict = {}
@@ -356,7 +372,11 @@ def validate_interval(settings: Settings, start: datetime, end: datetime, extra_
         "interval_start": utc(start).isoformat(),
         "interval_end": utc(end).isoformat(),
         "snapshots": len(snapshots),
-        "expected_snapshots": end_s - start_s,
+        # One a second from the interval start, or from the stream's start when the job
+        # published its first snapshot within the interval (seconds before are no gaps).
+        "expected_snapshots": end_s - (start_s if began is None else began),
+        "stream_started": None if began is None else _time_text(began),
+        "seconds_before_stream": 0 if began is None else began - start_s,
         "violation_count": len(violations),
         "violations": listed,
         "reconciliation": reconciliation,
@@ -365,6 +385,9 @@ def validate_interval(settings: Settings, start: datetime, end: datetime, extra_
     write_atomic(paths.validation, json.dumps(report, indent=2) + "\n")
     log.info("validation of %s: %s, %d snapshot(s), %d violation(s)", paths.json.name, report["status"],
              len(snapshots), len(violations))
+    if began is not None:
+        log.info("the snapshot stream started at %s (sequence 1): the %d second(s) before it are not gaps",
+                 report["stream_started"], report["seconds_before_stream"])
     if violations:
         raise ValidationFailed(report)
     return report

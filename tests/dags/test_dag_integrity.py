@@ -84,6 +84,27 @@ def test_export_shape(dagbag):
     assert edges(dag) == {("export", "validate")}
 
 
+def test_export_before_the_stream_is_skipped_not_failed(dagbag, monkeypatch):
+    """The export task maps ``NothingPublishedYet`` to a skip; ``validate`` (all_success)
+    is then skipped by Airflow instead of failing on an empty export."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    import marketstream.export as export
+
+    dag = dagbag.dags["orderbook_export"]
+    end = datetime(2026, 11, 22, 8, 15, tzinfo=UTC)
+
+    def nothing_yet(settings, start, end):
+        raise export.NothingPublishedYet("orderbook", end, "the topic is empty")
+
+    monkeypatch.setattr(export, "export_interval", nothing_yet)
+    with pytest.raises(AirflowSkipException, match="trigger orderbook_pipeline"):
+        dag.get_task("export").python_callable(data_interval_start=end.replace(minute=10), data_interval_end=end)
+    assert dag.get_task("validate").trigger_rule == "all_success"
+
+
 def test_health_shape(dagbag):
     dag = dagbag.dags["orderbook_health"]
     assert dag.timetable.expression == "* * * * *"

@@ -5,7 +5,9 @@ One pipeline run (one Spark job) serves the module, in order:
 1. ``orderbook_pipeline``: the topics appear, the job starts through spark-submit, snapshots
    arrive while the task keeps running;
 2. ``orderbook_export`` for a real one-minute data interval: files, validation report,
-   byte-identical re-run, a corrupted export fails validation;
+   byte-identical re-run, a corrupted export fails validation; the run for the minute
+   before the job's first snapshot is skipped without files, and the minute in which the
+   stream began validates (the seconds before sequence 1 are no gaps);
 3. the health check reads the live job.
 """
 
@@ -163,8 +165,28 @@ def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
     minute = math.ceil(steady[0].snapshot_time / 60) * 60
     start = datetime.fromtimestamp(minute, timezone.utc)
     end = start + timedelta(minutes=1)
+
+    # Meanwhile, the minute that ended before the job's first snapshot: nothing published
+    # yet, so the export task is skipped (validate with it), no file, the run succeeds.
+    first = next(m for m in snapshots(settings) if m.sequence == 1)
+    began = datetime.fromtimestamp(first.snapshot_time // 60 * 60, timezone.utc)
+    before = export_paths(settings.export_dir, began - timedelta(minutes=1), began)
+    skip_log = ARTIFACTS / "airflow-orderbook-export-before-stream.log"
+    skipped = run_dag(airflow_env, "orderbook_export", skip_log, (began + timedelta(seconds=1)).isoformat())
+
     time.sleep(max(0.0, minute + 62 - time.time()))
     assert process.poll() is None, "the Spark job stopped before the interval was complete"
+    assert skipped.wait(timeout=180) == 0, f"the run before the stream did not succeed: {skip_log.read_text()[-4000:]}"
+    assert "trigger orderbook_pipeline" in skip_log.read_text()
+    assert not any(p.exists() for p in (before.json, before.csv, before.validation))
+
+    # The minute in which the stream began (complete by now, before the interval below):
+    # the seconds before sequence 1 are not gaps, the report says when it started.
+    export_interval(settings, began, began + timedelta(minutes=1))
+    began_report = validate_interval(settings, began, began + timedelta(minutes=1))
+    assert began_report["status"] == "passed" and began_report["stream_started"] == first.key
+    assert began_report["seconds_before_stream"] == first.snapshot_time - int(began.timestamp())
+    assert began_report["snapshots"] == began_report["expected_snapshots"] == 60 - began_report["seconds_before_stream"]
 
     log_path = ARTIFACTS / "airflow-orderbook-export.log"
     export = run_dag(airflow_env, "orderbook_export", log_path, (end + timedelta(seconds=1)).isoformat())

@@ -105,8 +105,9 @@ def test_cadence_sequence_jump():
     assert problems == ["sequence jumps from 2 (2026-11-22T08:10:01Z) to 5 (2026-11-22T08:10:02Z)"]
 
 
-def write_export(settings, seconds):
-    messages = [SnapshotMessage(T0 + s, s + 1, {0: s}, 6, levels_to_json(levels())) for s in seconds]
+def write_export(settings, seconds, sequences=None):
+    sequences = list(sequences) if sequences is not None else [s + 1 for s in seconds]
+    messages = [SnapshotMessage(T0 + s, q, {0: s}, 6, levels_to_json(levels())) for s, q in zip(seconds, sequences)]
     paths = export_paths(settings.export_dir, START, datetime.fromtimestamp(T0 + 10, UTC))
     write_atomic(paths.json, render_json(messages))
     write_atomic(paths.csv, render_csv(messages))
@@ -142,6 +143,7 @@ def test_failed_validation_writes_the_report_and_raises(tmp_path):
         validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
     report = json.loads(paths.validation.read_text())
     assert report["status"] == "failed" and report["snapshots"] == 0 and report["expected_snapshots"] == 10
+    assert report["stream_started"] is None and report["seconds_before_stream"] == 0
     assert report["interval_start"] == "2026-11-22T08:10:00+00:00"
     assert report["violations"] == ["gap: no snapshot for 10 second(s): 2026-11-22T08:10:00Z .. 2026-11-22T08:10:09Z"]
 
@@ -162,3 +164,73 @@ def test_replay_state_round_trips_exactly():
     full = OrderBook().apply_all(events)
     assert len(restored.open_orders) == len(full.open_orders) == 4174  # the spec's reference figure
     assert levels_to_json(render_book(restored, 0)) == levels_to_json(render_book(full, 0))
+
+
+# ------------------------------------------------------------------ stream start
+
+
+def test_cadence_interval_where_the_stream_starts_midway_passes():
+    """The job's first snapshot (sequence 1) at 08:10:04: 00..03 are before the stream."""
+    from marketstream.validation import stream_start
+
+    started = snaps([4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
+    assert check_cadence(started, T0, T0 + 10) == []
+    assert stream_start(started, T0, T0 + 10) == T0 + 4
+
+
+def test_cadence_gap_after_the_stream_start_still_fails():
+    problems = check_cadence(snaps([4, 5, 7, 8, 9], [1, 2, 3, 4, 5]), T0, T0 + 10)
+    assert problems == ["gap: no snapshot for 1 second(s): 2026-11-22T08:10:06Z"]
+
+
+def test_cadence_duplicates_and_jumps_after_the_stream_start_still_fail():
+    problems = check_cadence(snaps([4, 5, 5, 6, 7, 8, 9], [1, 2, 3, 4, 6, 7, 8]), T0, T0 + 10)
+    assert "duplicate: 2 different snapshots for 2026-11-22T08:10:05Z" in problems
+    assert "sequence jumps from 4 (2026-11-22T08:10:06Z) to 6 (2026-11-22T08:10:07Z)" in problems
+    assert not [p for p in problems if p.startswith("gap")]
+
+
+def test_cadence_sequence_restarting_at_1_after_other_snapshots_fails():
+    """A fresh checkpoint mid-interval is a discontinuity, not a stream start."""
+    from marketstream.validation import stream_start
+
+    restarted = snaps(range(10), [41, 42, 43, 1, 2, 3, 4, 5, 6, 7])
+    assert check_cadence(restarted, T0, T0 + 10) == [
+        "sequence jumps from 43 (2026-11-22T08:10:02Z) to 1 (2026-11-22T08:10:03Z)"
+    ]
+    assert stream_start(restarted, T0, T0 + 10) is None
+    # ... and the seconds without a job between the two lives are gaps, as always.
+    with_pause = snaps([0, 1, 5, 6, 7, 8, 9], [41, 42, 1, 2, 3, 4, 5])
+    assert check_cadence(with_pause, T0, T0 + 10) == [
+        "gap: no snapshot for 3 second(s): 2026-11-22T08:10:02Z .. 2026-11-22T08:10:04Z",
+        "sequence jumps from 42 (2026-11-22T08:10:01Z) to 1 (2026-11-22T08:10:05Z)",
+    ]
+
+
+def test_cadence_without_sequence_1_counts_every_second():
+    """A stream that began earlier (first exported sequence > 1): leading seconds are gaps."""
+    problems = check_cadence(snaps([4, 5, 6, 7, 8, 9], [11, 12, 13, 14, 15, 16]), T0, T0 + 10)
+    assert problems == ["gap: no snapshot for 4 second(s): 2026-11-22T08:10:00Z .. 2026-11-22T08:10:03Z"]
+
+
+def test_report_names_the_stream_start(tmp_path, monkeypatch):
+    """The stream's first snapshot at 08:10:04: passed, with the start in the report
+    (reconciliation stubbed: it needs a broker, see the integration tests)."""
+    import marketstream.validation as validation
+
+    monkeypatch.setattr(validation, "reconcile", lambda settings, last: ([], {"sequence": last.sequence, "matches": True}))
+    settings = load_settings(export_dir=tmp_path)
+    paths = write_export(settings, range(4, 10), sequences=range(1, 7))
+    report = validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
+    assert report["status"] == "passed" and report["violations"] == []
+    assert report["stream_started"] == "2026-11-22T08:10:04Z" and report["seconds_before_stream"] == 4
+    assert report["snapshots"] == report["expected_snapshots"] == 6
+    assert json.loads(paths.validation.read_text()) == report
+
+    # A gap after the start is a violation as before, in the same report.
+    paths = write_export(settings, [4, 5, 7, 8, 9], sequences=range(1, 6))
+    with pytest.raises(ValidationFailed, match="gap: no snapshot for 1 second"):
+        validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
+    report = json.loads(paths.validation.read_text())
+    assert report["status"] == "failed" and report["stream_started"] == "2026-11-22T08:10:04Z"
+    assert report["violations"] == ["gap: no snapshot for 1 second(s): 2026-11-22T08:10:06Z"]
