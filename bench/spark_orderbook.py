@@ -288,7 +288,7 @@ def main(argv=None):
                 "seconds_not_one_by_arrival": bad_arrival, "seconds": seconds, "lag_at_end": lag,
                 "batch_ms_p50": pct([x["batch_duration_ms"] for x in m], 50),
                 "batch_ms_p99": pct([x["batch_duration_ms"] for x in m], 99),
-                "processed_rows_per_s_max": max([x["processed_rows_per_second"] for x in m], default=None),
+                "processed_events_per_s_max": max([x["processed_events_per_second"] for x in m], default=None),
                 "latency_s_p99": pct(lat, 99),
             }
             # Keeps up: every snapshot second present and less than a second of input behind

@@ -173,7 +173,7 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
         cols = st.columns(4)
         cols[0].metric("Consumer lag (events)", f"{int(last['lag']):,}")
         cols[1].metric("Last batch duration", f"{int(last['batch_duration_ms']):,} ms")
-        cols[2].metric("Input rate", f"{last['input_rows_per_second']:,.1f} events/s")
+        cols[2].metric("Input rate", f"{last['input_events_per_second']:,.1f} events/s")
         cols[3].metric("State rows", f"{int(last['state_rows']):,}")
         recent = frame[frame["time"] >= pd.Timestamp(window_start, unit="s", tz="UTC")]
         if recent.empty:
@@ -182,7 +182,7 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
             charts = st.columns(3)
             for column, (field, title) in zip(charts, [
                 ("batch_duration_ms", "Batch duration (ms)"),
-                ("input_rows_per_second", "Input rows / s"),
+                ("input_events_per_second", "Input events / s"),
                 ("lag", "Consumer lag (events)"),
             ]):
                 column.altair_chart(

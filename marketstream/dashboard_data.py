@@ -189,9 +189,9 @@ def sequence_report(metas: Iterable[SnapshotMeta]) -> SequenceReport:
 METRIC_FIELDS = {
     "batch_id": int,
     "timestamp": str,
-    "num_input_rows": int,
-    "input_rows_per_second": float,
-    "processed_rows_per_second": float,
+    "num_input_events": int,
+    "input_events_per_second": float,
+    "processed_events_per_second": float,
     "batch_duration_ms": int,
     "state_rows": int,
     "lag": int,
@@ -240,8 +240,8 @@ class MetricsView:
     last_error: str | None = None
 
 
-METRIC_COLUMNS = ["time", "batch_id", "num_input_rows", "input_rows_per_second",
-                  "processed_rows_per_second", "batch_duration_ms", "state_rows", "lag"]
+METRIC_COLUMNS = ["time", "batch_id", "num_input_events", "input_events_per_second",
+                  "processed_events_per_second", "batch_duration_ms", "state_rows", "lag"]
 
 
 def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:

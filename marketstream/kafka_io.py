@@ -75,7 +75,9 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     marks: dict[int, int] = {}
     deadline = time.monotonic() + timeout_s
     while len(marks) < len(tps) and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=200, max_records=1)
+        # Short polls: an empty partition's fetch answers after fetch_max_wait_ms with no
+        # records, and a long poll would sit out its whole timeout after that answer.
+        consumer.poll(timeout_ms=20, max_records=1)
         for tp in tps:
             hw = consumer.highwater(tp)
             if hw is not None:

@@ -32,9 +32,6 @@ from marketstream.orderbook.book import OpenOrder
 COMPACT_EVERY = 600  # batches with changes between snapshots (10 minutes at one a second)
 CHUNK_ENTRIES = 20_000
 
-META_SCHEMA = ("book_id string, generation long, snapshot_token string, journal_first long, "
-               "journal_next long, last_token string")
-
 _OPEN, _REMOVE, _CLOSE = 1, 2, 3
 
 

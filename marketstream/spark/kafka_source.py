@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-
 from typing import Iterable, Iterator
 
 from pyspark.sql.datasource import (

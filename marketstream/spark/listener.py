@@ -33,13 +33,18 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
     start, end = _offsets(source.get("startOffset")), _offsets(source.get("endOffset"))
     latest = _offsets(source.get("latestOffset")) or dict(end)
     state_rows = sum(int(op.get("numRowsTotal") or 0) for op in progress.get("stateOperators") or [])
+    # Spark counts rows; the Python source packs thousands of events in a row (plus a
+    # heartbeat row), the JVM source has one per event. The offsets count the events.
+    rows = int(progress.get("numInputRows") or 0)
+    events = sum(max(0, offset - start.get(p, 0)) for p, offset in end.items())
+    per_row = events / rows if rows else 0.0
     return {
         "query": query,
         "batch_id": int(progress["batchId"]),
         "timestamp": progress["timestamp"],
-        "num_input_rows": int(progress.get("numInputRows") or 0),
-        "input_rows_per_second": float(progress.get("inputRowsPerSecond") or 0.0),
-        "processed_rows_per_second": float(progress.get("processedRowsPerSecond") or 0.0),
+        "num_input_events": events,
+        "input_events_per_second": float(progress.get("inputRowsPerSecond") or 0.0) * per_row,
+        "processed_events_per_second": float(progress.get("processedRowsPerSecond") or 0.0) * per_row,
         "batch_duration_ms": int(progress.get("batchDuration") or 0),
         "state_rows": state_rows,
         "start_offsets": start,
@@ -52,8 +57,8 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
 def log_line(metrics: dict[str, Any], durations: dict[str, int] | None = None) -> str:
     phases = ", ".join(f"{k} {v}" for k, v in sorted((durations or {}).items()) if k != "triggerExecution")
     return (
-        f"batch {metrics['batch_id']}: {metrics['num_input_rows']} rows in {metrics['batch_duration_ms']} ms, "
-        f"{metrics['processed_rows_per_second']:.0f} rows/s, state rows {metrics['state_rows']}, "
+        f"batch {metrics['batch_id']}: {metrics['num_input_events']} events in {metrics['batch_duration_ms']} ms, "
+        f"{metrics['processed_events_per_second']:.0f} events/s, state rows {metrics['state_rows']}, "
         f"lag {metrics['lag']}, end offsets {metrics['end_offsets']}"
         + (f" (ms: {phases})" if phases else "")
     )

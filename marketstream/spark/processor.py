@@ -8,8 +8,9 @@ remembered for ``CLOSED_ID_TTL_SECONDS``) are kept in one of two layouts
   through a cache in the Python worker (``journal_state``): a few state calls per batch;
 - ``per_order``: MapStates keyed by order id, closed ids with Spark's TTL: 2-3 state
   calls per event, each a socket round trip to the JVM.
-Besides: ``levels`` (ValueState, the (symbol, side, price) -> amount map, O(levels)) and
-``progress`` (sequence number, last snapshot second, input offsets, last rendered value).
+Besides, one ValueState ``book`` holds the (symbol, side, price) -> amount map (O(levels)),
+the progress (sequence number, last snapshot second, input offsets, last rendered value)
+and the journal's metadata: read once and written once a batch.
 
 Every output row is a Kafka record (topic, key, value, headers, timestamp_ms): snapshots
 for the output topic and dead letters, so one sink writes both. Snapshots come from the
@@ -20,20 +21,22 @@ publishes the same messages with the same sequence numbers.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterator
 
 from pyspark.sql import Row
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle
-from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType, BinaryType, BooleanType, LongType, StringType, StructField, StructType,
+)
 
 from marketstream.orderbook.book import OpenOrder
-from marketstream.spark.journal_state import META_SCHEMA, JournalStore, Meta
 from marketstream.spark.book_state import (
     HEARTBEAT_PARTITION, InputRecord, Progress, apply_batch, due_snapshots, levels_from_text, levels_to_text,
 )
+from marketstream.spark.journal_state import JournalStore, Meta
 from marketstream.spark.kafka_source import unpack
-
 
 HEADERS_TYPE = ArrayType(StructType([
     StructField("key", StringType(), False),
@@ -48,8 +51,51 @@ OUTPUT_SCHEMA = StructType([
     StructField("timestamp_ms", LongType(), True),
 ])
 
-_OPEN_VALUE = "symbol string, side string, price string, size string"
-_PROGRESS = "sequence long, last_second long, offsets string, open_count long, value string, dirty boolean"
+def _schema(*fields: tuple[str, object]) -> StructType:
+    return StructType([StructField(name, data_type) for name, data_type in fields])
+
+
+# Schemas as StructTypes, not DDL strings: the client would ask the JVM to parse a string
+# in every batch. Every state variable costs round trips to the JVM to register in every
+# batch, so the book keeps few of them: one value for its bookkeeping, levels and journal
+# metadata, and one map for the journal with its snapshot chunks (negative keys).
+_BOOK = _schema(
+    # Progress (book_state.Progress.to_row)
+    ("sequence", LongType()), ("last_second", LongType()), ("offsets", StringType()),
+    ("open_count", LongType()), ("value", StringType()), ("dirty", BooleanType()),
+    # The (symbol, side, price) -> amount map (book_state.levels_to_text)
+    ("levels", StringType()),
+    # The journal's Meta (journal_state.Meta.to_row); null in the per_order layout
+    ("book_id", StringType()), ("generation", LongType()), ("snapshot_token", StringType()),
+    ("journal_first", LongType()), ("journal_next", LongType()), ("last_token", StringType()),
+)
+_JOURNAL_KEY = _schema(("seq", LongType()))
+_JOURNAL_VALUE = _schema(("token", StringType()), ("data", StringType()))
+_ORDER_ID = _schema(("order_id", LongType()))
+_OPEN_ORDER = _schema(("symbol", StringType()), ("side", StringType()), ("price", StringType()), ("size", StringType()))
+_CLOSED = _schema(("closed", BooleanType()))
+_META_FIELDS = 6
+
+
+@dataclass
+class _Book:
+    """What the ``book`` value state holds, as the batch works with it."""
+
+    progress: Progress
+    levels_text: str | None
+    meta: Meta | None
+
+    @classmethod
+    def from_row(cls, row: tuple | None) -> "_Book":
+        if row is None:
+            return cls(Progress(), None, None)
+        row = tuple(row)
+        meta = row[7:]
+        return cls(Progress.from_row(row[:6]), row[6], Meta.from_row(meta) if meta[0] is not None else None)
+
+    def to_row(self) -> tuple:
+        meta = self.meta.to_row() if self.meta is not None else (None,) * _META_FIELDS
+        return self.progress.to_row() + (self.levels_text,) + meta
 
 
 class _SparkStore:
@@ -79,13 +125,15 @@ class _SparkStore:
 
 
 class _SparkJournalBackend:
-    """``JournalBackend`` over the processor's journal and snapshot MapStates."""
+    """``JournalBackend`` over one MapState: journal entries at their sequence number
+    (>= 0), snapshot chunk ``i`` at key ``-1 - i``."""
 
-    def __init__(self, journal, chunks):
-        self.journal, self.chunk_state = journal, chunks
+    def __init__(self, journal):
+        self.journal = journal
 
     def journal_get(self, seq):
-        return self.journal.getValue((seq,))
+        value = self.journal.getValue((seq,))
+        return tuple(value) if value is not None else None
 
     def journal_put(self, seq, token, changes):
         self.journal.updateValue((seq,), (token, changes))
@@ -94,13 +142,14 @@ class _SparkJournalBackend:
         self.journal.removeKey((seq,))
 
     def chunks(self):
-        return ((key[0], value[0]) for key, value in self.chunk_state.iterator())
+        return ((-1 - key[0], value[1]) for key, value in self.journal.iterator() if key[0] < 0)
 
     def chunks_clear(self):
-        self.chunk_state.clear()
+        for key in [key for key in self.journal.keys() if key[0] < 0]:
+            self.journal.removeKey(tuple(key))
 
     def chunk_put(self, index, data):
-        self.chunk_state.updateValue((index,), (data,))
+        self.journal.updateValue((-1 - index,), ("", data))
 
 
 class OrderBookProcessor(StatefulProcessor):
@@ -117,22 +166,16 @@ class OrderBookProcessor(StatefulProcessor):
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
+        self.book = handle.getValueState("book", _BOOK)
         if self.state_layout == "per_order":
-            open_orders = handle.getMapState("open_orders", "order_id long", _OPEN_VALUE)
-            closed_ids = handle.getMapState(
-                "closed_ids", "order_id long", "closed boolean", ttlDurationMs=self.closed_id_ttl_ms)
+            open_orders = handle.getMapState("open_orders", _ORDER_ID, _OPEN_ORDER)
+            closed_ids = handle.getMapState("closed_ids", _ORDER_ID, _CLOSED, ttlDurationMs=self.closed_id_ttl_ms)
             self._per_order_store = _SparkStore(open_orders, closed_ids)
         else:
-            self.journal_meta = handle.getValueState("journal_meta", META_SCHEMA)
-            self.journal_backend = _SparkJournalBackend(
-                handle.getMapState("journal", "seq long", "token string, changes string"),
-                handle.getMapState("snapshot_chunks", "idx int", "data string"),
-            )
-        self.levels = handle.getValueState("levels", "levels string")
-        self.progress = handle.getValueState("progress", _PROGRESS)
+            self.journal_backend = _SparkJournalBackend(handle.getMapState("journal", _JOURNAL_KEY, _JOURNAL_VALUE))
 
     def handleInputRows(self, key, rows, timerValues) -> Iterator[Row]:
-        progress = Progress.from_row(self.progress.get())
+        book = _Book.from_row(self.book.get())
         records, heartbeats = [], []
         for partition, offset, value in unpack(rows):
             if partition == HEARTBEAT_PARTITION:
@@ -142,41 +185,41 @@ class OrderBookProcessor(StatefulProcessor):
         now_ms = timerValues.getCurrentProcessingTimeInMs()
         levels, journal = None, None
         if records:
-            stored = self.levels.get()
-            levels = levels_from_text(stored[0] if stored else None)
+            levels = levels_from_text(book.levels_text)
         if self.state_layout == "per_order":
             store = self._per_order_store
         elif records:
-            meta = Meta.from_row(self.journal_meta.get())
-            store = journal = JournalStore(meta, self.journal_backend, now_ms)
+            book.meta = book.meta or Meta.from_row(None)
+            store = journal = JournalStore(book.meta, self.journal_backend, now_ms)
         else:
             store = None  # heartbeat only: no order is looked up
-        result = apply_batch(store, levels if levels is not None else {}, progress, records, heartbeats)
-        if journal is not None and journal.commit(self.closed_id_ttl_ms):
-            self.journal_meta.update(journal.meta.to_row())
+        result = apply_batch(store, levels if levels is not None else {}, book.progress, records, heartbeats)
+        if journal is not None:
+            journal.commit(self.closed_id_ttl_ms)  # updates book.meta, saved below
         if result.events:
-            self.levels.update((levels_to_text(levels),))
+            book.levels_text = levels_to_text(levels)
         out = [self._dead_letter_row(d) for d in result.dead_letters]
-        out += self._snapshots(progress, now_ms, levels)
+        out += self._snapshots(book, now_ms, levels)
+        self.book.update(book.to_row())
+        if not heartbeats:
+            # The JVM Kafka source has no heartbeat rows: a timer at the next second makes
+            # Spark run a batch in idle seconds too (exactly one pending timer).
+            self.handle.registerTimer((now_ms // 1000 + 1) * 1000)
         yield from out
 
     def handleExpiredTimer(self, key, timerValues, expiredTimerInfo) -> Iterator[Row]:
-        # Idle seconds with the JVM Kafka source (which has no heartbeat rows): the timer
-        # makes Spark run a no-data batch so the snapshot still goes out.
-        progress = Progress.from_row(self.progress.get())
-        yield from self._snapshots(progress, timerValues.getCurrentProcessingTimeInMs(), None)
-
-    def _snapshots(self, progress: Progress, now_ms: int, levels) -> list[Row]:
-        def render():
-            if levels is not None:
-                return levels
-            stored = self.levels.get()
-            return levels_from_text(stored[0] if stored else None)
-
-        messages = due_snapshots(progress, now_ms, render, self.depth)
-        self.progress.update(progress.to_row())
-        # Exactly one pending timer: the next second boundary, strictly in the future.
+        book = _Book.from_row(self.book.get())
+        now_ms = timerValues.getCurrentProcessingTimeInMs()
+        out = self._snapshots(book, now_ms, None)
+        self.book.update(book.to_row())
         self.handle.registerTimer((now_ms // 1000 + 1) * 1000)
+        yield from out
+
+    def _snapshots(self, book: _Book, now_ms: int, levels) -> list[Row]:
+        def render():
+            return levels if levels is not None else levels_from_text(book.levels_text)
+
+        messages = due_snapshots(book.progress, now_ms, render, self.depth)
         return [
             Row(topic=self.orderbook_topic, key=m.key.encode(), value=m.value.encode(),
                 headers=[Row(key=k, value=v) for k, v in m.headers()], timestamp_ms=m.snapshot_time * 1000)

@@ -65,8 +65,8 @@ def seed_topics(settings: Settings, now: int, seconds: int = 90) -> SeededTopics
         metric = {
             "query": "orderbook", "batch_id": batch_id,
             "timestamp": datetime.fromtimestamp(second, tz=timezone.utc).isoformat(),
-            "num_input_rows": 100, "input_rows_per_second": 100.0 + batch_id % 7,
-            "processed_rows_per_second": 180.0, "batch_duration_ms": 400 + batch_id % 50, "state_rows": 4174,
+            "num_input_events": 100, "input_events_per_second": 100.0 + batch_id % 7,
+            "processed_events_per_second": 180.0, "batch_duration_ms": 400 + batch_id % 50, "state_rows": 4174,
             "start_offsets": {"0": batch_id * 100}, "end_offsets": {"0": batch_id * 100 + 100},
             "latest_offsets": {"0": batch_id * 100 + 100 + lag}, "lag": lag,
         }

@@ -95,8 +95,8 @@ def test_sequence_report_lists_missing_and_repeated_numbers():
 
 
 METRIC = {
-    "query": "orderbook", "batch_id": 3, "timestamp": "2026-11-22T08:00:01.250Z", "num_input_rows": 12,
-    "input_rows_per_second": 99.5, "processed_rows_per_second": 120.0, "batch_duration_ms": 480,
+    "query": "orderbook", "batch_id": 3, "timestamp": "2026-11-22T08:00:01.250Z", "num_input_events": 12,
+    "input_events_per_second": 99.5, "processed_events_per_second": 120.0, "batch_duration_ms": 480,
     "state_rows": 4174, "start_offsets": {"0": 1}, "end_offsets": {"0": 13}, "latest_offsets": {"0": 20}, "lag": 7,
 }
 

@@ -119,7 +119,7 @@ def health_data(with_data: bool = True):
     metas = [dd.SnapshotMeta(s, i) for i, s in enumerate(sorted(seconds), start=1)]
     metrics = dd.metrics_view([json.dumps({
         "query": "orderbook", "batch_id": b, "timestamp": datetime.fromtimestamp(NOW - 10 + b, tz=timezone.utc).isoformat(),
-        "num_input_rows": 10, "input_rows_per_second": 95.5, "processed_rows_per_second": 100.0,
+        "num_input_events": 10, "input_events_per_second": 95.5, "processed_events_per_second": 100.0,
         "batch_duration_ms": 400 + b, "state_rows": 4174, "start_offsets": {}, "end_offsets": {},
         "latest_offsets": {}, "lag": 30 + b}) for b in range(5)] + [b"{broken"])
     letters = [dd.dead_letter([("reason", b"unknown status 'WEIRD'"), ("source_topic", b"orders"),

@@ -81,9 +81,10 @@ def test_a_new_in_memory_broker_forgets_the_previous_ones_offsets(tmp_path):
 
 
 def test_metrics_message_from_progress():
+    # 300 events packed in 2 rows, plus the heartbeat row: Spark says 3 rows.
     progress = {
         "id": "x", "runId": "y", "name": "orderbook", "timestamp": "2026-11-22T08:00:00.000Z", "batchId": 7,
-        "numInputRows": 301, "inputRowsPerSecond": 300.5, "processedRowsPerSecond": 600.0,
+        "numInputRows": 3, "inputRowsPerSecond": 3.0, "processedRowsPerSecond": 6.0,
         "durationMs": {"triggerExecution": 480},
         "batchDuration": 480,
         "stateOperators": [{"numRowsTotal": 1234}],
@@ -95,8 +96,8 @@ def test_metrics_message_from_progress():
     }
     metrics = metrics_from_progress(progress)
     assert metrics == {
-        "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_rows": 301,
-        "input_rows_per_second": 300.5, "processed_rows_per_second": 600.0, "batch_duration_ms": 480,
+        "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_events": 300,
+        "input_events_per_second": 300.0, "processed_events_per_second": 600.0, "batch_duration_ms": 480,
         "state_rows": 1234, "start_offsets": {"0": 10, "1": 20}, "end_offsets": {"0": 110, "1": 220},
         "latest_offsets": {"0": 150, "1": 220}, "lag": 40,
     }
