@@ -44,6 +44,10 @@ class OrderEvent:
         return self.status == OPEN
 
 
+# One decoder: ``json.loads(raw, parse_float=...)`` builds a new one on every call.
+_JSON = json.JSONDecoder(parse_float=Decimal)
+
+
 def _decode(raw: bytes | str) -> Mapping[str, Any]:
     if isinstance(raw, bytes):
         try:
@@ -53,7 +57,7 @@ def _decode(raw: bytes | str) -> Mapping[str, Any]:
     if not raw.strip():
         raise InvalidEvent("empty message")
     try:
-        value = json.loads(raw, parse_float=Decimal)
+        value = _JSON.decode(raw)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(value, dict):
