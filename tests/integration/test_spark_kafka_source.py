@@ -18,6 +18,19 @@ from marketstream.spark.kafka_source import (
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _close_cached_clients():
+    """``read``/``write`` cache their clients per process (a Spark worker's life); here the
+    process is pytest's, which outlives the broker: close them with the module."""
+    from marketstream.spark import kafka_source
+
+    yield
+    for cache in (kafka_source._CONSUMERS, kafka_source._PRODUCERS):
+        for client in cache.values():
+            client.close()
+        cache.clear()
+
+
 def _produce(settings, per_partition: int, start: int = 0):
     producer = make_producer(settings)
     for i in range(per_partition):
