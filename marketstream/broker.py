@@ -42,22 +42,25 @@ def is_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_list,
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            client_id="marketstream-health",
-        )
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+    from marketstream.kafka_io import quiet_kafka_logs
+
+    with quiet_kafka_logs():  # "not reachable" is an answer here, not an error
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_list,
+                request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                client_id="marketstream-health",
+            )
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
 
 
 def wait_until_ready(settings: Settings, timeout_s: float = 30.0) -> None:

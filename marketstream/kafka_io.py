@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from marketstream.settings import Settings
 
-# kafka-python 3 logs every connection at INFO; our own logs are what operators read.
-logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@contextmanager
+def quiet_kafka_logs():
+    """While waiting for a broker that may not be up yet: kafka-python logs each refused
+    connection at ERROR; the caller's own "waiting for Kafka" line says it once."""
+    logger = logging.getLogger("kafka")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @dataclass(frozen=True)

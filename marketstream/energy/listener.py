@@ -176,6 +176,7 @@ def _ensure_topics(settings: Settings) -> None:
     """Create the deals topics if missing, waiting for a broker that starts after us."""
     from kafka.errors import KafkaError
 
+    from marketstream.kafka_io import quiet_kafka_logs
     from marketstream.topics import ensure_topics
 
     for attempt in Retrying(
@@ -184,7 +185,7 @@ def _ensure_topics(settings: Settings) -> None:
         before_sleep=lambda s: log.warning("waiting for Kafka at %s: %s", settings.kafka_bootstrap_servers,
                                            s.outcome.exception()),
     ):
-        with attempt:
+        with attempt, quiet_kafka_logs():
             ensure_topics(settings)
 
 

@@ -143,7 +143,7 @@ class TradeLoader:
 
     def start(self) -> None:
         """Migrate (waiting for the database) and position the consumer at the stored offsets."""
-        from marketstream.kafka_io import make_consumer, partitions_of
+        from marketstream.kafka_io import make_consumer, partitions_of, quiet_kafka_logs
         from marketstream.topics import ensure_topics
 
         for attempt in self._retrying("database migration"):
@@ -151,7 +151,7 @@ class TradeLoader:
                 db.migrate(self.engine)
         # The broker may start after us (make run, compose): wait for it and the topic.
         for attempt in self._waiting_for_kafka():
-            with attempt:
+            with attempt, quiet_kafka_logs():
                 ensure_topics(self.settings)
                 if self._consumer is None:
                     self._consumer = make_consumer(self.settings, max_poll_records=self.settings.loader_batch_size)

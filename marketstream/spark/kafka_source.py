@@ -50,7 +50,6 @@ SOURCE_SCHEMA = StructType([
 RECORDS_PER_ROW = 5_000
 
 log = logging.getLogger("marketstream.spark.kafka")
-logging.getLogger("kafka").setLevel(logging.WARNING)
 
 # kafka-python clients cached per worker process (Spark reuses Python workers across
 # batches): connecting costs tens of milliseconds per batch otherwise. A cache of
