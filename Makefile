@@ -36,7 +36,8 @@ browser:
 run: install
 	@mkdir -p var exports
 	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile
+	@# Ctrl-C (exit status 130) is the normal way to stop: not a make error.
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
 
 demo: install
 	$(PY) -m marketstream.demo
