@@ -151,3 +151,17 @@ class TcpProxy:
     def close(self) -> None:
         self.cut()
         self._listener.close()
+
+
+def db_deal_ids(url: str) -> list[str]:
+    """Deal ids in the trades table, sorted (duplicates would show twice); [] before migration."""
+    from marketstream.energy import db
+
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return sorted(connection.execute(sa.select(db.trades.c.deal_id)).scalars())
+    except sa.exc.ProgrammingError:  # tables not migrated yet
+        return []
+    finally:
+        engine.dispose()

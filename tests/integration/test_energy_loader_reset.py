@@ -12,12 +12,11 @@ import re
 import subprocess
 
 import pytest
-import sqlalchemy as sa
 
 from marketstream.energy import db
 from marketstream.energy.loader import TradeLoader, resume_positions, stored_offsets
 from marketstream.settings import Settings, load_settings
-from tests.energy_support import Service, private_schema, settings_env
+from tests.energy_support import Service, db_deal_ids, private_schema, settings_env
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,17 +60,6 @@ def send_batched(settings: Settings, deal_ids: list[str]) -> None:
         producer.flush(timeout=30)
     finally:
         producer.close(timeout=10)
-
-
-def db_deal_ids(url: str) -> list[str]:
-    engine = db.make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return sorted(connection.execute(sa.select(db.trades.c.deal_id)).scalars())
-    except sa.exc.ProgrammingError:  # tables not migrated yet
-        return []
-    finally:
-        engine.dispose()
 
 
 def offsets_in_db(url: str, topic: str) -> dict[int, int]:

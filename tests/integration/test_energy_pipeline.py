@@ -14,7 +14,7 @@ from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
 from marketstream.kafka_io import read_range
-from tests.energy_support import Service, TcpProxy, private_schema, settings_env
+from tests.energy_support import Service, TcpProxy, db_deal_ids, private_schema, settings_env
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,17 +34,6 @@ def exchange():
         emulator.loop = loop
         yield emulator
         loop.run(emulator.stop())
-
-
-def db_deal_ids(url: str) -> list[str]:
-    engine = db.make_engine(url)
-    try:
-        with engine.connect() as connection:
-            return list(connection.execute(sa.select(db.trades.c.deal_id)).scalars())
-    except sa.exc.ProgrammingError:  # tables not migrated yet
-        return []
-    finally:
-        engine.dispose()
 
 
 def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
