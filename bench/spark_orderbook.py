@@ -34,7 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
-from marketstream.kafka_io import make_consumer, make_producer, read_range
+from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets
 from marketstream.orderbook.events import event_to_json
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.settings import PROJECT_ROOT, load_settings
@@ -165,13 +165,7 @@ def latencies(settings, tail, start_offsets, stop_offsets):
 
 
 def end_offsets(settings):
-    from marketstream.kafka_io import high_watermarks, partitions_of
-
-    consumer = make_consumer(settings)
-    try:
-        return high_watermarks(consumer, settings.orders_topic, partitions_of(consumer, settings.orders_topic))
-    finally:
-        consumer.close()
+    return topic_end_offsets(settings, settings.orders_topic)
 
 
 def metrics_between(metrics_tail, t0, t1):

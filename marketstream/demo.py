@@ -15,7 +15,7 @@ import time
 import httpx
 
 from marketstream.airflow_standalone import PASSWORD_FILE
-from marketstream.kafka_io import high_watermarks, make_consumer, partitions_of
+from marketstream.kafka_io import topic_end_offsets
 from marketstream.settings import Settings, get_settings
 
 DAG_ID = "orderbook_pipeline"
@@ -84,12 +84,7 @@ def trigger(client: httpx.Client, timeout_s: float = 120.0) -> str:
 
 
 def snapshot_count(settings: Settings) -> int:
-    consumer = make_consumer(settings)
-    try:
-        topic = settings.orderbook_topic
-        return sum(high_watermarks(consumer, topic, partitions_of(consumer, topic)).values())
-    finally:
-        consumer.close()
+    return sum(topic_end_offsets(settings, settings.orderbook_topic).values())
 
 
 def wait_for_snapshots(settings: Settings, client: httpx.Client, run_id: str, timeout_s: float = 180.0) -> int:

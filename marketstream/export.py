@@ -30,13 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from marketstream.kafka_io import (
-    high_watermarks,
-    make_consumer,
-    offsets_for_time,
-    partitions_of,
-    read_range,
-)
+from marketstream.kafka_io import offsets_for_time, read_range, topic_end_offsets
 from marketstream.orderbook.events import format_decimal
 from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time
 from marketstream.settings import Settings
@@ -103,15 +97,6 @@ def published_before(first_offsets_at_end: dict[int, int]) -> bool:
     return any(offset > 0 for offset in first_offsets_at_end.values())
 
 
-def _high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
-    """True end offset per partition (fetch high watermarks, not ListOffsets)."""
-    consumer = make_consumer(settings)
-    try:
-        return high_watermarks(consumer, topic, partitions_of(consumer, topic))
-    finally:
-        consumer.close()
-
-
 def _wait_for_interval_end(settings: Settings, end: datetime, grace_s: float) -> None:
     """Wait up to ``grace_s`` until the topic holds a record stamped at or after the
     interval's end: timestamps only grow, so every snapshot of the interval is then in.
@@ -123,7 +108,7 @@ def _wait_for_interval_end(settings: Settings, end: datetime, grace_s: float) ->
     deadline = time.monotonic() + grace_s
     while True:
         try:
-            marks = _high_watermarks(settings, topic)
+            marks = topic_end_offsets(settings, topic)
         except LookupError:
             raise NothingPublishedYet(topic, end, "the topic does not exist") from None
         if not any(marks.values()):

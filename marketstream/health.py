@@ -19,13 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from marketstream.dashboard_data import BadMetric, parse_metric
-from marketstream.kafka_io import (
-    high_watermarks,
-    make_consumer,
-    offsets_for_time,
-    partitions_of,
-    read_range,
-)
+from marketstream.kafka_io import offsets_for_time, read_range, topic_end_offsets
 from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time
 from marketstream.settings import Settings
 
@@ -135,12 +129,8 @@ def assess(
 
 
 def _last_snapshot_time(settings: Settings) -> int | None:
-    consumer = make_consumer(settings)
-    try:
-        topic = settings.orderbook_topic
-        marks = high_watermarks(consumer, topic, partitions_of(consumer, topic))
-    finally:
-        consumer.close()
+    topic = settings.orderbook_topic
+    marks = topic_end_offsets(settings, topic)
     start = {p: max(0, hw - 1) for p, hw in marks.items()}
     latest = None
     for record in read_range(settings, topic, start, marks):

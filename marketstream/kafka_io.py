@@ -100,6 +100,15 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     return marks
 
 
+def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """True end offset of every partition of ``topic`` (``LookupError`` if it does not exist)."""
+    consumer = make_consumer(settings)
+    try:
+        return high_watermarks(consumer, topic, partitions_of(consumer, topic))
+    finally:
+        consumer.close()
+
+
 def read_range(
     settings: Settings,
     topic: str,

@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for the broker at startup (default 60)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
 
     if args.events_per_tick < 1 or args.tick_seconds <= 0:
         parser.error("--events-per-tick must be >= 1 and --tick-seconds > 0")

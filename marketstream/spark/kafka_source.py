@@ -256,11 +256,8 @@ def pack(partition: int, records: Iterable[tuple[int, bytes | None]], size: int 
 
 
 def unpack(rows: Iterable) -> Iterator[tuple[int, int, bytes | None]]:
-    """``(partition, offset, value)`` of packed rows (Spark ``Row``s or Arrow batches)."""
+    """``(partition, offset, value)`` of packed rows (Spark ``Row``s or mappings)."""
     for row in rows:
-        if hasattr(row, "to_pylist"):  # an Arrow record batch, as ``read`` yields it
-            yield from unpack(row.to_pylist())
-            continue
         for offset, value in zip(row["offsets"], row["values"], strict=True):
             yield row["partition"], offset, value
 

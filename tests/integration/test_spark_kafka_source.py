@@ -11,9 +11,7 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer, read_range
 from marketstream.spark.book_state import HEARTBEAT_PARTITION
-from marketstream.spark.kafka_source import (
-    RECORDS_PER_ROW, SOURCE_SCHEMA, TICK, KafkaStreamReader, KafkaStreamWriter, pack, unpack,
-)
+from marketstream.spark.kafka_source import TICK, KafkaStreamReader, KafkaStreamWriter, unpack
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +63,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         batches = [batch for part in splits for batch in reader.read(part)]
         # One packed row per partition read plus the heartbeat, in the schema Spark expects.
         assert len(batches) == 4 and all(b.num_rows == 1 for b in batches)
-        rows = list(unpack(batches))
+        rows = list(unpack(row for batch in batches for row in batch.to_pylist()))
         data = sorted((p, o, bytes(v)) for p, o, v in rows if p != HEARTBEAT_PARTITION)
         assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
         heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
@@ -75,7 +73,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         reader.read_tasks = 2
         splits = reader.partitions(start, second)
         assert len(splits) == 2 and sum(1 for s in splits if s.heartbeat) == 1
-        rows = list(unpack(batch for part in splits for batch in reader.read(part)))
+        rows = list(unpack(row for part in splits for batch in reader.read(part) for row in batch.to_pylist()))
         assert sorted((p, o) for p, o, _ in rows if p != HEARTBEAT_PARTITION) == [
             (p, o) for p in range(3) for o in range(9)]
     finally:
@@ -97,12 +95,3 @@ def test_writer_publishes_records_with_headers_and_timestamps(kafka_settings):
     [dead] = list(read_range(kafka_settings, kafka_settings.deadletter_topic))
     assert (dead.key, dead.value, dead.headers) == (None, b"{bad", [("reason", b"bad JSON")])
 
-
-def test_records_are_packed_in_rows_of_bounded_size():
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    records = [(offset, f"v{offset}".encode() if offset % 7 else None) for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
-    batches = list(pack(2, iter(records)))
-    assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
-    assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
-    assert list(unpack(batches)) == [(2, offset, value) for offset, value in records]  # null values kept

@@ -130,7 +130,7 @@ def topic_with(monkeypatch, tmp_path):
 
     def install(messages):
         fake = FakeTopic(messages)
-        monkeypatch.setattr(export, "_high_watermarks", fake.high_watermarks)
+        monkeypatch.setattr(export, "topic_end_offsets", fake.high_watermarks)
         monkeypatch.setattr(export, "offsets_for_time", fake.offsets_for_time)
         monkeypatch.setattr(export, "read_range", fake.read_range)
         return load_settings(export_dir=tmp_path, orderbook_topic="orderbook-test", export_grace_seconds=30)

@@ -1,4 +1,4 @@
-"""Launch configuration, offset capping and metrics of the Spark job (no Spark started)."""
+"""Launch configuration, offset capping, record packing and metrics of the Spark job (no Spark started)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 from marketstream.settings import load_settings
 from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
-from marketstream.spark.kafka_source import InputOffsetsWentBack, cap_offsets, check_no_data_loss
+from marketstream.spark.kafka_source import (
+    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, cap_offsets, check_no_data_loss, pack, unpack,
+)
 from marketstream.spark.listener import metrics_from_progress
 
 
@@ -114,3 +116,13 @@ def test_command_line_entry_prints_the_submit_command_with_its_environment():
     assert result.returncode == 0, result.stderr
     assert "ORDERS_TOPIC=trades-in" in result.stdout
     assert "--master 'local[1]'" in result.stdout and result.stdout.strip().endswith(str(JOB_APPLICATION))
+
+
+def test_records_are_packed_in_rows_of_bounded_size():
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    records = [(offset, f"v{offset}".encode() if offset % 7 else None) for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
+    batches = list(pack(2, iter(records)))
+    assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
+    assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
+    assert list(unpack(row for b in batches for row in b.to_pylist())) == [(2, offset, value) for offset, value in records]  # null values kept
