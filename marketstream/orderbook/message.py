@@ -8,7 +8,13 @@ exporter/validator and the dashboard.
   ``snapshot_time`` same as the key;
   ``input_offsets`` JSON ``{"<partition>": <next offset>}`` of the input topic: the
                     snapshot reflects exactly the input events below these offsets;
-  ``open_orders``   number of open orders in the book (all symbols, all depths).
+  ``open_orders``   number of open orders in the book (all symbols, all depths);
+  ``recovered``     ``true`` when the job published this second late, after a restart or
+                    an overrun (the true book of that second, from the input records'
+                    broker timestamps), else ``false``.
+
+One snapshot per ``SNAPSHOT_CADENCE_SECONDS`` (one second): exactly one message for every
+second, none twice, in order of snapshot time.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ SEQUENCE = "sequence"
 SNAPSHOT_TIME = "snapshot_time"
 INPUT_OFFSETS = "input_offsets"
 OPEN_ORDERS = "open_orders"
+RECOVERED = "recovered"
+
+# The product's promise: one snapshot for every second.
+SNAPSHOT_CADENCE_SECONDS = 1
 
 
 def format_snapshot_time(epoch_seconds: int) -> str:
@@ -41,6 +51,7 @@ class SnapshotMessage:
     input_offsets: dict[int, int]
     open_orders: int
     value: str  # the JSON array, exactly as published
+    recovered: bool = False  # published late: a backfilled second
 
     @property
     def key(self) -> str:
@@ -53,6 +64,7 @@ class SnapshotMessage:
             (SNAPSHOT_TIME, self.key.encode()),
             (INPUT_OFFSETS, json.dumps(offsets, separators=(",", ":")).encode()),
             (OPEN_ORDERS, str(self.open_orders).encode()),
+            (RECOVERED, b"true" if self.recovered else b"false"),
         ]
 
     def levels(self) -> list[Level]:
@@ -73,6 +85,7 @@ class SnapshotMessage:
                 input_offsets={int(p): int(o) for p, o in offsets.items()},
                 open_orders=int(items.get(OPEN_ORDERS, b"-1").decode()),
                 value=value.decode(),
+                recovered=items.get(RECOVERED, b"false") == b"true",
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"not a snapshot message (key={key!r}): {exc}") from None
