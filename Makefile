@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: run test test-unit test-integration demo bench check-env install browser clean-state
+.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools compose-env clean-state
 
 check-env:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null || \
@@ -33,6 +33,25 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "The dashboard browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
+# The compose checks of the unit tier (tests/unit/test_compose*.py) need no Docker engine:
+# Debian's docker-compose (v1, whose `config` interpolates and validates offline) and
+# promtool, taken out of Debian's prometheus package (no service is installed or started).
+compose-tools: $(VENV)/bin/promtool
+	@command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	  else echo "The compose tests need Debian's docker-compose: sudo apt-get install docker-compose"; exit 1; fi; }
+
+$(VENV)/bin/promtool: | $(STAMP)
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp" && \
+	  { apt-get download -qq prometheus 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } && \
+	  dpkg-deb -x prometheus_*.deb root && install -m 755 root/usr/bin/promtool "$(abspath $@)" || \
+	  { echo "The monitoring config test needs promtool from Debian's prometheus package (apt-get download prometheus failed)"; exit 1; }
+
+# docker-compose.yml's secrets: writes .env (generated values, mode 600). An existing .env
+# keeps its values; FORCE=1 replaces them. Standard library only: runs before `make install`.
+compose-env:
+	@$(PYTHON) docker/compose_env.py $(if $(FORCE),--force)
+
 run: install
 	@mkdir -p var exports
 	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
@@ -42,10 +61,10 @@ run: install
 demo: install
 	$(PY) -m marketstream.demo
 
-test: install browser
+test: install browser compose-tools
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install compose-tools
 	$(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
 
 bench: install

@@ -22,9 +22,14 @@ COPY --chown=airflow:0 dashboard /opt/marketstream/dashboard
 COPY --chown=airflow:0 spark_apps /opt/marketstream/spark_apps
 COPY --chown=airflow:0 dags /opt/marketstream/dags
 COPY docker/fetch-kafka-jars.sh /usr/local/bin/fetch-kafka-jars.sh
-# /opt/airflow/auth: a named volume takes this ownership, so airflow-init can write the password file.
+# The containers run as AIRFLOW_UID:0 (your uid, group 0: the image's arbitrary-uid
+# convention), so what they write must be group-writable: var/ holds the validation replay
+# cache and the market-data rate-limit file (container-local). The volumes mounted on
+# checkpoints, exports and auth start from this ownership; airflow-init (root) then hands
+# them to AIRFLOW_UID:0.
 RUN mkdir -p /opt/marketstream/var/checkpoints /opt/marketstream/exports /opt/airflow/auth \
- && chown -R airflow:0 /opt/marketstream /opt/airflow/auth
+ && chown -R airflow:0 /opt/marketstream /opt/airflow/auth \
+ && chmod -R g+rwX /opt/marketstream/var /opt/marketstream/exports /opt/airflow/auth
 
 USER airflow
 WORKDIR /opt/marketstream
