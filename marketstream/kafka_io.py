@@ -1,8 +1,9 @@
-"""Small kafka-python helpers shared by the exporter, validator, dashboard and tests.
+"""Small kafka-python helpers shared by every reader and writer of the platform's topics.
 
 Reads use explicit partition assignment (no consumer group) and decide "end of data"
 from the high watermark of fetch responses: Tansu's ListOffsets (``end_offsets``) is
-wrong after batched produces, the fetch high watermark is right.
+wrong after batched produces, the fetch high watermark is right. ``read_partition`` is
+the one loop that reads a partition's offset range; everything else builds on it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from marketstream.settings import Settings
-
 
 
 @contextmanager
@@ -64,6 +64,47 @@ def make_producer(settings: Settings, **overrides):
     return KafkaProducer(**config)
 
 
+# ---------------------------------------------------------------- the broker
+
+
+def is_reachable(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """True when the broker answers a metadata request."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    with quiet_kafka_logs():  # "not reachable" is an answer here, not an error
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_list,
+                request_timeout_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                client_id="marketstream-health",
+            )
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+
+def wait_until_ready(settings: Settings, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_reachable(settings):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(
+        f"no Kafka broker answered at {settings.kafka_bootstrap_servers} within {timeout_s:.0f} s"
+    )
+
+
+# ---------------------------------------------------------------- reading
+
+
 def partitions_of(consumer, topic: str, timeout_s: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -100,13 +141,100 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     return marks
 
 
-def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """True end offset of every partition of ``topic`` (``LookupError`` if it does not exist)."""
-    consumer = make_consumer(settings)
+def read_partition(consumer, topic: str, partition: int, start: int, end: int,
+                   timeout_s: float = 60.0) -> Iterator[Record]:
+    """The records of ``topic[partition]`` at offsets ``[start, end)``, in offset order.
+
+    Stops at ``end`` even when a fetch returns records beyond it (data published since
+    ``end`` was taken) and skips records before ``start`` (a fetch can return the whole
+    batch the seek position lies in). Offsets may skip (compaction, transaction markers):
+    the range still ends at ``end``. Raises ``TimeoutError`` when no progress is made for
+    ``timeout_s``. The consumer is left assigned to this partition only."""
+    from kafka import TopicPartition
+
+    if end <= start:
+        return
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    position, deadline = start, time.monotonic() + timeout_s
+    while position < end:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
+        for message in consumer.poll(timeout_ms=500).get(tp, []):
+            if message.offset < position:
+                continue
+            if message.offset >= end:
+                position = end
+                break
+            position = message.offset + 1
+            yield Record(topic, partition, message.offset, message.timestamp, message.key,
+                         message.value, list(message.headers or []))
+
+
+# For a consumer that mostly probes single records (binary searches): one record a poll,
+# small fetches instead of a megabyte per probe.
+PROBING = {"max_poll_records": 1, "max_partition_fetch_bytes": 64 * 1024}
+
+
+class TopicReader:
+    """One consumer on one topic: its partitions, offset bounds, ranges and binary searches
+    (see ``open_topic``)."""
+
+    def __init__(self, consumer, topic: str):
+        self.consumer, self.topic = consumer, topic
+        self.partitions = partitions_of(consumer, topic)
+
+    def end_offsets(self) -> dict[int, int]:
+        return high_watermarks(self.consumer, self.topic, self.partitions)
+
+    def start_offsets(self) -> dict[int, int]:
+        """The first offset each partition still holds (after retention)."""
+        from kafka import TopicPartition
+
+        firsts = self.consumer.beginning_offsets([TopicPartition(self.topic, p) for p in self.partitions])
+        return {tp.partition: offset for tp, offset in firsts.items()}
+
+    def read(self, partition: int, start: int, end: int, timeout_s: float = 60.0) -> Iterator[Record]:
+        return read_partition(self.consumer, self.topic, partition, start, end, timeout_s)
+
+    def first_offset(self, partition: int, low: int, high: int, key: Callable[[Record], int | None],
+                     target: int) -> int:
+        """The first offset in ``[low, high]`` from which the next record carrying a key has
+        ``key(record) >= target`` (``high`` when none has): a binary search, for keys that
+        never decrease in offset order. A record whose key is ``None`` (one that cannot be
+        decoded) takes the key of the next record that has one, so it belongs to the range
+        of that record."""
+        while low < high:
+            middle = (low + high) // 2
+            found = next(((r.offset, k) for r in self.read(partition, middle, high)
+                          if (k := key(r)) is not None), None)
+            if found is None or found[1] >= target:
+                high = middle  # no key before high, or the next key is already at the target
+            else:
+                low = found[0] + 1
+        return low
+
+    def offsets_where(self, key: Callable[[Record], int | None], target: int) -> dict[int, int]:
+        """``first_offset`` for every partition, over what each holds now."""
+        starts, ends = self.start_offsets(), self.end_offsets()
+        return {p: self.first_offset(p, starts.get(p, 0), ends[p], key, target) for p in self.partitions}
+
+
+@contextmanager
+def open_topic(settings: Settings, topic: str, **consumer_overrides) -> Iterator[TopicReader]:
+    """A ``TopicReader`` for ``topic`` (``LookupError`` if it does not exist), closed on exit."""
+    consumer = make_consumer(settings, **consumer_overrides)
     try:
-        return high_watermarks(consumer, topic, partitions_of(consumer, topic))
+        yield TopicReader(consumer, topic)
     finally:
         consumer.close()
+
+
+def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """True end offset of every partition of ``topic`` (``LookupError`` if it does not exist)."""
+    with open_topic(settings, topic) as reader:
+        return reader.end_offsets()
 
 
 def read_range(
@@ -118,73 +246,17 @@ def read_range(
 ) -> Iterator[Record]:
     """Yield records of ``topic`` from ``start`` (default: beginning) up to ``stop``
     (exclusive; default: the high watermark at call time), partition by partition."""
-    from kafka import TopicPartition
-
-    consumer = make_consumer(settings)
-    try:
-        partitions = partitions_of(consumer, topic)
-        if stop is None:
-            stop = high_watermarks(consumer, topic, partitions)
+    with open_topic(settings, topic) as reader:
+        stop = reader.end_offsets() if stop is None else stop
         start = start or {}
-        for partition in partitions:
-            begin, end = start.get(partition, 0), stop.get(partition, 0)
-            if end <= begin:
-                continue
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, begin)
-            position, deadline = begin, time.monotonic() + timeout_s
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
-                for message in consumer.poll(timeout_ms=500).get(tp, []):
-                    if message.offset >= end:
-                        position = end
-                        break
-                    position = message.offset + 1
-                    yield Record(
-                        topic, partition, message.offset, message.timestamp, message.key,
-                        message.value, list(message.headers or []),
-                    )
-    finally:
-        consumer.close()
-
-
-def _timestamp_at(consumer, tp, offset: int, timeout_s: float = 10.0) -> int:
-    consumer.seek(tp, offset)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for message in consumer.poll(timeout_ms=300, max_records=1).get(tp, []):
-            return message.timestamp
-    raise TimeoutError(f"no record at {tp.topic}[{tp.partition}] offset {offset}")
+        for partition in reader.partitions:
+            yield from reader.read(partition, start.get(partition, 0), stop.get(partition, 0), timeout_s)
 
 
 def offsets_for_time(settings: Settings, topic: str, timestamp_ms: int) -> dict[int, int]:
     """First offset per partition whose record timestamp is >= ``timestamp_ms`` (the high
-    watermark where there is none).
-
-    A binary search over record timestamps, which assumes they do not decrease within a
-    partition (true for the snapshot and metrics topics: one writer stamping wall-clock
-    time). Tansu's own ListOffsets-by-time answers 0 for any time, so it is not used.
-    """
-    from kafka import TopicPartition
-
-    consumer = make_consumer(settings, max_poll_records=1)
-    try:
-        partitions = partitions_of(consumer, topic)
-        marks = high_watermarks(consumer, topic, partitions)
-        result: dict[int, int] = {}
-        for partition in partitions:
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            low, high = 0, marks[partition]  # answer lies in [low, high]
-            while low < high:
-                middle = (low + high) // 2
-                if _timestamp_at(consumer, tp, middle) >= timestamp_ms:
-                    high = middle
-                else:
-                    low = middle + 1
-            result[partition] = low
-        return result
-    finally:
-        consumer.close()
+    watermark where there is none), for topics whose one writer stamps records with the
+    time it sends them (the metrics topic). Tansu's own ListOffsets-by-time answers 0 for
+    any time, so it is not used."""
+    with open_topic(settings, topic, **PROBING) as reader:
+        return reader.offsets_where(lambda record: record.timestamp_ms, timestamp_ms)

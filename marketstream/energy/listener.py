@@ -6,7 +6,7 @@ produced to ``settings.deals_topic`` (key = deal id, value = the message bytes a
 received, header ``received_at``) by an idempotent ``acks=all`` producer, and the send is
 acknowledged before the next message is read — so a deal that reached us is in Kafka
 before anything else happens. A bad message goes to ``settings.deals_deadletter_topic``
-with a ``reason`` header. Nothing is replayed by the exchange after a disconnect, so
+with its reason (``marketstream.deadletter``). Nothing is replayed by the exchange after a disconnect, so
 deals sent while we were away are lost by design (as with the original).
 
     python -m marketstream.energy.listener
@@ -28,6 +28,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from marketstream.deadletter import DeadLetter
 from marketstream.energy.deals import InvalidDeal, parse_deal
 from marketstream.settings import Settings
 
@@ -75,10 +76,8 @@ class TradeListener:
             deal = parse_deal(data)
         except InvalidDeal as exc:
             log.warning("dead-lettering a bad exchange message: %s (%.200r)", exc.reason, data)
-            self._send(
-                self.settings.deals_deadletter_topic, None, data,
-                [("reason", exc.reason.encode()), ("source", self.settings.exchange_ws_url.encode())],
-            )
+            letter = DeadLetter(data, exc.reason, source=self.settings.exchange_ws_url)
+            self._send(self.settings.deals_deadletter_topic, None, letter.value, letter.headers())
             self.stats.dead_lettered += 1
             return None
         received_at = datetime.now(UTC).isoformat()

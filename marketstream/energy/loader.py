@@ -31,6 +31,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from marketstream.deadletter import DeadLetter
 from marketstream.energy import db
 from marketstream.energy.deals import InvalidDeal, parse_deal
 from marketstream.settings import Settings
@@ -257,13 +258,10 @@ class TradeLoader:
         log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
         if self._dlq_producer is None:
             self._dlq_producer = make_producer(self.settings, enable_idempotence=True)
-        headers = [
-            ("reason", reason.encode()), ("source_topic", record.topic.encode()),
-            ("source_partition", str(record.partition).encode()), ("source_offset", str(record.offset).encode()),
-        ]
+        letter = DeadLetter(record.value or b"", reason, record.topic, record.partition, record.offset)
         # Before the offsets move past it: a crash in between re-sends it (at least once).
-        self._dlq_producer.send(self.settings.deals_deadletter_topic, value=record.value or b"",
-                                headers=headers).get(timeout=30)
+        self._dlq_producer.send(self.settings.deals_deadletter_topic, value=letter.value,
+                                headers=letter.headers()).get(timeout=30)
         self.stats.dead_lettered += 1
 
     def run(self, stop: threading.Event | None = None) -> None:

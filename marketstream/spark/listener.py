@@ -9,49 +9,9 @@ from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
 
-from marketstream.spark.kafka_source import TICK
+from marketstream.orderbook.metrics import metrics_from_progress
 
 log = logging.getLogger("marketstream.spark.progress")
-
-
-def _offsets(text: Any) -> dict[str, int]:
-    """A source offset from the progress JSON as ``{"<partition>": offset}``: the Python
-    source's tick and anything that is not a partition are left out."""
-    if text is None:
-        return {}
-    value = json.loads(text) if isinstance(text, str) else text
-    if not isinstance(value, dict):
-        return {}
-    if len(value) == 1 and isinstance(next(iter(value.values())), dict):
-        value = next(iter(value.values()))  # the JVM source nests offsets under the topic
-    return {str(p): int(o) for p, o in value.items() if p != TICK and str(p).lstrip("-").isdigit()}
-
-
-def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") -> dict[str, Any]:
-    """The metrics message for one ``StreamingQueryProgress`` (as its JSON dict)."""
-    source = (progress.get("sources") or [{}])[0]
-    start, end = _offsets(source.get("startOffset")), _offsets(source.get("endOffset"))
-    latest = _offsets(source.get("latestOffset")) or dict(end)
-    state_rows = sum(int(op.get("numRowsTotal") or 0) for op in progress.get("stateOperators") or [])
-    # Spark counts rows; the Python source packs thousands of events in a row (plus a
-    # heartbeat row), the JVM source has one per event. The offsets count the events.
-    rows = int(progress.get("numInputRows") or 0)
-    events = sum(max(0, offset - start.get(p, 0)) for p, offset in end.items())
-    per_row = events / rows if rows else 0.0
-    return {
-        "query": query,
-        "batch_id": int(progress["batchId"]),
-        "timestamp": progress["timestamp"],
-        "num_input_events": events,
-        "input_events_per_second": float(progress.get("inputRowsPerSecond") or 0.0) * per_row,
-        "processed_events_per_second": float(progress.get("processedRowsPerSecond") or 0.0) * per_row,
-        "batch_duration_ms": int(progress.get("batchDuration") or 0),
-        "state_rows": state_rows,
-        "start_offsets": start,
-        "end_offsets": end,
-        "latest_offsets": latest,
-        "lag": sum(max(0, latest.get(p, 0) - end.get(p, 0)) for p in latest),
-    }
 
 
 def log_line(metrics: dict[str, Any], durations: dict[str, int] | None = None) -> str:

@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from marketstream.deadletter import DeadLetter
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
@@ -78,11 +79,12 @@ def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
         topic_keys = [r.key.decode() for r in read_range(settings, settings.deals_topic)]
         assert sorted(topic_keys) == sorted(sent)
         # Every malformed message became a dead letter with a reason.
-        letters = list(read_range(settings, settings.deals_deadletter_topic))
+        letters = [DeadLetter.from_record(r.value, r.headers)
+                   for r in read_range(settings, settings.deals_deadletter_topic)]
         assert len(letters) == len(exchange.stats.malformed) > 0
         sent_malformed = sorted(text.encode() for _, text in exchange.stats.malformed)
-        assert sorted(r.value for r in letters) == sent_malformed
-        assert all(dict(r.headers)["reason"] for r in letters)
+        assert sorted(letter.value for letter in letters) == sent_malformed
+        assert all(letter.reason and letter.source == settings.exchange_ws_url for letter in letters)
         assert "dead-lettering a bad exchange message" in listener.log_text()
         assert loader.alive()
     finally:
@@ -171,11 +173,11 @@ def test_a_deal_the_database_refuses_is_dead_lettered_and_the_rest_stored(kafka_
         wait_for(lambda: sorted(db_deal_ids(pg_url)) == ["ok-1", "ok-2"], 30, what="the acceptable deals")
         letters = wait_for(lambda: list(read_range(settings, settings.deals_deadletter_topic)), 30,
                            what="the refused deal's dead letter")
-        headers = dict(letters[0].headers)
-        assert b'"id": "bad"' in letters[0].value
-        assert headers["reason"].decode().startswith("refused by the database")
-        assert "no_666" in headers["reason"].decode()
-        assert headers["source_topic"].decode() == settings.deals_topic
+        letter = DeadLetter.from_record(letters[0].value, letters[0].headers)
+        assert b'"id": "bad"' in letter.value
+        assert letter.reason.startswith("refused by the database") and "no_666" in letter.reason
+        assert letter.source_topic == settings.deals_topic
+        assert letter.origin.startswith(f"{settings.deals_topic}[0]@")
         assert loader.alive()
     finally:
         listener.close()
