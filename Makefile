@@ -59,7 +59,7 @@ run: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
 
 demo: install
-	$(PY) -m marketstream.demo
+	$(PY) -m marketstream.embedded.demo
 
 test: install browser compose-tools
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=None, help="database URL (default: a private PostgreSQL schema)")
     args = parser.parse_args(argv)
 
-    from marketstream.broker import tansu_command, wait_until_ready
-    from marketstream.kafka_io import high_watermarks, make_consumer
+    from marketstream.embedded.broker import tansu_command
+    from marketstream.kafka_io import high_watermarks, make_consumer, wait_until_ready
     from marketstream.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]

@@ -15,17 +15,23 @@ DOC = """
 Every `EXPORT_INTERVAL_MINUTES` minutes (default 5; no catch-up), for the run's data
 interval `[start, end)`:
 
-1. **export** reads the snapshots whose time lies in the interval from the output topic
-   and writes `exports/orderbook/<date>/<start>_<end>.json` (array of
-   `{snapshot_time, sequence, book}`) and `.csv` (one row per level), atomically.
-   Clearing and re-running an interval rewrites byte-identical files.
-   **Skipped** (no files written) when the topic holds no snapshot stamped before the
+1. **export** reads the snapshots whose snapshot time lies in the interval from the
+   output topic and writes `exports/orderbook/<date>/<start>_<end>.json` (array of
+   `{snapshot_time, sequence, recovered, book}`), `.csv` and `.parquet` (one row per
+   level), atomically. Clearing and re-running an interval rewrites byte-identical files.
+   It writes only a **final** interval: one the topic already holds a later snapshot
+   for (the job publishes seconds in order, backfilled ones included). It waits up to
+   `EXPORT_GRACE_SECONDS` for that, then **fails and is retried** (3 times, 30 s apart),
+   so an interval exported while the job was down or catching up is exported complete
+   once the job has backfilled it.
+   **Skipped** (no files written) when the topic holds no snapshot before the
    interval's end: the order-book job was not running yet, so trigger
    `orderbook_pipeline`. An empty topic is recognised at once, without waiting the
    `EXPORT_GRACE_SECONDS`; `validate` is then skipped too.
 2. **validate** checks every exported snapshot (interleaving, sorting,
    `total = price x amount`, running `cum_sum`, positive amounts, depth), one snapshot per
-   second (gaps and duplicates listed), that the CSV matches the JSON, and reconciles the
+   second (gaps and duplicates listed), that the CSV and Parquet files match the JSON,
+   counts the snapshots the job published late (`recovered_snapshots`), and reconciles the
    interval's last snapshot with a replay of the input topic up to the offsets in its
    headers. It writes `<start>_<end>.validation.json` beside the export and **fails** on
    any violation (the report and the task log list them). In the interval where the
@@ -51,14 +57,18 @@ with DAG(
     is_paused_upon_creation=False,
     doc_md=DOC,
     tags=["orderbook", "export"],
-    default_args={"owner": "market-data", "retries": 2, "retry_delay": timedelta(seconds=15)},
+    # An interval that is not final yet (the job is down or backfilling) is retried:
+    # 3 x (30 s apart + the grace period) covers an outage of a minute or two.
+    default_args={"owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=30)},
 ) as dag:
 
     @task(task_id="export")
     def export(data_interval_start=None, data_interval_end=None) -> dict:
-        from marketstream.export import NothingPublishedYet, export_interval
+        from marketstream.exports.exporter import NothingPublishedYet, export_interval
 
         try:
+            # IntervalNotFinal propagates as is: the task's retries export the interval
+            # once the job has published (backfilled) all of it.
             return export_interval(get_settings(), data_interval_start, data_interval_end)
         except NothingPublishedYet as exc:
             # Before the job's first snapshot: nothing to export, nothing wrong.
@@ -66,7 +76,7 @@ with DAG(
 
     @task(task_id="validate")
     def validate(summary: dict, data_interval_start=None, data_interval_end=None) -> dict:
-        from marketstream.validation import ValidationFailed, validate_interval
+        from marketstream.exports.validation import ValidationFailed, validate_interval
 
         undecodable = [f"undecodable record on the topic at {where}" for where in summary.get("undecodable", [])]
         try:

@@ -10,14 +10,16 @@ from airflow.sdk.exceptions import AirflowFailException
 DOC = """
 ### Order-book health
 
-Every minute, reads the snapshot topic and the job's metrics topic (one message per Spark
-micro-batch) and **fails** with a sentence saying what is wrong when:
+Every minute, reads the snapshot topic (by the snapshot time each record carries) and the
+job's metrics topic (one message per Spark micro-batch) and **fails** with a sentence
+saying what is wrong when:
 
 - the last snapshot is older than `DASHBOARD_STALE_SECONDS` (5 s) — the job is not publishing;
-- the last minute had fewer than `HEALTH_MIN_SNAPSHOTS_PER_MINUTE` (55) snapshots, or
-  two different snapshots for one second;
+- the last minute had fewer than `HEALTH_MIN_SNAPSHOTS_PER_MINUTE` (55) seconds with a
+  snapshot, or two snapshot records for one second (counted as a consumer of the topic
+  sees them, exactly as the dashboard's health page counts them);
 - the consumer lag grew over the minute and exceeds `HEALTH_MAX_LAG` events;
-- the median batch duration exceeds the 1 s trigger (`HEALTH_MAX_BATCH_MS`);
+- the median batch duration exceeds the job's one-second trigger (`HEALTH_MAX_BATCH_MS`);
 - there were no batch metrics at all (the streaming query is down).
 
 A red run here while `orderbook_pipeline` is not running is expected. The dashboard's

@@ -17,10 +17,16 @@ from typing import Callable, Generic, TypeVar
 
 import pandas as pd
 
-from marketstream import dashboard_data as dd
-from marketstream.kafka_io import Record, high_watermarks, make_consumer, partitions_of
-from marketstream.orderbook.message import SnapshotMessage
+from dashboard.model import exports as exports_model
+from dashboard.model import health as health_model
+from dashboard.model.book import LatestBooks, latest_books
+from marketstream.deadletter import DeadLetter
+from marketstream.exports.layout import list_exports
+from marketstream.kafka_io import Record, high_watermarks, make_consumer, partitions_of, read_partition
+from marketstream.orderbook.message import SNAPSHOT_CADENCE_SECONDS, SnapshotMessage
+from marketstream.orderbook.metrics import parse_metric
 from marketstream.settings import Settings
+from marketstream.snapshots import decode_snapshot as decode_snapshot_message
 
 T = TypeVar("T")
 
@@ -101,11 +107,11 @@ class TopicTail(Generic[T]):
         except LookupError:
             raise SourceUnavailable(f"Topic {self.topic!r} does not exist on the broker yet.") from None
         high = high_watermarks(consumer, self.topic, partitions, timeout_s=timeout_s)
-        tps = {p: TopicPartition(self.topic, p) for p in partitions}
-        self.low = {p: o for tp, o in consumer.beginning_offsets(list(tps.values())).items() for p in [tp.partition]}
+        firsts = consumer.beginning_offsets([TopicPartition(self.topic, p) for p in partitions])
+        self.low = {tp.partition: offset for tp, offset in firsts.items()}
         self.high = high
         deadline = time.monotonic() + timeout_s
-        for partition, tp in tps.items():
+        for partition in partitions:
             end = high[partition]
             start = self._next.get(partition, 0)
             if start > end:  # topic recreated: forget what we had
@@ -113,33 +119,21 @@ class TopicTail(Generic[T]):
                 start = 0
             start = max(start, end - self.keep, self.low.get(partition, 0))
             kept = self._items.setdefault(partition, deque(maxlen=self.keep))
-            if start >= end:
-                self._next[partition] = end
-                continue
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            position = start
-            while position < end:
-                if time.monotonic() > deadline:
-                    raise SourceUnavailable(
-                        f"Reading topic {self.topic!r} partition {partition} stalled at offset {position} of {end}."
-                    )
-                for message in consumer.poll(timeout_ms=300).get(tp, []):
-                    if message.offset >= end:
-                        break
-                    position = message.offset + 1
-                    record = Record(self.topic, partition, message.offset, message.timestamp, message.key,
-                                    message.value, list(message.headers or []))
+            try:
+                for record in read_partition(consumer, self.topic, partition, start, end,
+                                             timeout_s=max(0.1, deadline - time.monotonic())):
                     try:
                         kept.append(self.decode(record))
                     except ValueError as exc:
                         self.rejected += 1
-                        self.last_rejection = f"offset {message.offset}: {exc}"
+                        self.last_rejection = f"offset {record.offset}: {exc}"
+            except TimeoutError as exc:
+                raise SourceUnavailable(f"Reading topic {self.topic!r}: {exc}.") from None
             self._next[partition] = end
 
     def total(self) -> int:
         """Records the topic holds (high − low watermark), as of the last refresh."""
-        return dd.counts_by_partition(self.low, self.high)
+        return health_model.counts_by_partition(self.low, self.high)
 
 
 # ---------------------------------------------------------------- decoders
@@ -148,24 +142,22 @@ class TopicTail(Generic[T]):
 @dataclass(frozen=True)
 class SnapshotRecord:
     message: SnapshotMessage
-    meta: dd.SnapshotMeta
+    meta: health_model.SnapshotMeta
 
 
 def decode_snapshot(record: Record) -> SnapshotRecord:
-    if record.value is None:
-        raise ValueError("empty value")
-    message = SnapshotMessage.from_record(record.key, record.value, record.headers)
-    return SnapshotRecord(message, dd.snapshot_meta(message, record.partition, record.offset))
+    message = decode_snapshot_message(record)
+    return SnapshotRecord(message, health_model.snapshot_meta(message, record.partition, record.offset))
 
 
 def decode_metric(record: Record) -> dict:
     if record.value is None:
         raise ValueError("empty value")
-    return dd.parse_metric(record.value)
+    return parse_metric(record.value)
 
 
-def decode_dead_letter(record: Record) -> dd.DeadLetter:
-    return dd.dead_letter(record.headers, record.value, record.timestamp_ms)
+def decode_dead_letter(record: Record) -> health_model.DeadLetterRow:
+    return health_model.dead_letter_row(DeadLetter.from_record(record.value, record.headers), record.timestamp_ms)
 
 
 # ---------------------------------------------------------------- page data
@@ -173,16 +165,16 @@ def decode_dead_letter(record: Record) -> dd.DeadLetter:
 
 @dataclass
 class OrderBookData:
-    latest: dd.LatestBooks | None
+    latest: LatestBooks | None
     undecodable: int = 0
     last_problem: str | None = None
 
 
 @dataclass
 class HealthData:
-    snapshots: list[dd.SnapshotMeta]
-    metrics: dd.MetricsView
-    dead_letters: dict[str, tuple[int, list[dd.DeadLetter]]]  # topic -> (count, newest first)
+    snapshots: list[health_model.SnapshotMeta]
+    metrics: health_model.MetricsView
+    dead_letters: dict[str, tuple[int, list[health_model.DeadLetterRow]]]  # topic -> (count, newest first)
     problems: list[str]
 
 
@@ -192,8 +184,9 @@ class Sources:
     def __init__(self, settings: Settings):
         self.settings = settings
         window = settings.dashboard_health_window_seconds
-        # Snapshots are one a second: the window plus a margin covers the chart.
-        self.snapshots = TopicTail(settings, settings.orderbook_topic, window + 60, decode_snapshot)
+        # One snapshot a period: the window plus a minute's margin covers the chart.
+        self.snapshots = TopicTail(settings, settings.orderbook_topic,
+                                   (window + 60) // SNAPSHOT_CADENCE_SECONDS, decode_snapshot)
         self.metrics = TopicTail(settings, settings.metrics_topic, window * 2, decode_metric)
         self.dead_letters = {
             topic: TopicTail(settings, topic, 20, decode_dead_letter)
@@ -207,13 +200,13 @@ class Sources:
     def order_book(self, recent: int = 30) -> OrderBookData:
         records = self.snapshots.refresh()
         messages = [r.message for r in records[-recent:]]
-        return OrderBookData(dd.latest_books(messages), self.snapshots.rejected, self.snapshots.last_rejection)
+        return OrderBookData(latest_books(messages), self.snapshots.rejected, self.snapshots.last_rejection)
 
     def health(self) -> HealthData:
         problems: list[str] = []
-        metas: list[dd.SnapshotMeta] = []
-        metrics = dd.MetricsView(dd.metrics_frame([]))
-        dead: dict[str, tuple[int, list[dd.DeadLetter]]] = {}
+        metas: list[health_model.SnapshotMeta] = []
+        metrics = health_model.MetricsView(health_model.metrics_frame([]))
+        dead: dict[str, tuple[int, list[health_model.DeadLetterRow]]] = {}
         try:
             try:
                 metas = [r.meta for r in self.snapshots.refresh()]
@@ -226,7 +219,8 @@ class Sources:
                 problems.append(str(exc))
             try:
                 rows = self.metrics.refresh()
-                metrics = dd.MetricsView(dd.metrics_frame(rows), self.metrics.rejected, self.metrics.last_rejection)
+                metrics = health_model.MetricsView(health_model.metrics_frame(rows), self.metrics.rejected,
+                                                   self.metrics.last_rejection)
             except BrokerUnreachable:
                 raise
             except SourceUnavailable as exc:
@@ -245,8 +239,8 @@ class Sources:
 
     # --- exports
 
-    def exports(self) -> list[dd.ExportInterval]:
-        return dd.list_exports(self.settings.export_dir)
+    def exports(self) -> list[exports_model.ExportEntry]:
+        return read_exports(self.settings.export_dir)
 
     # --- energy database
 
@@ -293,6 +287,27 @@ class Sources:
             sa.select(latest_reference_prices).where(latest_reference_prices.c.delivery_day == day)
         )
         return trade_frame, reference_frame
+
+
+def read_exports(export_dir) -> list[exports_model.ExportEntry]:
+    """The exported intervals under ``export_dir``, newest first, with their validation
+    reports and file sizes read."""
+    entries = []
+    for interval in list_exports(export_dir):
+        text = error = None
+        if interval.validation is not None:
+            try:
+                text = interval.validation.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                error = str(exc)
+        sizes = {}
+        for name, path in interval.files.items():
+            try:
+                sizes[name] = path.stat().st_size
+            except OSError:  # removed since it was listed
+                pass
+        entries.append(exports_model.export_entry(interval, text, error, sizes))
+    return entries
 
 
 def _redact(url: str) -> str:

@@ -2,8 +2,8 @@
 calls, so tests drive it with Streamlit's AppTest and real data, and the page scripts in
 ``pages/`` only wire the process-wide ``Sources`` in.
 
-Tables use ``st.table`` (HTML): exact text, a two-level header for the seed's book view,
-and cell colours from a pandas Styler.
+Tables use ``st.table`` (HTML): exact text, a two-level header for the book view, and
+cell colours from a pandas Styler. The numbers come from ``dashboard/model``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from marketstream import dashboard_data as dd
-from marketstream import desk
+from dashboard.model import book as book_model
+from dashboard.model import exports as exports_model
+from dashboard.model import health as health_model
 from dashboard.sources import HealthData, OrderBookData, SourceUnavailable
+from marketstream.energy import pnl
+from marketstream.exports.formats import FORMATS
 
 GREEN_CSS, RED_CSS = "color: #1a7f37; font-weight: 600", "color: #cf222e; font-weight: 600"
 
@@ -57,7 +60,7 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
                 "the Spark job publishes one snapshot a second.")
         return
     snapshot = data.latest.snapshot
-    fresh = dd.freshness(snapshot.snapshot_time, now, stale_after_seconds)
+    fresh = health_model.freshness(snapshot.snapshot_time, now, stale_after_seconds)
     if fresh.stale:
         st.warning(fresh.message)
     else:
@@ -76,7 +79,7 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
     if not levels:
         st.info(f"{symbol}: the book is empty in the newest snapshot (all its orders closed).")
         return
-    series = dd.depth_series(levels)
+    series = book_model.depth_series(levels)
     colour = alt.Color("side:N", scale=alt.Scale(domain=["buy", "sell"], range=["#1a7f37", "#cf222e"]))
     layers = [
         # Bids: the amount at price p is what is bid at p or higher, so a step holds the
@@ -90,7 +93,7 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
         for side, step in (("buy", "step-before"), ("sell", "step-after"))
     ]
     st.altair_chart(alt.layer(*layers).properties(height=260, title=f"{symbol} depth"), width="stretch")
-    st.table(dd.level_table(symbol, levels), hide_index=True)
+    st.table(book_model.level_table(symbol, levels), hide_index=True)
 
 
 # ---------------------------------------------------------------- pipeline health
@@ -116,7 +119,7 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
         st.error(problem)
     if data.snapshots:
         newest = max(m.snapshot_time for m in data.snapshots)
-        fresh = dd.freshness(newest, now, stale_after_seconds)
+        fresh = health_model.freshness(newest, now, stale_after_seconds)
         (st.warning if fresh.stale else st.success)(fresh.message)
     # The current second may still be in flight: the chart ends two seconds back.
     end = int(now) - 2
@@ -127,10 +130,10 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
         # Seconds before the first snapshot ever kept are "not started yet", not gaps
         # (the kept tail reaches further back than the window once the job has run).
         start = max(start, min(m.snapshot_time for m in data.snapshots))
-    per_second = dd.snapshots_per_second(data.snapshots, start, end)
+    per_second = health_model.snapshots_per_second(data.snapshots, start, end)
     gaps = int((per_second["status"] == "gap").sum())
     dups = int((per_second["status"] == "duplicate").sum())
-    sequences = dd.sequence_report(data.snapshots)
+    sequences = health_model.sequence_report(data.snapshots)
     minutes = window_seconds / 60
 
     st.subheader(f"Snapshots per second, last {minutes:g} min")
@@ -200,7 +203,7 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
         if letters:
             st.table(pd.DataFrame([{
                 "Time (UTC)": f"{d.time:%Y-%m-%d %H:%M:%S}", "Reason": d.reason,
-                "Source": f"{d.source_topic}[{d.source_partition}]@{d.source_offset}" if d.source_topic else "",
+                "Source": d.origin,
                 "Original bytes": d.preview,
             } for d in letters]), hide_index=True)
         else:
@@ -217,7 +220,7 @@ def _short(values: list[int], limit: int = 10) -> str:
 # ---------------------------------------------------------------- exports
 
 
-def exports_page(load: Callable[[], list[dd.ExportInterval]], export_dir: str, limit: int = 100) -> None:
+def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir: str, limit: int = 100) -> None:
     st.title("Exports")
     st.caption(f"Scheduled exports of the order-book topic in `{export_dir}`, newest first.")
     try:
@@ -226,13 +229,14 @@ def exports_page(load: Callable[[], list[dd.ExportInterval]], export_dir: str, l
         st.error(f"Cannot list the exports directory: {exc}")
         return
     if not entries:
-        st.info("No exports yet. The export DAG writes one JSON and one CSV file per data interval, "
+        names = ", ".join(f.label for f in FORMATS)
+        st.info(f"No exports yet. The export DAG writes one file per format ({names}) per data interval, "
                 "then validates them; they appear here after its first run.")
         return
-    days = sorted({e.interval_start.date() for e in entries}, reverse=True)
+    days = sorted({e.start.date() for e in entries}, reverse=True)
     choice = st.selectbox("Day", ["All days"] + [d.isoformat() for d in days], key="exports_day")
     if choice != "All days":
-        entries = [e for e in entries if e.interval_start.date().isoformat() == choice]
+        entries = [e for e in entries if e.start.date().isoformat() == choice]
     passed = sum(e.status == "passed" for e in entries)
     failed = sum(e.status == "failed" for e in entries)
     cols = st.columns(3)
@@ -242,23 +246,26 @@ def exports_page(load: Callable[[], list[dd.ExportInterval]], export_dir: str, l
     if len(entries) > limit:
         st.caption(f"Showing the newest {limit} of {len(entries)}; pick a day to see others.")
         entries = entries[:limit]
-    header = st.columns([3, 1.3, 1, 1, 1])
-    for col, text in zip(header, ["Interval (UTC)", "Validation", "Snapshots", "JSON", "CSV"]):
+    widths = [2.6, 1.2, 1] + [1.3] * len(FORMATS)
+    header = st.columns(widths)
+    for col, text in zip(header, ["Interval (UTC)", "Validation", "Snapshots"] + [f.label for f in FORMATS]):
         col.markdown(f"**{text}**")
     for entry in entries:
-        row = st.columns([3, 1.3, 1, 1, 1])
-        row[0].write(f"{entry.interval_start:%Y-%m-%d %H:%M:%S} → {entry.interval_end:%H:%M:%S}")
+        row = st.columns(widths)
+        row[0].write(f"{entry.start:%Y-%m-%d %H:%M:%S} → {entry.end:%H:%M:%S}")
         badge = {"passed": ":green[passed]", "failed": ":red[failed]"}.get(entry.status, f":orange[{entry.status}]")
         row[1].markdown(badge)
         row[2].write("" if entry.snapshots is None else f"{entry.snapshots:,}")
-        for col, path, mime in ((row[3], entry.json_path, "application/json"), (row[4], entry.csv_path, "text/csv")):
+        for col, export_format in zip(row[3:], FORMATS):
+            path = entry.file(export_format.name)
             if path is None:
                 col.write("missing")
             else:
                 # A callable: the file is read when clicked, not on every rerun.
+                size = exports_model.file_size_text(entry.sizes.get(export_format.name))
                 col.download_button(
-                    f"{path.suffix[1:].upper()} · {dd.file_size_text(path)}", functools.partial(path.read_bytes),
-                    file_name=path.name, mime=mime, key=f"dl-{entry.stem}-{path.suffix}",
+                    f"{export_format.label} · {size}", functools.partial(path.read_bytes),
+                    file_name=path.name, mime=export_format.media_type, key=f"dl-{entry.stem}-{export_format.name}",
                     on_click="ignore",
                 )
         if entry.violations:
@@ -325,9 +332,9 @@ def render_desk(trades: pd.DataFrame, references: pd.DataFrame, now: datetime, d
         st.info(f"No trades for delivery day {day.isoformat()} with these filters.")
         return
     try:
-        rows = desk.desk_rows(trades, references, now)
-        by_trader = desk.trader_totals(trades, references)
-        by_day = desk.day_totals(trades, references)
+        rows = pnl.desk_rows(trades, references, now)
+        by_trader = pnl.trader_totals(trades, references)
+        by_day = pnl.day_totals(trades, references)
     except ValueError as exc:
         st.error(f"The trades cannot be summarised: {exc}")
         return
@@ -355,17 +362,17 @@ def render_desk(trades: pd.DataFrame, references: pd.DataFrame, now: datetime, d
         "VWAP sell": rows["vwap_sell"].map(lambda v: _fmt(v, "{:,.2f}")),
         "Reference": rows["reference_price"].map(lambda v: _fmt(v, "{:,.2f}")).where(
             rows["reference_price"].notna(), "no reference"),
-        "Ref age": rows["reference_age_seconds"].map(desk.format_age),
+        "Ref age": rows["reference_age_seconds"].map(pnl.format_age),
         "Buy − ref": rows["buy_vs_reference"].map(_signed),
         "Sell − ref": rows["sell_vs_reference"].map(_signed),
         "Edge vs ref (EUR)": rows["edge_vs_reference"].map(_signed),
         "Cash PnL (EUR)": rows["cash_pnl"].map(lambda v: _fmt(v, "{:+,.2f}")),
     })
     colours = pd.DataFrame("", index=shown.index, columns=shown.columns)
-    css = {desk.GREEN: GREEN_CSS, desk.RED: RED_CSS, None: ""}
-    colours["Buy − ref"] = [css[desk.difference_colour("buy", v)] for v in rows["buy_vs_reference"]]
-    colours["Sell − ref"] = [css[desk.difference_colour("sell", v)] for v in rows["sell_vs_reference"]]
-    colours["Edge vs ref (EUR)"] = [css[desk.edge_colour(v)] for v in rows["edge_vs_reference"]]
+    css = {pnl.GREEN: GREEN_CSS, pnl.RED: RED_CSS, None: ""}
+    colours["Buy − ref"] = [css[pnl.difference_colour("buy", v)] for v in rows["buy_vs_reference"]]
+    colours["Sell − ref"] = [css[pnl.difference_colour("sell", v)] for v in rows["sell_vs_reference"]]
+    colours["Edge vs ref (EUR)"] = [css[pnl.edge_colour(v)] for v in rows["edge_vs_reference"]]
     st.table(shown.style.apply(lambda _: colours, axis=None).hide(axis="index"))
 
     st.subheader("Per trader, all hours")
@@ -380,5 +387,5 @@ def render_desk(trades: pd.DataFrame, references: pd.DataFrame, now: datetime, d
         "Cash PnL (EUR)": by_trader["cash_pnl"].map(lambda v: _fmt(v, "{:+,.2f}")),
     })
     trader_colours = pd.DataFrame("", index=trader_shown.index, columns=trader_shown.columns)
-    trader_colours["Edge vs ref (EUR)"] = [css[desk.edge_colour(v)] for v in by_trader["edge_vs_reference"]]
+    trader_colours["Edge vs ref (EUR)"] = [css[pnl.edge_colour(v)] for v in by_trader["edge_vs_reference"]]
     st.table(trader_shown.style.apply(lambda _: trader_colours, axis=None).hide(axis="index"))

@@ -35,4 +35,4 @@ ENV SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
 ENV PATH="${SPARK_HOME}/bin:${SPARK_HOME}/sbin:${PATH}"
 RUN mkdir -p /opt/marketstream/var /opt/marketstream/exports
 
-CMD ["python", "-m", "marketstream.stack"]
+CMD ["python", "-m", "marketstream.embedded.stack"]

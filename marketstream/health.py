@@ -1,13 +1,16 @@
 """Health of the running order-book job (the ``orderbook_health`` DAG, every minute).
 
-Reads the output topic (freshness, cadence) and the metrics topic (one message per Spark
-micro-batch: lag, batch duration) and fails with sentences that say what is wrong:
+Reads the output topic (freshness, cadence, both by the snapshot time each record
+carries) and the metrics topic (one message per Spark micro-batch: lag, batch duration)
+and fails with sentences that say what is wrong:
 - the last snapshot is older than ``dashboard_stale_seconds`` (5 s): the job is not publishing;
-- the last complete minute did not have ~60 snapshots (fewer than
-  ``health_min_snapshots_per_minute``), or had several snapshots for one second;
+- the last complete minute did not have a snapshot for ~every second (fewer than
+  ``health_min_snapshots_per_minute`` seconds with one), or had several snapshot records
+  for one second (counted as a consumer sees them, by ``snapshots.count_per_second``,
+  like the dashboard's health page);
 - the consumer lag grew over the minute and is above ``health_max_lag`` events;
-- batches take longer than the 1 s trigger (median over the minute above
-  ``health_max_batch_ms``): the job falls behind and the cadence slips;
+- batches take longer than the job's trigger, one snapshot period (median over the
+  minute above ``health_max_batch_ms``): the job falls behind and the cadence slips;
 - no batch metrics in the minute at all: the streaming query is not running.
 """
 
@@ -18,17 +21,19 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from marketstream.dashboard_data import BadMetric, parse_metric
-from marketstream.kafka_io import offsets_for_time, read_range, topic_end_offsets
-from marketstream.orderbook.message import SnapshotMessage, format_snapshot_time
+from marketstream.kafka_io import offsets_for_time, read_range
+from marketstream.orderbook.message import SNAPSHOT_CADENCE_SECONDS, format_snapshot_time
+from marketstream.orderbook.metrics import BadMetric, parse_metric
 from marketstream.settings import Settings
+from marketstream.snapshots import count_per_second, read_seconds, topic_span
 
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+EXPECTED_PER_WINDOW = WINDOW_SECONDS // SNAPSHOT_CADENCE_SECONDS
 # A snapshot for second t is published a little after t+1: the cadence window ends
 # this many seconds before now so in-flight seconds are not counted as missing.
-SETTLE_SECONDS = 3
+SETTLE_SECONDS = 3 * SNAPSHOT_CADENCE_SECONDS
 
 
 class HealthCheckFailed(Exception):
@@ -71,19 +76,18 @@ def assess(
     metrics: list[dict],
     bad_metrics: int = 0,
 ) -> HealthReport:
-    """Pure: the problems in what was read. ``window_snapshot_times``: the snapshot times
-    (one per distinct message) of the ``WINDOW_SECONDS`` ending ``SETTLE_SECONDS`` ago;
-    ``metrics``: parsed metrics rows of the last ``WINDOW_SECONDS``."""
-    counts: dict[int, int] = {}
-    for second in window_snapshot_times:
-        counts[second] = counts.get(second, 0) + 1
+    """Pure: the problems in what was read. ``window_snapshot_times``: the snapshot time of
+    every snapshot record (copies included) of the ``WINDOW_SECONDS`` ending
+    ``SETTLE_SECONDS`` ago; ``metrics``: parsed metrics rows of the last ``WINDOW_SECONDS``."""
+    window_end = int(now) - SETTLE_SECONDS
+    seconds = count_per_second(window_snapshot_times, window_end - WINDOW_SECONDS, window_end)
     rows = sorted(metrics, key=lambda m: m["batch_id"])
     durations = [int(m["batch_duration_ms"]) for m in rows]
     report = HealthReport(
         now=now,
         last_snapshot_time=last_snapshot_time,
-        snapshots_in_window=len(counts),
-        duplicate_seconds=sorted(s for s, c in counts.items() if c > 1),
+        snapshots_in_window=seconds.seconds_with_snapshots,
+        duplicate_seconds=seconds.duplicates,
         batches=len(rows),
         lag_first=int(rows[0]["lag"]) if rows else None,
         lag_last=int(rows[-1]["lag"]) if rows else None,
@@ -103,12 +107,12 @@ def assess(
         )
     if last_snapshot_time is not None and report.snapshots_in_window < settings.health_min_snapshots_per_minute:
         problems.append(
-            f"only {report.snapshots_in_window} snapshot(s) in the last {WINDOW_SECONDS} s, expected ~{WINDOW_SECONDS} "
+            f"only {report.snapshots_in_window} snapshot(s) in the last {WINDOW_SECONDS} s, expected ~{EXPECTED_PER_WINDOW} "
             f"(at least {settings.health_min_snapshots_per_minute}): the one-per-second cadence slipped"
         )
     if report.duplicate_seconds:
         shown = ", ".join(format_snapshot_time(s) for s in report.duplicate_seconds[:5])
-        problems.append(f"{len(report.duplicate_seconds)} second(s) with more than one different snapshot: {shown}")
+        problems.append(f"{len(report.duplicate_seconds)} second(s) with more than one snapshot: {shown}")
     if not rows:
         problems.append(f"no batch metrics on {settings.metrics_topic} in the last {WINDOW_SECONDS} s: "
                         "the streaming query is not running")
@@ -128,35 +132,12 @@ def assess(
     return report
 
 
-def _last_snapshot_time(settings: Settings) -> int | None:
-    topic = settings.orderbook_topic
-    marks = topic_end_offsets(settings, topic)
-    start = {p: max(0, hw - 1) for p, hw in marks.items()}
-    latest = None
-    for record in read_range(settings, topic, start, marks):
-        latest = max(latest or 0, record.timestamp_ms // 1000)
-    return latest
-
-
 def collect(settings: Settings, now: float | None = None) -> HealthReport:
     """Read both topics and assess them."""
     now = time.time() if now is None else now
     window_end = int(now) - SETTLE_SECONDS
-    window_start = window_end - WINDOW_SECONDS
-    times: list[int] = []
-    begin = offsets_for_time(settings, settings.orderbook_topic, window_start * 1000)
-    stop = offsets_for_time(settings, settings.orderbook_topic, window_end * 1000)
-    distinct: set[tuple[int, int, str]] = set()
-    for record in read_range(settings, settings.orderbook_topic, begin, stop):
-        try:
-            message = SnapshotMessage.from_record(record.key, record.value or b"", record.headers)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        # A replayed batch republishes identical copies: those are not duplicates.
-        identity = (message.snapshot_time, message.sequence, message.value)
-        if identity not in distinct:
-            distinct.add(identity)
-            times.append(message.snapshot_time)
+    read = read_seconds(settings, window_end - WINDOW_SECONDS, window_end)
+    times = [message.snapshot_time for message in read.snapshots]
     metrics, bad = [], 0
     begin = offsets_for_time(settings, settings.metrics_topic, int((now - WINDOW_SECONDS) * 1000))
     for record in read_range(settings, settings.metrics_topic, begin):
@@ -164,7 +145,7 @@ def collect(settings: Settings, now: float | None = None) -> HealthReport:
             metrics.append(parse_metric(record.value or b""))
         except BadMetric:
             bad += 1
-    return assess(settings, now, _last_snapshot_time(settings), times, metrics, bad)
+    return assess(settings, now, topic_span(settings).last, times, metrics, bad)
 
 
 def check_health(settings: Settings) -> dict:

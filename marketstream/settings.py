@@ -75,10 +75,10 @@ class Settings(BaseSettings):
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     # orderbook_export runs on a cron of this many minutes (a divisor of 60).
     export_interval_minutes: int = Field(5, ge=1, le=60)
-    # The snapshot of an interval's last second is published ~1 s after it: the export
-    # waits up to this long for it before reading (then validation reports the gap).
+    # The export waits up to this long for its interval to be final (a snapshot for a
+    # later second on the topic), then fails so that the task's retry exports it later.
     export_grace_seconds: float = Field(30.0, ge=0)
-    # orderbook_health thresholds (one snapshot a second, the job's 1 s trigger).
+    # orderbook_health thresholds (one snapshot a second, the job's one-second trigger).
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
     health_max_batch_ms: int = Field(1000, ge=1)

@@ -1,11 +1,20 @@
-"""Idempotent creation of every topic the platform uses (shared by ``make run`` and the
-pipeline DAG's first task)."""
+"""Idempotent creation of every topic the platform uses (shared by ``make run``, the
+compose init service and the pipeline DAG's first task).
+
+    python -m marketstream.topics [--timeout S]   # wait for the broker, create what is missing
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
 from dataclasses import dataclass
 
-from marketstream.settings import Settings
+from marketstream.kafka_io import wait_until_ready
+from marketstream.settings import Settings, get_settings
+
+log = logging.getLogger("marketstream.topics")
 
 
 @dataclass(frozen=True)
@@ -50,3 +59,20 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
         return result
     finally:
         admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m marketstream.topics",
+                                     description="Wait for the broker, then create the topics that are missing.")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    wait_until_ready(settings, args.timeout)
+    for name, created in ensure_topics(settings).items():
+        log.info("topic %s %s", name, "created" if created else "already exists")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Order emulator: sends order events to Kafka at the seed's pace.
+"""Order emulator: sends order events to Kafka at a steady pace (100 events/s by default).
 
     python -m producer                                # 10 events every 100 ms, forever
     python -m producer --seed 7 --max-events 5000     # repeatable, finite
@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kafka.errors import KafkaError
 
-    from marketstream.broker import wait_until_ready
-    from marketstream.kafka_io import make_producer
+    from marketstream.kafka_io import make_producer, wait_until_ready
     from marketstream.settings import load_settings
 
     target_settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)

@@ -19,7 +19,8 @@ from tests.support import POSTGRES_URL, free_port
 @pytest.fixture(scope="session")
 def broker_bootstrap(tmp_path_factory) -> str:
     """A real Tansu broker (memory storage) for the whole test session."""
-    from marketstream.broker import tansu_command, wait_until_ready
+    from marketstream.embedded.broker import tansu_command
+    from marketstream.kafka_io import wait_until_ready
 
     port = free_port()
     settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")

@@ -10,7 +10,13 @@ import pytest
 
 from tests.support import ROOT
 
-MY_DAGS = {"orderbook_pipeline", "orderbook_export", "orderbook_health"}
+# Every DAG in dags/, with the owner and tag its family shares.
+DAGS = {
+    "orderbook_pipeline": ("market-data", "orderbook"),
+    "orderbook_export": ("market-data", "orderbook"),
+    "orderbook_health": ("market-data", "orderbook"),
+    "energy_reference_prices": ("power-desk", "energy"),
+}
 
 
 class NetworkAtParseTime(AssertionError):
@@ -33,20 +39,23 @@ def dagbag():
     return bag
 
 
-def test_no_import_errors(dagbag):
+def test_no_import_errors_and_every_dag_is_covered(dagbag):
     assert dagbag.import_errors == {}, "\n".join(f"{f}: {e}" for f, e in dagbag.import_errors.items())
-    assert MY_DAGS <= set(dagbag.dag_ids)
+    # A new DAG file must be added to DAGS (and get its shape test) to pass.
+    assert set(dagbag.dag_ids) == set(DAGS)
+    assert len(list((ROOT / "dags").glob("*.py"))) == len(DAGS)
 
 
-@pytest.mark.parametrize("dag_id", sorted(MY_DAGS))
+@pytest.mark.parametrize("dag_id", sorted(DAGS))
 def test_dag_metadata(dagbag, dag_id):
+    owner, tag = DAGS[dag_id]
     dag = dagbag.dags[dag_id]
     assert dag.doc_md and len(dag.doc_md) > 100
-    assert dag.tags and "orderbook" in dag.tags
+    assert dag.tags and tag in dag.tags
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     for task in dag.tasks:
-        assert task.owner == "market-data"
+        assert task.owner == owner
 
 
 def edges(dag) -> set[tuple[str, str]]:
@@ -82,6 +91,10 @@ def test_export_shape(dagbag):
     assert dag.timetable.expression == "*/5 * * * *"
     assert {t.task_id for t in dag.tasks} == {"export", "validate"}
     assert edges(dag) == {("export", "validate")}
+    # An interval that is not final yet is exported by a retry: a minute or two of
+    # outage (the grace period plus three retries 30 s apart) heals.
+    export = dag.get_task("export")
+    assert export.retries >= 3 and export.retry_delay.total_seconds() == 30
 
 
 def test_export_before_the_stream_is_skipped_not_failed(dagbag, monkeypatch):
@@ -91,7 +104,7 @@ def test_export_before_the_stream_is_skipped_not_failed(dagbag, monkeypatch):
 
     from airflow.sdk.exceptions import AirflowSkipException
 
-    import marketstream.export as export
+    import marketstream.exports.exporter as export
 
     dag = dagbag.dags["orderbook_export"]
     end = datetime(2026, 11, 22, 8, 15, tzinfo=UTC)
@@ -103,6 +116,35 @@ def test_export_before_the_stream_is_skipped_not_failed(dagbag, monkeypatch):
     with pytest.raises(AirflowSkipException, match="trigger orderbook_pipeline"):
         dag.get_task("export").python_callable(data_interval_start=end.replace(minute=10), data_interval_end=end)
     assert dag.get_task("validate").trigger_rule == "all_success"
+
+
+def test_export_of_an_interval_that_is_not_final_is_retried(dagbag, monkeypatch):
+    """``IntervalNotFinal`` leaves the task as an ordinary failure, which Airflow retries
+    (not ``AirflowFailException``, which would not be, nor a skip)."""
+    from datetime import UTC, datetime
+
+    import marketstream.exports.exporter as export
+
+    dag = dagbag.dags["orderbook_export"]
+    end = datetime(2026, 11, 22, 8, 15, tzinfo=UTC)
+
+    def not_final(settings, start, end):
+        raise export.IntervalNotFinal("orderbook", end, int(end.timestamp()) - 40, 30.0)
+
+    monkeypatch.setattr(export, "export_interval", not_final)
+    with pytest.raises(export.IntervalNotFinal, match="a retry exports the interval"):
+        dag.get_task("export").python_callable(data_interval_start=end.replace(minute=10), data_interval_end=end)
+
+
+def test_reference_prices_shape(dagbag):
+    from datetime import timedelta
+
+    dag = dagbag.dags["energy_reference_prices"]
+    assert dag.timetable.expression == "*/10 * * * *"
+    assert [t.task_id for t in dag.tasks] == ["fetch_reference_prices"]
+    # The next run fetches everything again: no retries, and a run ends before the next.
+    assert dag.get_task("fetch_reference_prices").retries == 0
+    assert dag.dagrun_timeout == timedelta(minutes=9)
 
 
 def test_health_shape(dagbag):

@@ -1,4 +1,4 @@
-"""What ``make run`` hands ``airflow standalone`` (``marketstream.airflow_standalone``)."""
+"""What ``make run`` hands ``airflow standalone`` (``marketstream.embedded.airflow_standalone``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from marketstream.airflow_standalone import banner, spark_connection, standalone_env
+from marketstream.embedded.airflow_standalone import banner, spark_connection, standalone_env
 from marketstream.settings import load_settings
 from tests.support import ROOT
 

@@ -9,6 +9,9 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from marketstream.deadletter import DeadLetter
+from marketstream.exports.formats import FORMATS
+from marketstream.exports.layout import export_paths
 from marketstream.kafka_io import make_producer
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
@@ -72,11 +75,10 @@ def seed_topics(settings: Settings, now: int, seconds: int = 90) -> SeededTopics
         }
         producer.send(settings.metrics_topic, value=json.dumps(metric).encode(), timestamp_ms=second * 1000)
     for offset, (raw, reason) in enumerate(DEAD_LETTERS):
-        producer.send(settings.deadletter_topic, value=raw, headers=[
-            ("reason", reason.encode()), ("source_topic", settings.orders_topic.encode()),
-            ("source_partition", b"1"), ("source_offset", str(offset + 10).encode()),
-        ])
-    producer.send(settings.deals_deadletter_topic, value=b"not json", headers=[("reason", b"deal is not JSON")])
+        letter = DeadLetter(raw, reason, settings.orders_topic, 1, offset + 10)
+        producer.send(settings.deadletter_topic, value=letter.value, headers=letter.headers())
+    letter = DeadLetter(b"not json", "deal is not JSON", source=settings.exchange_ws_url)
+    producer.send(settings.deals_deadletter_topic, value=letter.value, headers=letter.headers())
     producer.flush()
     producer.close()
     return SeededTopics(last, produced, gap, duplicate, lag, 400 + (seconds - 1) % 50, seconds)
@@ -88,25 +90,26 @@ class SeededExports:
 
 
 def seed_exports(export_dir: Path, day: date) -> SeededExports:
-    folder = export_dir / "orderbook" / day.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
+    """Three intervals, every format written by its real renderer: validation passed,
+    failed, and not validated (no report)."""
     start = datetime(day.year, day.month, day.day, 10, 0, tzinfo=timezone.utc)
     seeded = SeededExports()
     for index, status in enumerate(["passed", "failed", None]):
         begin = start + timedelta(minutes=5 * index)
         end = begin + timedelta(minutes=5)
-        stem = f"{begin:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
-        (folder / f"{stem}.json").write_text(json.dumps([{"snapshot_time": f"{begin:%Y-%m-%dT%H:%M:%SZ}",
-                                                         "sequence": index, "book": []}]))
-        (folder / f"{stem}.csv").write_text("snapshot_time,sequence,symbol,side,price,amount,total,cum_sum\n")
+        paths = export_paths(export_dir, begin, end)
+        paths.folder.mkdir(parents=True, exist_ok=True)
+        empty_book = SnapshotMessage(int(begin.timestamp()), index + 1, {}, 0, "[]")
+        for export_format in FORMATS:
+            paths.data(export_format.name).write_bytes(export_format.render([empty_book]))
         if status:
             report = {"status": status, "interval_start": begin.isoformat(), "interval_end": end.isoformat(),
                       "snapshots": 300 if status == "passed" else 298,
                       "violations": [] if status == "passed" else ["gap: no snapshot at 10:07:12",
                                                                    "duplicate: 2 snapshots at 10:08:01"]}
-            (folder / f"{stem}.validation.json").write_text(json.dumps(report))
-        seeded.intervals.insert(0, (stem, status or "not validated"))
-    (folder / ".tmp-partial.json").write_text("ignored")  # a writer's temp file: not listed
+            paths.validation.write_text(json.dumps(report))
+        seeded.intervals.insert(0, (paths.stem, status or "not validated"))
+    (paths.folder / ".tmp-partial.json").write_text("ignored")  # a writer's temp file: not listed
     return seeded
 
 

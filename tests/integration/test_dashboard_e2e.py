@@ -182,7 +182,7 @@ def test_every_page_shows_what_the_sources_hold(kafka_settings, energy_db, tmp_p
 
     with running_dashboard(dashboard_env(kafka_settings, energy_db, port), port, tmp_path / "dashboard.log") as url, \
             browser_page() as page:
-        # Order book: the newest snapshot, seed layout, exact numbers.
+        # Order book: the newest snapshot in the book view, exact numbers.
         open_page(page, url + "/", "Buy 1")
         last = seeded.last
         assert metric(page, "Sequence") == str(last.sequence)
@@ -239,9 +239,15 @@ def test_every_page_shows_what_the_sources_hold(kafka_settings, energy_db, tmp_p
         download.save_as(saved)
         source = kafka_settings.export_dir / "orderbook" / now.date().isoformat() / f"{newest_stem}.json"
         assert saved.read_bytes() == source.read_bytes()
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="Parquet").first.click()
+        download = download_info.value
+        assert download.suggested_filename == f"{newest_stem}.parquet"
+        download.save_as(tmp_path / download.suggested_filename)
+        assert (tmp_path / download.suggested_filename).read_bytes() == source.with_suffix(".parquet").read_bytes()
         shot(page, "exports")
 
-        # Trader desk: figures computed from the database rows, by hand in the seed.
+        # Trader desk: figures computed from the database rows, by hand in dashboard_seed.
         open_page(page, url + "/desk", "Per trader and delivery hour")
         assert metric(page, "Trades") == "6"
         assert metric(page, "Cash PnL (EUR)") == "-15.50"

@@ -74,7 +74,8 @@ class Broker:
     """A Tansu broker (memory storage) of this test's own, so it can be restarted."""
 
     def __init__(self, settings: Settings, log_path):
-        from marketstream.broker import tansu_command, wait_until_ready
+        from marketstream.embedded.broker import tansu_command
+        from marketstream.kafka_io import wait_until_ready
         from marketstream.topics import ensure_topics
 
         self._log = open(log_path, "w")  # noqa: SIM115 - the broker writes to it for its whole life

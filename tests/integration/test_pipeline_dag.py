@@ -24,15 +24,18 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from marketstream.airflow_standalone import standalone_env
-from marketstream.export import export_interval, export_paths
+from marketstream.embedded.airflow_standalone import standalone_env
+from marketstream.exports.exporter import export_interval
+from marketstream.exports.formats import FORMATS
+from marketstream.exports.layout import export_paths
 from marketstream.kafka_io import read_range
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.settings import load_settings
 from marketstream.topics import topic_specs
-from marketstream.validation import ValidationFailed, validate_interval
+from marketstream.exports.validation import ValidationFailed, validate_interval
 from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, python_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -178,7 +181,7 @@ def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
     assert process.poll() is None, "the Spark job stopped before the interval was complete"
     assert skipped.wait(timeout=180) == 0, f"the run before the stream did not succeed: {skip_log.read_text()[-4000:]}"
     assert "trigger orderbook_pipeline" in skip_log.read_text()
-    assert not any(p.exists() for p in (before.json, before.csv, before.validation))
+    assert not any(p.exists() for p in [*(before.data(f.name) for f in FORMATS), before.validation])
 
     # The minute in which the stream began (complete by now, before the interval below):
     # the seconds before sequence 1 are not gaps, the report says when it started.
@@ -193,28 +196,31 @@ def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
     assert export.wait(timeout=180) == 0, f"orderbook_export failed: {log_path.read_text()[-4000:]}"
 
     paths = export_paths(settings.export_dir, start, end)
-    items = json.loads(paths.json.read_text())
+    json_path, csv_path, parquet_path = (paths.data(f) for f in ("json", "csv", "parquet"))
+    items = json.loads(json_path.read_text())
     report = json.loads(paths.validation.read_text())
     assert report["status"] == "passed", report["violations"]
     assert report["snapshots"] == len(items) == 60
     assert report["reconciliation"]["matches"] is True
+    assert report["recovered_snapshots"] == 0  # the job ran throughout
     assert [i["snapshot_time"] for i in items][0] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert all(b["sequence"] == a["sequence"] + 1 for a, b in zip(items, items[1:]))
-    csv_lines = paths.csv.read_text().splitlines()
-    assert csv_lines[0] == "snapshot_time,sequence,symbol,side,price,amount,total,cum_sum"
+    csv_lines = csv_path.read_text().splitlines()
+    assert csv_lines[0] == "snapshot_time,sequence,recovered,symbol,side,price,amount,total,cum_sum"
     assert len(csv_lines) - 1 == sum(len(i["book"]) for i in items)
+    assert pq.read_table(parquet_path, use_threads=False).num_rows == len(csv_lines) - 1
 
     # Re-running the interval rewrites identical bytes.
-    before = paths.json.read_bytes(), paths.csv.read_bytes()
+    before = [p.read_bytes() for p in (json_path, csv_path, parquet_path)]
     export_interval(settings, start, end)
-    assert (paths.json.read_bytes(), paths.csv.read_bytes()) == before
+    assert [p.read_bytes() for p in (json_path, csv_path, parquet_path)] == before
 
     # A corrupted export fails validation, naming the broken number.
-    text = paths.json.read_text()
+    text = json_path.read_text()
     first_amount = items[30]["book"][0]["amount"]
     marker = f'"sequence":{items[30]["sequence"]},'
     head, tail = text.split(marker, 1)
-    paths.json.write_text(head + marker + tail.replace(f'"amount":{first_amount}', '"amount":999', 1))
+    json_path.write_text(head + marker + tail.replace(f'"amount":{first_amount}', '"amount":999', 1))
     with pytest.raises(ValidationFailed) as failure:
         validate_interval(settings, start, end)
     violations = failure.value.report["violations"]

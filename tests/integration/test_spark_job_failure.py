@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from marketstream.broker import tansu_command, wait_until_ready
-from marketstream.kafka_io import read_range
+from marketstream.embedded.broker import tansu_command
+from marketstream.kafka_io import read_range, wait_until_ready
 from marketstream.settings import load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics

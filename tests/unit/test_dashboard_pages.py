@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from marketstream import dashboard_data as dd
+from dashboard.model import book, health
+from marketstream.deadletter import DeadLetter
+from marketstream.exports.layout import list_exports
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
 
@@ -30,7 +32,7 @@ def book_data(seconds_old: int):
     value = levels_to_json(render_levels(BOOK, 15))
     messages = [SnapshotMessage(NOW - seconds_old - 1, 41, {0: 10}, 4, value),
                 SnapshotMessage(NOW - seconds_old, 42, {0: 12, 1: 7}, 4, value)]
-    return OrderBookData(dd.latest_books(messages))
+    return OrderBookData(book.latest_books(messages))
 
 
 def _order_book_script(data, now, stale_after):
@@ -62,7 +64,7 @@ def metric(at: AppTest, label: str) -> str:
     return found
 
 
-def test_order_book_shows_the_newest_snapshot_in_the_seed_layout():
+def test_order_book_shows_the_newest_snapshot_in_the_book_view():
     at = run(_order_book_script, book_data(seconds_old=1), NOW, 5.0)
     assert metric(at, "Sequence") == "42"
     assert metric(at, "Snapshot time (UTC)") == datetime.fromtimestamp(NOW - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -113,17 +115,18 @@ def health_data(with_data: bool = True):
     from dashboard.sources import HealthData
 
     if not with_data:
-        return HealthData([], dd.metrics_view([]), {"orders.deadletter": (0, [])}, [])
+        return HealthData([], health.metrics_view([]), {"orders.deadletter": (0, [])}, [])
     # 60 s window ending at NOW-2: snapshots every second but one gap and one duplicate.
     seconds = [s for s in range(NOW - 61, NOW - 1) if s != NOW - 30] + [NOW - 20]
-    metas = [dd.SnapshotMeta(s, i) for i, s in enumerate(sorted(seconds), start=1)]
-    metrics = dd.metrics_view([json.dumps({
+    metas = [health.SnapshotMeta(s, i) for i, s in enumerate(sorted(seconds), start=1)]
+    metrics = health.metrics_view([json.dumps({
         "query": "orderbook", "batch_id": b, "timestamp": datetime.fromtimestamp(NOW - 10 + b, tz=timezone.utc).isoformat(),
         "num_input_events": 10, "input_events_per_second": 95.5, "processed_events_per_second": 100.0,
         "batch_duration_ms": 400 + b, "state_rows": 4174, "start_offsets": {}, "end_offsets": {},
         "latest_offsets": {}, "lag": 30 + b}) for b in range(5)] + [b"{broken"])
-    letters = [dd.dead_letter([("reason", b"unknown status 'WEIRD'"), ("source_topic", b"orders"),
-                               ("source_partition", b"1"), ("source_offset", b"11")], b'{"status":"WEIRD"}', NOW * 1000)]
+    letters = [health.dead_letter_row(DeadLetter.from_record(
+        b'{"status":"WEIRD"}', [("reason", b"unknown status 'WEIRD'"), ("source_topic", b"orders"),
+                                ("source_partition", b"1"), ("source_offset", b"11")]), NOW * 1000)]
     return HealthData(metas, metrics, {"orders.deadletter": (3, letters), "energy.deals.deadletter": (0, [])},
                       ["Topic 'x' does not exist on the broker yet."])
 
@@ -159,9 +162,9 @@ def _exports_script(export_dir):
     from pathlib import Path
 
     from dashboard import views
-    from marketstream import dashboard_data
+    from dashboard.sources import read_exports
 
-    views.exports_page(lambda: dashboard_data.list_exports(Path(export_dir)), export_dir)
+    views.exports_page(lambda: read_exports(Path(export_dir)), export_dir)
 
 
 def test_exports_page_lists_intervals_newest_first_with_downloads(tmp_path):
@@ -173,10 +176,10 @@ def test_exports_page_lists_intervals_newest_first_with_downloads(tmp_path):
     assert metric(at, "Validation passed") == "1" and metric(at, "Validation failed") == "1"
     badges = [m.value for m in at.markdown if m.value.startswith(":")]
     assert badges == [":orange[not validated]", ":red[failed]", ":green[passed]"]
-    assert [s for s, _ in seeded.intervals] == [e.stem for e in dd.list_exports(tmp_path)]
+    assert [s for s, _ in seeded.intervals] == [e.stem for e in list_exports(tmp_path)]
     downloads = at.get("download_button")
-    assert len(downloads) == 6
-    assert [d.proto.label.split(" ·")[0] for d in downloads] == ["JSON", "CSV"] * 3
+    assert len(downloads) == 9
+    assert [d.proto.label.split(" ·")[0] for d in downloads] == ["JSON", "CSV", "Parquet"] * 3
     assert at.expander[0].label.startswith("2 violation(s)")
 
 

@@ -1,8 +1,7 @@
-"""Launch configuration, offset capping, record packing and metrics of the Spark job (no Spark started)."""
+"""Launch configuration, offset capping and record packing of the Spark job (no Spark started)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -13,7 +12,6 @@ from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env
 from marketstream.spark.kafka_source import (
     RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, cap_offsets, check_no_data_loss, pack, unpack,
 )
-from marketstream.spark.listener import metrics_from_progress
 
 
 def test_config_is_cheap_and_names_the_application():
@@ -66,47 +64,6 @@ def test_a_topic_behind_the_checkpoint_stops_the_job_with_the_fix():
     assert "SPARK_CHECKPOINT_DIR" in message and "make clean-state" in message
     with pytest.raises(InputOffsetsWentBack, match="partition 2 ends at .missing."):
         check_no_data_loss("orders", {2: 3}, {0: 1})
-
-
-def test_a_new_in_memory_broker_forgets_the_previous_ones_offsets(tmp_path):
-    from marketstream.broker import forget_previous_broker
-
-    settings = load_settings(spark_checkpoint_dir=tmp_path / "checkpoint", validation_cache_dir=tmp_path / "cache",
-                             export_dir=tmp_path / "exports")
-    (settings.spark_checkpoint_dir / "offsets").mkdir(parents=True)
-    (settings.validation_cache_dir).mkdir()
-    settings.export_dir.mkdir()
-    assert forget_previous_broker(settings) == [str(settings.spark_checkpoint_dir), str(settings.validation_cache_dir)]
-    assert not settings.spark_checkpoint_dir.exists() and not settings.validation_cache_dir.exists()
-    assert settings.export_dir.exists()  # exports are the user's, never touched
-    assert forget_previous_broker(settings) == []
-
-
-def test_metrics_message_from_progress():
-    # 300 events packed in 2 rows, plus the heartbeat row: Spark says 3 rows.
-    progress = {
-        "id": "x", "runId": "y", "name": "orderbook", "timestamp": "2026-11-22T08:00:00.000Z", "batchId": 7,
-        "numInputRows": 3, "inputRowsPerSecond": 3.0, "processedRowsPerSecond": 6.0,
-        "durationMs": {"triggerExecution": 480},
-        "batchDuration": 480,
-        "stateOperators": [{"numRowsTotal": 1234}],
-        "sources": [{
-            "startOffset": json.dumps({"0": 10, "1": 20, "tick": 5}),
-            "endOffset": json.dumps({"0": 110, "1": 220, "tick": 6}),
-            "latestOffset": json.dumps({"0": 150, "1": 220}),
-        }],
-    }
-    metrics = metrics_from_progress(progress)
-    assert metrics == {
-        "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_events": 300,
-        "input_events_per_second": 300.0, "processed_events_per_second": 600.0, "batch_duration_ms": 480,
-        "state_rows": 1234, "start_offsets": {"0": 10, "1": 20}, "end_offsets": {"0": 110, "1": 220},
-        "latest_offsets": {"0": 150, "1": 220}, "lag": 40,
-    }
-    # The JVM source nests offsets under the topic name.
-    jvm = dict(progress, sources=[{"startOffset": '{"in":{"0":1}}', "endOffset": '{"in":{"0":2}}',
-                                   "latestOffset": '{"in":{"0":9}}'}])
-    assert metrics_from_progress(jvm)["lag"] == 7
 
 
 def test_command_line_entry_prints_the_submit_command_with_its_environment():

@@ -10,19 +10,20 @@ from decimal import Decimal
 
 import pytest
 
-from marketstream.export import export_paths, render_csv, render_json, write_atomic
-from marketstream.orderbook import levels_to_json, render_levels
-from marketstream.orderbook.message import SnapshotMessage
-from marketstream.settings import load_settings
-from marketstream.validation import (
+from marketstream.exports.formats import CSV, FORMATS, PARQUET
+from marketstream.exports.layout import export_paths, write_atomic
+from marketstream.exports.validation import (
     ExportedSnapshot,
     ValidationFailed,
     check_book,
     check_cadence,
-    check_csv_matches,
+    check_file_matches,
     load_export,
     validate_interval,
 )
+from marketstream.orderbook import levels_to_json, render_levels
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.settings import load_settings
 
 START = datetime(2026, 11, 22, 8, 10, tzinfo=UTC)
 T0 = int(START.timestamp())
@@ -105,24 +106,45 @@ def test_cadence_sequence_jump():
     assert problems == ["sequence jumps from 2 (2026-11-22T08:10:01Z) to 5 (2026-11-22T08:10:02Z)"]
 
 
-def write_export(settings, seconds, sequences=None):
+def write_export(settings, seconds, sequences=None, recovered=()):
     sequences = list(sequences) if sequences is not None else [s + 1 for s in seconds]
-    messages = [SnapshotMessage(T0 + s, q, {0: s}, 6, levels_to_json(levels())) for s, q in zip(seconds, sequences)]
+    messages = [SnapshotMessage(T0 + s, q, {0: s}, 6, levels_to_json(levels()), recovered=s in recovered)
+                for s, q in zip(seconds, sequences)]
     paths = export_paths(settings.export_dir, START, datetime.fromtimestamp(T0 + 10, UTC))
-    write_atomic(paths.json, render_json(messages))
-    write_atomic(paths.csv, render_csv(messages))
+    for export_format in FORMATS:
+        write_atomic(paths.data(export_format.name), export_format.render(messages))
     return paths
 
 
 def test_csv_must_match_json(tmp_path):
     settings = load_settings(export_dir=tmp_path)
     paths = write_export(settings, range(3))
-    snapshots, problems = load_export(paths.json)
+    snapshots, problems = load_export(paths.data("json"))
     assert problems == [] and len(snapshots) == 3
-    assert check_csv_matches(paths.csv, snapshots) == []
-    paths.csv.write_text(paths.csv.read_text().replace("120.05", "120.06", 1))
-    [problem] = check_csv_matches(paths.csv, snapshots)
+    csv_path = paths.data("csv")
+    assert check_file_matches(CSV, csv_path, snapshots) == []
+    csv_path.write_text(csv_path.read_text().replace("120.05", "120.06", 1))
+    [problem] = check_file_matches(CSV, csv_path, snapshots)
     assert problem.startswith("CSV differs from the JSON export at line 2")
+
+
+def test_parquet_must_match_json(tmp_path):
+    """A Parquet file holding other numbers, or no Parquet at all, is named as such."""
+    settings = load_settings(export_dir=tmp_path)
+    paths = write_export(settings, range(3), recovered={1})
+    snapshots, _ = load_export(paths.data("json"))
+    parquet_path = paths.data("parquet")
+    assert check_file_matches(PARQUET, parquet_path, snapshots) == []
+    altered = [dataclasses.replace(s, recovered=not s.recovered) if s.sequence == 2 else s for s in snapshots]
+    [problem] = check_file_matches(PARQUET, parquet_path, altered)
+    assert problem.startswith("Parquet differs from the JSON export at line 8: "
+                              "'2026-11-22T08:10:01Z,2,true,BTC-USDT,buy_1,33990,120.05,4080499.5,4080499.5', expected "
+                              "'2026-11-22T08:10:01Z,2,false,")
+    parquet_path.write_bytes(b"PAR1 not really")
+    [problem] = check_file_matches(PARQUET, parquet_path, snapshots)
+    assert problem.startswith("export Parquet unreadable: not a Parquet file")
+    parquet_path.unlink()
+    assert check_file_matches(PARQUET, parquet_path, snapshots) == [f"export file missing: {parquet_path}"]
 
 
 def test_unreadable_export_is_a_violation_not_a_crash(tmp_path):
@@ -143,6 +165,7 @@ def test_failed_validation_writes_the_report_and_raises(tmp_path):
         validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
     report = json.loads(paths.validation.read_text())
     assert report["status"] == "failed" and report["snapshots"] == 0 and report["expected_snapshots"] == 10
+    assert report["recovered_snapshots"] == 0
     assert report["stream_started"] is None and report["seconds_before_stream"] == 0
     assert report["interval_start"] == "2026-11-22T08:10:00+00:00"
     assert report["violations"] == ["gap: no snapshot for 10 second(s): 2026-11-22T08:10:00Z .. 2026-11-22T08:10:09Z"]
@@ -152,7 +175,7 @@ def test_replay_state_round_trips_exactly():
     """The saved replay state continues exactly like the book it was saved from."""
     from marketstream.orderbook import OrderBook, levels_to_json, render_book
     from marketstream.orderbook.replay import read_event_file
-    from marketstream.validation import book_from_json, book_to_json
+    from marketstream.exports.validation import book_from_json, book_to_json
     from tests.support import OFFICIAL_CSV
 
     events = [e for e in read_event_file(OFFICIAL_CSV) if not isinstance(e, Exception)]
@@ -171,7 +194,7 @@ def test_replay_state_round_trips_exactly():
 
 def test_cadence_interval_where_the_stream_starts_midway_passes():
     """The job's first snapshot (sequence 1) at 08:10:04: 00..03 are before the stream."""
-    from marketstream.validation import stream_start
+    from marketstream.exports.validation import stream_start
 
     started = snaps([4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6])
     assert check_cadence(started, T0, T0 + 10) == []
@@ -192,7 +215,7 @@ def test_cadence_duplicates_and_jumps_after_the_stream_start_still_fail():
 
 def test_cadence_sequence_restarting_at_1_after_other_snapshots_fails():
     """A fresh checkpoint mid-interval is a discontinuity, not a stream start."""
-    from marketstream.validation import stream_start
+    from marketstream.exports.validation import stream_start
 
     restarted = snaps(range(10), [41, 42, 43, 1, 2, 3, 4, 5, 6, 7])
     assert check_cadence(restarted, T0, T0 + 10) == [
@@ -216,13 +239,15 @@ def test_cadence_without_sequence_1_counts_every_second():
 def test_report_names_the_stream_start(tmp_path, monkeypatch):
     """The stream's first snapshot at 08:10:04: passed, with the start in the report
     (reconciliation stubbed: it needs a broker, see the integration tests)."""
-    import marketstream.validation as validation
+    import marketstream.exports.validation as validation
 
     monkeypatch.setattr(validation, "reconcile", lambda settings, last: ([], {"sequence": last.sequence, "matches": True}))
     settings = load_settings(export_dir=tmp_path)
-    paths = write_export(settings, range(4, 10), sequences=range(1, 7))
+    paths = write_export(settings, range(4, 10), sequences=range(1, 7), recovered={8, 9})
     report = validate_interval(settings, START, datetime.fromtimestamp(T0 + 10, UTC))
     assert report["status"] == "passed" and report["violations"] == []
+    assert report["recovered_snapshots"] == 2  # published late by the job, still one per second
+    assert report["files"] == {f: f"20261122T081000Z_20261122T081010Z.{f}" for f in ("json", "csv", "parquet")}
     assert report["stream_started"] == "2026-11-22T08:10:04Z" and report["seconds_before_stream"] == 4
     assert report["snapshots"] == report["expected_snapshots"] == 6
     assert json.loads(paths.validation.read_text()) == report

@@ -8,11 +8,12 @@ It reads the files the exporter wrote, not the topic, so a damaged export is cau
   sequence numbers increasing by one; when the export opens with the stream's very first
   snapshot (sequence 1), the seconds before it are not gaps: the stream did not exist yet
   (the report says when it started);
-- the CSV says the same as the JSON;
+- every other format (CSV, Parquet) says the same as the JSON;
 - reconciliation: the interval's last snapshot equals the reference replay (the core
   ``OrderBook``) of the input topic up to the input offsets in that snapshot's headers.
 
-The report ``<start>_<end>.validation.json`` is written beside the export either way;
+The report ``<start>_<end>.validation.json`` is written beside the export either way (it
+also counts the snapshots the job published late, ``recovered_snapshots``);
 ``ValidationFailed`` is raised when anything is wrong, so the Airflow task fails.
 """
 
@@ -27,17 +28,20 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from marketstream.export import export_paths, render_csv, utc, write_atomic
-from marketstream.kafka_io import offsets_for_time, read_range
+from marketstream.exports.formats import FORMATS, JSON, ExportFormat
+from marketstream.exports.layout import export_paths, utc, write_atomic
+from marketstream.kafka_io import read_range
 from marketstream.orderbook import OpenOrder, OrderBook, parse_event, render_book
 from marketstream.orderbook.events import InvalidEvent
 from marketstream.orderbook.message import (
+    SNAPSHOT_CADENCE_SECONDS,
     SnapshotMessage,
     format_snapshot_time,
     parse_snapshot_time,
 )
 from marketstream.orderbook.render import Level, levels_from_json, levels_to_json
 from marketstream.settings import Settings
+from marketstream.snapshots import count_per_second, read_seconds
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +67,18 @@ class ExportedSnapshot:
     snapshot_time: int
     sequence: int
     levels: list[Level]
+    recovered: bool = False
+
+    def message(self) -> SnapshotMessage:
+        """As the message it was exported from (offsets and open orders are not exported)."""
+        return SnapshotMessage(self.snapshot_time, self.sequence, {}, -1, levels_to_json(self.levels), self.recovered)
 
 
 # ------------------------------------------------------------------ one snapshot
 
 
 def check_book(levels: list[Level], depth: int) -> list[str]:
-    """Violations of the seed's format in one snapshot's level list (empty: all fine)."""
+    """Violations of the snapshot format in one snapshot's level list (empty: all fine)."""
     problems: list[str] = []
     symbols_seen: list[str] = []
     by_symbol: dict[str, list[Level]] = {}
@@ -156,19 +165,16 @@ def check_cadence(snapshots: list[ExportedSnapshot], start: int, end: int) -> li
     problems: list[str] = []
     began = stream_start(snapshots, start, end)
     expected_from = start if began is None else began
-    counts: dict[int, int] = {}
     for snap in snapshots:
-        counts[snap.snapshot_time] = counts.get(snap.snapshot_time, 0) + 1
         if not start <= snap.snapshot_time < end:
             problems.append(f"snapshot {_time_text(snap.snapshot_time)} (seq {snap.sequence}) lies outside the interval")
-    missing = [s for s in range(expected_from, end) if s not in counts]
-    for first, last in _ranges(missing):
+    seconds = count_per_second((s.snapshot_time for s in snapshots), expected_from, end)
+    for first, last in _ranges(seconds.gaps):
         span = last - first + 1
         where = _time_text(first) if span == 1 else f"{_time_text(first)} .. {_time_text(last)}"
         problems.append(f"gap: no snapshot for {span} second(s): {where}")
-    for second, count in sorted(counts.items()):
-        if count > 1:
-            problems.append(f"duplicate: {count} different snapshots for {_time_text(second)}")
+    for second in seconds.duplicates:
+        problems.append(f"duplicate: {seconds.counts[second - expected_from]} different snapshots for {_time_text(second)}")
     for before, after in zip(snapshots, snapshots[1:]):
         if after.snapshot_time <= before.snapshot_time:
             problems.append(
@@ -201,28 +207,36 @@ def load_export(json_path: Path) -> tuple[list[ExportedSnapshot], list[str]]:
                       Decimal(str(row["total"])), Decimal(str(row["cum_sum"])))
                 for row in item["book"]
             ]
-            snapshots.append(ExportedSnapshot(parse_snapshot_time(item["snapshot_time"]), int(item["sequence"]), levels))
+            recovered = item.get("recovered", False)  # absent in exports written before the flag
+            if not isinstance(recovered, bool):
+                raise ValueError(f"recovered is not true or false: {recovered!r}")
+            snapshots.append(ExportedSnapshot(parse_snapshot_time(item["snapshot_time"]), int(item["sequence"]),
+                                              levels, recovered))
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             problems.append(f"export entry {index} is malformed: {type(exc).__name__} {exc}")
     return snapshots, problems
 
 
-def check_csv_matches(csv_path: Path, snapshots: list[ExportedSnapshot]) -> list[str]:
+def check_file_matches(export_format: ExportFormat, path: Path, snapshots: list[ExportedSnapshot]) -> list[str]:
+    """The file of another format holds exactly what the JSON export implies."""
+    label = export_format.label
     try:
-        actual = csv_path.read_text(encoding="utf-8")
+        actual = path.read_bytes()
     except FileNotFoundError:
-        return [f"export file missing: {csv_path}"]
-    except UnicodeDecodeError as exc:
-        return [f"export CSV unreadable: {exc}"]
-    expected = render_csv([
-        SnapshotMessage(s.snapshot_time, s.sequence, {}, -1, levels_to_json(s.levels)) for s in snapshots
-    ])
+        return [f"export file missing: {path}"]
+    expected = export_format.render([s.message() for s in snapshots])
     if actual == expected:
         return []
-    for number, (got, want) in enumerate(zip(actual.splitlines(), expected.splitlines()), start=1):
+    try:
+        got_lines, want_lines = export_format.lines(actual), export_format.lines(expected)
+    except ValueError as exc:
+        return [f"export {label} unreadable: {exc}"]
+    for number, (got, want) in enumerate(zip(got_lines, want_lines), start=1):
         if got != want:
-            return [f"CSV differs from the JSON export at line {number}: {got!r}, expected {want!r}"]
-    return [f"CSV has {len(actual.splitlines())} lines, the JSON export implies {len(expected.splitlines())}"]
+            return [f"{label} differs from the JSON export at line {number}: {got!r}, expected {want!r}"]
+    if len(got_lines) != len(want_lines):
+        return [f"{label} has {len(got_lines)} lines, the JSON export implies {len(want_lines)}"]
+    return [f"{label} holds what the JSON export implies but not as the exporter writes it"]
 
 
 # ------------------------------------------------------------------ reconciliation
@@ -230,14 +244,8 @@ def check_csv_matches(csv_path: Path, snapshots: list[ExportedSnapshot]) -> list
 
 def fetch_snapshot(settings: Settings, snapshot_time: int, sequence: int) -> SnapshotMessage | None:
     """The published message for ``(snapshot_time, sequence)`` (headers carry the offsets)."""
-    begin = offsets_for_time(settings, settings.orderbook_topic, snapshot_time * 1000)
-    stop = offsets_for_time(settings, settings.orderbook_topic, (snapshot_time + 1) * 1000)
-    for record in read_range(settings, settings.orderbook_topic, begin, stop):
-        try:
-            message = SnapshotMessage.from_record(record.key, record.value or b"", record.headers)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if message.sequence == sequence and message.snapshot_time == snapshot_time:
+    for message in read_seconds(settings, snapshot_time, snapshot_time + 1).snapshots:
+        if message.sequence == sequence:
             return message
     return None
 
@@ -351,15 +359,18 @@ def validate_interval(settings: Settings, start: datetime, end: datetime, extra_
     """Validate the interval's export files, write the report beside them, return it;
     raise ``ValidationFailed`` (after writing the report) on any violation."""
     paths = export_paths(settings.export_dir, start, end)
+    json_path = paths.data(JSON.name)
     start_s, end_s = int(utc(start).timestamp()), int(utc(end).timestamp())
-    snapshots, violations = load_export(paths.json)
+    snapshots, violations = load_export(json_path)
     violations += list(extra_violations or [])
     for snap in snapshots:
         violations += [f"{_time_text(snap.snapshot_time)} (seq {snap.sequence}): {p}" for p in check_book(snap.levels, settings.book_depth)]
     violations += check_cadence(snapshots, start_s, end_s)
     began = stream_start(snapshots, start_s, end_s)
-    if paths.json.exists():
-        violations += check_csv_matches(paths.csv, snapshots)
+    if json_path.exists():
+        for export_format in FORMATS:
+            if export_format is not JSON:
+                violations += check_file_matches(export_format, paths.data(export_format.name), snapshots)
     reconciliation: dict = {}
     if snapshots:
         problems, reconciliation = reconcile(settings, snapshots[-1])
@@ -372,22 +383,55 @@ def validate_interval(settings: Settings, start: datetime, end: datetime, extra_
         "interval_start": utc(start).isoformat(),
         "interval_end": utc(end).isoformat(),
         "snapshots": len(snapshots),
+        # Published late by the job (backfilled after a restart or an overrun).
+        "recovered_snapshots": sum(s.recovered for s in snapshots),
         # One a second from the interval start, or from the stream's start when the job
         # published its first snapshot within the interval (seconds before are no gaps).
-        "expected_snapshots": end_s - (start_s if began is None else began),
+        "expected_snapshots": (end_s - (start_s if began is None else began)) // SNAPSHOT_CADENCE_SECONDS,
         "stream_started": None if began is None else _time_text(began),
         "seconds_before_stream": 0 if began is None else began - start_s,
         "violation_count": len(violations),
         "violations": listed,
         "reconciliation": reconciliation,
-        "files": {"json": paths.json.name, "csv": paths.csv.name},
+        "files": {f.name: paths.data(f.name).name for f in FORMATS},
     }
     write_atomic(paths.validation, json.dumps(report, indent=2) + "\n")
-    log.info("validation of %s: %s, %d snapshot(s), %d violation(s)", paths.json.name, report["status"],
-             len(snapshots), len(violations))
+    log.info("validation of %s: %s, %d snapshot(s) (%d recovered), %d violation(s)", json_path.name,
+             report["status"], len(snapshots), report["recovered_snapshots"], len(violations))
     if began is not None:
         log.info("the snapshot stream started at %s (sequence 1): the %d second(s) before it are not gaps",
                  report["stream_started"], report["seconds_before_stream"])
     if violations:
         raise ValidationFailed(report)
     return report
+
+
+# ------------------------------------------------------------------ reading a report
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What a reader of the reports (the dashboard) needs of one."""
+
+    status: str  # passed | failed
+    snapshots: int | None
+    recovered_snapshots: int | None
+    violations: list[str]
+
+
+def summarize_report(text: str) -> ReportSummary:
+    """The summary of a report's text; ``ValueError`` when it is not a report."""
+    report = json.loads(text)
+    if not isinstance(report, dict):
+        raise ValueError("not a JSON object")
+    status = report.get("status")
+    if status not in ("passed", "failed"):
+        raise ValueError(f"unknown status {status!r}")
+    violations = report.get("violations") or []
+    counts = {name: report.get(name) for name in ("snapshots", "recovered_snapshots")}
+    return ReportSummary(
+        status=status,
+        snapshots=counts["snapshots"] if isinstance(counts["snapshots"], int) else None,
+        recovered_snapshots=counts["recovered_snapshots"] if isinstance(counts["recovered_snapshots"], int) else None,
+        violations=[str(v) for v in violations] if isinstance(violations, list) else [str(violations)],
+    )

@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from marketstream.airflow_standalone import PASSWORD_FILE
+from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.kafka_io import topic_end_offsets
 from marketstream.settings import Settings, get_settings
 

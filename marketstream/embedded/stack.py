@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from marketstream.broker import wait_until_ready
+from marketstream.kafka_io import wait_until_ready
 from marketstream.settings import PROJECT_ROOT, get_settings
 
 

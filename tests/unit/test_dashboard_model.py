@@ -1,4 +1,4 @@
-"""The dashboard's data logic, on hand-computed cases."""
+"""The dashboard's view model (``dashboard/model``), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from marketstream import dashboard_data as dd
+from dashboard.model import book, health
+from dashboard.sources import read_exports
+from marketstream.deadletter import DeadLetter
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
 
@@ -30,17 +32,17 @@ def test_latest_books_takes_newest_time_then_sequence_and_marks_emptied_symbols(
     older = snapshot(100, 7, {**SEED_BOOK, **eth})
     newest_dup = snapshot(101, 9, SEED_BOOK)  # same second published twice: higher sequence wins
     first_dup = snapshot(101, 8, eth)
-    latest = dd.latest_books([older, newest_dup, first_dup])
+    latest = book.latest_books([older, newest_dup, first_dup])
     assert latest.snapshot.sequence == 9
     assert list(latest.books) == ["BTC-USDT", "ETH-USDT"]
     assert latest.books["ETH-USDT"] == []  # gone from the newest snapshot: shown as emptied
     assert [lv.side for lv in latest.books["BTC-USDT"]] == ["buy_1", "sell_1", "buy_2", "sell_2", "sell_3"]
-    assert dd.latest_books([]) is None
+    assert book.latest_books([]) is None
 
 
 def test_depth_series_accumulates_amount_away_from_the_spread():
     levels = snapshot(1, 1, SEED_BOOK).levels()
-    series = dd.depth_series(levels)
+    series = book.depth_series(levels)
     buys = series[series.side == "buy"]
     sells = series[series.side == "sell"]
     assert list(buys.price) == [34045.24, 34045.23]
@@ -49,15 +51,15 @@ def test_depth_series_accumulates_amount_away_from_the_spread():
     assert list(sells.cumulative_amount) == pytest.approx([7.52013, 7.62544, 8.62544])
 
 
-def test_level_table_follows_the_seed_layout_with_exact_numbers():
-    table = dd.level_table("BTC-USDT", snapshot(1, 1, SEED_BOOK).levels())
+def test_level_table_is_the_book_view_with_exact_numbers():
+    table = book.level_table("BTC-USDT", snapshot(1, 1, SEED_BOOK).levels())
     assert list(table.columns) == [
         ("Buy Order", "Side"), ("Buy Order", "Price (USDT)"), ("Buy Order", "Amount (BTC)"),
         ("Buy Order", "Total (USDT)"), ("Buy Order", "Sum (USDT)"),
         ("Sell Order", "Side"), ("Sell Order", "Price (USDT)"), ("Sell Order", "Amount (BTC)"),
         ("Sell Order", "Total (USDT)"), ("Sell Order", "Sum (USDT)"),
     ]
-    # The seed's first row: 34045.24 x 6.5137 = 221760.479788 (exact, no float noise).
+    # The first row: 34045.24 x 6.5137 = 221760.479788 (exact, no float noise).
     assert list(table.iloc[0]) == [
         "Buy 1", "34,045.24", "6.5137", "221,760.479788", "221,760.479788",
         "Sell 1", "34,054.25", "7.52013", "256,092.3870525", "256,092.3870525",
@@ -72,26 +74,26 @@ def test_level_table_follows_the_seed_layout_with_exact_numbers():
     [(None, 1000.0, True), (1000, 1000.4, False), (1000, 1005.0, False), (1000, 1005.1, True), (1000, 1600.0, True)],
 )
 def test_freshness_warns_after_the_threshold(snapshot_time, now, stale):
-    fresh = dd.freshness(snapshot_time, now, stale_after_seconds=5)
+    fresh = health.freshness(snapshot_time, now, stale_after_seconds=5)
     assert fresh.stale is stale
     if stale and snapshot_time is not None:
         assert f"{now - snapshot_time:.0f} s old" in fresh.message
 
 
 def test_snapshots_per_second_shows_gaps_and_duplicates():
-    metas = [dd.SnapshotMeta(t, i) for i, t in enumerate([10, 11, 13, 13, 14, 20], start=1)]
-    frame = dd.snapshots_per_second(metas, 10, 15)
+    metas = [health.SnapshotMeta(t, i) for i, t in enumerate([10, 11, 13, 13, 14, 20], start=1)]
+    frame = health.snapshots_per_second(metas, 10, 15)
     assert list(frame.snapshots) == [1, 1, 0, 2, 1, 0]
     assert list(frame.status) == ["ok", "ok", "gap", "duplicate", "ok", "gap"]
     assert frame.time[0] == datetime(1970, 1, 1, 0, 0, 10, tzinfo=timezone.utc)
 
 
 def test_sequence_report_lists_missing_and_repeated_numbers():
-    metas = [dd.SnapshotMeta(t, s) for t, s in [(1, 5), (2, 6), (3, 6), (4, 9)]]
-    report = dd.sequence_report(metas)
+    metas = [health.SnapshotMeta(t, s) for t, s in [(1, 5), (2, 6), (3, 6), (4, 9)]]
+    report = health.sequence_report(metas)
     assert report.missing == [7, 8]
     assert report.repeated == [6]
-    assert dd.sequence_report([]) == dd.SequenceReport([], [])
+    assert health.sequence_report([]) == health.SequenceReport([], [])
 
 
 METRIC = {
@@ -101,46 +103,29 @@ METRIC = {
 }
 
 
-def test_parse_metric_reads_the_contract():
-    row = dd.parse_metric(json.dumps(METRIC).encode())
-    assert row["batch_id"] == 3 and row["lag"] == 7 and row["batch_duration_ms"] == 480
-    assert row["time"].isoformat() == "2026-11-22T08:00:01.250000+00:00"
-
-
-@pytest.mark.parametrize(
-    "value, reason",
-    [
-        (b"{not json", "not JSON"),
-        (b"[1, 2]", "not a JSON object"),
-        (json.dumps({**METRIC, "lag": None}).encode(), "'lag'"),
-        (json.dumps({**METRIC, "batch_duration_ms": "slow"}).encode(), "'batch_duration_ms'"),
-        (json.dumps({**METRIC, "timestamp": "yesterday"}).encode(), "timestamp"),
-    ],
-)
-def test_parse_metric_rejects_bad_records_with_a_reason(value, reason):
-    with pytest.raises(dd.BadMetric, match=reason):
-        dd.parse_metric(value)
-
-
 def test_metrics_view_counts_bad_records_and_sorts_by_time():
     later = {**METRIC, "batch_id": 4, "timestamp": "2026-11-22T08:00:02Z"}
-    view = dd.metrics_view([json.dumps(later), b"garbage", json.dumps(METRIC)])
+    view = health.metrics_view([json.dumps(later), b"garbage", json.dumps(METRIC)])
     assert list(view.frame.batch_id) == [3, 4]
     assert view.bad_records == 1 and "not JSON" in view.last_error
 
 
-def test_dead_letter_reads_the_headers_and_keeps_the_bytes_visible():
-    letter = dd.dead_letter(
+def test_dead_letter_row_reads_the_headers_and_keeps_the_bytes_visible():
+    letter = DeadLetter.from_record(
+        b'{"order_id": 1, "size": -1}',
         [("reason", b"size must be positive"), ("source_topic", b"orders"), ("source_partition", b"2"),
          ("source_offset", b"41")],
-        b'{"order_id": 1, "size": -1}', 1_700_000_000_000,
     )
-    assert letter.reason == "size must be positive"
-    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("orders", "2", "41")
-    assert letter.preview == '{"order_id": 1, "size": -1}'
-    assert letter.time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
-    bare = dd.dead_letter([], b"\xff" * 300, 0)
+    row = health.dead_letter_row(letter, 1_700_000_000_000)
+    assert row.reason == "size must be positive"
+    assert row.origin == "orders[2]@41"
+    assert row.preview == '{"order_id": 1, "size": -1}'
+    assert row.time == datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
+    bare = health.dead_letter_row(DeadLetter.from_record(b"\xff" * 300, []), 0)
     assert bare.reason == "(no reason header)" and bare.preview.endswith("...") and len(bare.preview) == 120
+    assert bare.origin == ""
+    websocket = DeadLetter.from_record(b"{", [("reason", b"deal is not JSON"), ("source", b"ws://exchange:5050")])
+    assert health.dead_letter_row(websocket, 0).origin == "ws://exchange:5050"
 
 
 def _write(path, text=""):
@@ -159,20 +144,21 @@ def test_list_exports_groups_files_by_interval_newest_first(tmp_path):
     _write(day / f"{c}.validation.json", "{truncated")
     _write(day / ".tmp-123.json")  # a writer's temp file
     _write(day / "notes.txt")
-    entries = dd.list_exports(tmp_path)
+    entries = read_exports(tmp_path)
     assert [e.stem for e in entries] == [c, b, a]
     assert [e.status for e in entries] == ["unreadable report", "failed", "passed"]
     assert entries[1].violations == ["gap at 10:07:12"] and entries[1].snapshots == 298
-    assert entries[2].csv_path == day / f"{a}.csv" and entries[1].csv_path is None
+    assert entries[2].file("csv") == day / f"{a}.csv" and entries[1].file("csv") is None
+    assert entries[2].sizes == {"json": 2, "csv": 0} and entries[1].sizes == {"json": 2}
     assert entries[0].violations[0].startswith(f"{c}.validation.json")
 
 
 def test_list_exports_without_a_directory_or_report(tmp_path):
-    assert dd.list_exports(tmp_path / "absent") == []
+    assert read_exports(tmp_path / "absent") == []
     _write(tmp_path / "orderbook" / "2026-11-22" / "20261122T100000Z_20261122T100500Z.csv")
-    (entry,) = dd.list_exports(tmp_path)
-    assert entry.status == "not validated" and entry.json_path is None
+    (entry,) = read_exports(tmp_path)
+    assert entry.status == "not validated" and entry.file("json") is None
 
 
 def test_counts_by_partition():
-    assert dd.counts_by_partition({0: 5, 1: 0}, {0: 12, 1: 3}) == 10
+    assert health.counts_by_partition({0: 5, 1: 0}, {0: 12, 1: 3}) == 10

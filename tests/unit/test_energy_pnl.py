@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 import pandas as pd
 import pytest
 
-from marketstream import desk
+from marketstream.energy import pnl
 
 DAY = date(2026, 11, 22)
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
@@ -41,7 +41,7 @@ REFS = references(("10-11", 99.0, "2026-11-22T07:00:00Z"), ("10-11", 22.0, "2026
 
 
 def test_rows_pnl_vwap_and_reference_differences_by_hand():
-    rows = desk.desk_rows(CASE, REFS, NOW).set_index(["trader_id", "delivery_hour"])
+    rows = pnl.desk_rows(CASE, REFS, NOW).set_index(["trader_id", "delivery_hour"])
     t1 = rows.loc[("t1", "10-11")]
     assert t1.trades == 3
     assert (t1.mw_bought, t1.mw_sold, t1.net_mw) == (3.0, 1.5, 1.5)
@@ -67,13 +67,13 @@ def test_rows_pnl_vwap_and_reference_differences_by_hand():
 
 
 def test_totals_per_trader_and_per_day():
-    per_trader = desk.trader_totals(CASE, REFS).set_index("trader_id")
+    per_trader = pnl.trader_totals(CASE, REFS).set_index("trader_id")
     assert per_trader.loc["t1", "cash_pnl"] == pytest.approx(-25.5)
     assert per_trader.loc["t2", "cash_pnl"] == pytest.approx(63 - 76)
     assert per_trader.loc["t2", "net_mw"] == pytest.approx(4 - 3)
     assert per_trader.loc["t2", "vwap_buy"] == pytest.approx(19.0)
     assert per_trader.loc["t2", "edge_vs_reference"] == pytest.approx(-3.0)  # hours without reference add nothing
-    (day,) = desk.day_totals(CASE, REFS).itertuples()
+    (day,) = pnl.day_totals(CASE, REFS).itertuples()
     assert day.trades == 5
     assert day.cash_pnl == pytest.approx(-40 - 23 + 37.5 + 63 - 76)
     assert day.mw_bought == 7.0 and day.mw_sold == 4.5
@@ -87,7 +87,7 @@ def test_totals_per_trader_and_per_day():
      ("buy", 22, 22, None), ("sell", 22, None, None)],
 )
 def test_better_than_reference_depends_on_direction(direction, price, reference, better):
-    assert desk.better_than_reference(direction, price, reference) is better
+    assert pnl.better_than_reference(direction, price, reference) is better
 
 
 @pytest.mark.parametrize(
@@ -96,23 +96,23 @@ def test_better_than_reference_depends_on_direction(direction, price, reference,
      ("buy", 0.0, None), ("sell", float("nan"), None)],
 )
 def test_difference_colour_rule(direction, difference, colour):
-    assert desk.difference_colour(direction, difference) == colour
+    assert pnl.difference_colour(direction, difference) == colour
 
 
 def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="direction"):
-        desk.difference_colour("hold", 1.0)
+        pnl.difference_colour("hold", 1.0)
     with pytest.raises(ValueError, match=r"unknown direction\(s\) \['hold'\]"):
-        desk.desk_rows(trades(("t1", "hold", 1.0, 1.0, "10-11")), REFS, NOW)
+        pnl.desk_rows(trades(("t1", "hold", 1.0, 1.0, "10-11")), REFS, NOW)
     with pytest.raises(ValueError, match="trades lack column"):
-        desk.desk_rows(CASE.drop(columns=["price"]), REFS, NOW)
+        pnl.desk_rows(CASE.drop(columns=["price"]), REFS, NOW)
 
 
 def test_no_trades_gives_empty_frames():
     empty = trades()
-    assert desk.desk_rows(empty, REFS, NOW).empty
-    assert desk.day_totals(empty, REFS).empty
+    assert pnl.desk_rows(empty, REFS, NOW).empty
+    assert pnl.day_totals(empty, REFS).empty
 
 
 def test_format_age():
-    assert [desk.format_age(s) for s in (5, 125, 3 * 3600 + 5 * 60, None)] == ["5 s", "2 min", "3 h 5 min", ""]
+    assert [pnl.format_age(s) for s in (5, 125, 3 * 3600 + 5 * 60, None)] == ["5 s", "2 min", "3 h 5 min", ""]
