@@ -1,2 +1,2 @@
 """Power-trading desk: exchange and market-data emulators, trade listener and loader,
-the energy database and the reference-price ETL (see SPEC.md, pipeline 2)."""
+the energy database, the reference-price ETL and the desk's PnL (see README.md here)."""

@@ -1,6 +1,6 @@
 """The exchange's deal confirmation: parsing and validation with a reason for every rejection.
 
-A websocket message looks like (seed 003)::
+A websocket message looks like::
 
     {"deal_confirmation": {"id": "3624e951…", "price": 20.64, "quantity": 1.2, "direction": "sell",
      "delivery_day": "2023-02-21", "delivery_hour": "15-16", "trader_id": "flex_trader_4",

@@ -1,6 +1,6 @@
 """Exchange emulator: a websocket server pushing ``{"deal_confirmation": {...}}`` messages.
 
-Like the original (seed 003): every connection gets its own stream (nothing is replayed
+Like the real exchange: every connection gets its own stream (nothing is replayed
 after a disconnect), one deal every 5–10 s by default, traders ``flex_trader_1..N``,
 price 10–30, quantity 1.0–5.0, delivery hour in the tradable range. On top of that:
 a rate knob (``--deals-per-minute``, exact pace for load tests) and fault injection

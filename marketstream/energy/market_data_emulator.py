@@ -1,6 +1,6 @@
 """Market-data API emulator: ``GET /reference-price`` (and ``/v1/reference-price``).
 
-Answers as documented in seed 003 (``openapi.yaml`` beside this file, served at
+Answers as the API documents it (``openapi.yaml`` beside this file, served at
 ``/openapi.yaml``)::
 
     {"delivery_day": "2023-05-12", "delivery_hour": "08-09", "value": 27.74,
@@ -9,7 +9,7 @@ Answers as documented in seed 003 (``openapi.yaml`` beside this file, served at
 A missing or malformed parameter gets 400 ``{"error_message": …}``. Each hour's value is
 regenerated at most every ``--regen-seconds`` (10 minutes): the value of a period is a
 function of (seed, day, hour, period), published 0–30 s after the period starts (the
-brief's publication delay), so ``last_update`` is the publication time.
+real API's publication delay), so ``last_update`` is the publication time.
 
 Switchable faults: ``--error-rate`` (500/503), ``--slow-rate``/``--slow-seconds``, the
 rate limit (429 with ``Retry-After`` above ``--per-minute`` requests in any 60 s, or

@@ -3,7 +3,7 @@
     python -m marketstream.orderbook replay FILE [--depth N] [--summary]
 
 Replays a CSV (the official sample's columns) or JSON-lines file in file order and prints
-the final book as the seed's JSON array (``--summary`` prints counts to stderr too).
+the final book in the snapshot format (``--summary`` prints counts to stderr too).
 """
 
 from __future__ import annotations

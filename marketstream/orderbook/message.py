@@ -1,7 +1,8 @@
 """The snapshot message on the output topic: the contract between the Spark job, the
 exporter/validator and the dashboard.
 
-- value: the seed's JSON array of levels (``render.levels_to_json``);
+- value: the book in the snapshot format (README, "The order book"): a JSON array of
+  levels (``render.levels_to_json``);
 - key: the snapshot time, ISO-8601 UTC to the second (``2026-11-22T08:12:03Z``);
 - headers (all UTF-8 text):
   ``sequence``      1, 2, 3 ... one per snapshot, continuing across restarts;
