@@ -7,11 +7,12 @@ alerting. The contract's bounds are the constants below; the README's "Input con
 table says the same in words.
 
 Hostile input costs microseconds, never more: the size is checked before anything else,
-msgspec checks the JSON syntax while keeping each known field as its raw text (unknown
-fields are skipped, never built), the nesting depth is checked next, and only then is a
-number converted, after its length or exponent says it is in range. Numbers become exact
-``Decimal``s straight from the JSON text (``34010.0`` never passes through a binary float)
-and are normalised, so ``34010.0`` and ``34010`` give the same event.
+then UTF-8, the JSON syntax (msgspec) and the nesting depth, and a number is compared with
+its bounds by its exponent before any arithmetic. A message too long for every number in it
+to be cheap is decoded field by field from raw text, so no integer literal of thousands of
+digits ever reaches int(). Numbers become exact ``Decimal``s straight from the JSON text
+(``34010.0`` never passes through a binary float) and are normalised, so ``34010.0`` and
+``34010`` give the same event.
 """
 
 from __future__ import annotations
