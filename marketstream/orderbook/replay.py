@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
+
+import msgspec
 
 from marketstream.orderbook.book import OrderBook
 from marketstream.orderbook.events import InvalidEvent, OrderEvent, csv_row_to_fields, parse_event, validate_fields
@@ -33,10 +33,13 @@ def read_event_file(path: str | Path) -> Iterator[OrderEvent | InvalidEvent]:
                     yield exc
 
 
+# Decimals as JSON numbers with their exact digits (a float would round long ones).
+_JSON = msgspec.json.Encoder(decimal_format="number")
+
+
 def csv_row_to_json(row: dict[str, str]) -> str:
     """One CSV row as the JSON message a producer would send (absent fields omitted)."""
-    fields = csv_row_to_fields(row)
-    return json.dumps(fields, default=lambda d: float(d) if isinstance(d, Decimal) else str(d))
+    return _JSON.encode(csv_row_to_fields(row)).decode()
 
 
 def replay_file(path: str | Path) -> tuple[OrderBook, list[InvalidEvent]]:
