@@ -4,6 +4,8 @@
 
 Reports (medians over repeats, one run):
 - events/s the core parses+applies (JSON bytes -> OrderEvent -> OrderBook), and apply alone;
+- microseconds ``parse_event`` takes per event, beside the previous parser's (loaded from
+  git history at ``PREVIOUS_PARSER``), the two measured alternately in this same run;
 - milliseconds to render a full snapshot (depth 15 and all levels) of the resulting book;
 - events/s the emulator builds, and events/s it sends unpaced to a real broker (Tansu,
   started here on a free port unless KAFKA_BOOTSTRAP_SERVERS is given with --use-running).
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 from marketstream.orderbook import OrderBook, parse_event, render_book
@@ -28,6 +32,10 @@ from marketstream.orderbook.render import levels_to_json
 from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+# The last commit of the stdlib-json parser (one JSONDecoder(parse_float=Decimal), before the
+# issue-10 input contract): the baseline the parser's cost is compared with.
+PREVIOUS_PARSER = "b2fab90"
 
 
 def _events(n: int) -> list[bytes]:
@@ -53,6 +61,33 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _previous_parse_event():
+    """``parse_event`` as it was at ``PREVIOUS_PARSER``, compiled from git history."""
+    path = "marketstream/orderbook/events.py"
+    source = subprocess.run(["git", "show", f"{PREVIOUS_PARSER}:{path}"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType("bench_previous_events")
+    sys.modules[module.__name__] = module  # its dataclass looks its module up
+    exec(compile(source, f"{PREVIOUS_PARSER}:{path}", "exec"), module.__dict__)
+    return module.parse_event
+
+
+def bench_parse(raw: list[bytes], repeats: int) -> dict:
+    """Per-event parse cost, current and previous parser, alternated within each repeat so
+    both see the same machine load."""
+    parsers = {"current": parse_event, "previous": _previous_parse_event()}
+    costs: dict[str, list[float]] = {name: [] for name in parsers}
+    for _ in range(repeats):
+        for name, parse in parsers.items():
+            started = time.perf_counter()
+            for value in raw:
+                parse(value)
+            costs[name].append((time.perf_counter() - started) / len(raw) * 1e6)
+    current, previous = (statistics.median(costs[name]) for name in ("current", "previous"))
+    return {"parse_us_per_event": current, f"parse_us_per_event_at_{PREVIOUS_PARSER}": previous,
+            "parse_current_vs_previous": current / previous}
+
+
 def bench_core(n: int, repeats: int) -> dict:
     raw = _events(n)
     parsed = [parse_event(r) for r in raw]
@@ -60,6 +95,7 @@ def bench_core(n: int, repeats: int) -> dict:
     levels = sum(len(v) for v in book.levels.values())
     return {
         "events": n,
+        **bench_parse(raw, repeats),
         "parse_and_apply_events_per_s": _median_rate(lambda: OrderBook().apply_all(parse_event(r) for r in raw), n, repeats),
         "apply_only_events_per_s": _median_rate(lambda: OrderBook().apply_all(parsed), n, repeats),
         "open_orders": book.open_count,
@@ -71,8 +107,7 @@ def bench_core(n: int, repeats: int) -> dict:
 
 
 def bench_send(n: int, repeats: int) -> dict:
-    from marketstream.embedded.broker import tansu_command
-    from marketstream.kafka_io import wait_until_ready
+    from marketstream.broker import tansu_command, wait_until_ready
     from marketstream.settings import load_settings
     from marketstream.topics import ensure_topics
 
@@ -106,14 +141,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     result = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average_1m_at_start": os.getloadavg()[0],
         **bench_core(args.events, args.repeats),
         **bench_send(args.send_events, max(1, args.repeats // 2)),
+        "load_average_1m_at_end": os.getloadavg()[0],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "core.json").write_text(json.dumps(result, indent=2))
     for key, value in result.items():
-        print(f"{key:32} {value:,.1f}" if isinstance(value, float) else f"{key:32} {value}")
+        print(f"{key:32} {value:,.2f}" if isinstance(value, float) else f"{key:32} {value}")
     return 0
 
 
