@@ -19,7 +19,6 @@ also counts the snapshots the job published late, ``recovered_snapshots``);
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 import json
 import logging
@@ -30,9 +29,12 @@ from pathlib import Path
 
 from marketstream.exports.formats import FORMATS, JSON, ExportFormat
 from marketstream.exports.layout import export_paths, utc, write_atomic
-from marketstream.kafka_io import read_range
-from marketstream.orderbook import OpenOrder, OrderBook, parse_event, render_book
-from marketstream.orderbook.events import InvalidEvent
+from marketstream.deadletter import DeadLetter
+from marketstream.kafka_io import open_topic, read_range
+from marketstream.orderbook import OrderBook, render_book
+from marketstream.orderbook.book import EXACT as _EXACT
+from marketstream.orderbook.events import ReasonCode
+from marketstream.orderbook.reference import ReferenceReplay
 from marketstream.orderbook.message import (
     SNAPSHOT_CADENCE_SECONDS,
     SnapshotMessage,
@@ -45,8 +47,6 @@ from marketstream.snapshots import count_per_second, read_seconds
 
 log = logging.getLogger(__name__)
 
-# Exact products and sums, as the renderer computes them (no rounding at 28 digits).
-_EXACT = decimal.Context(prec=80)
 MAX_LISTED = 200  # violations kept in the report; the rest are counted
 
 
@@ -250,25 +250,6 @@ def fetch_snapshot(settings: Settings, snapshot_time: int, sequence: int) -> Sna
     return None
 
 
-def book_to_json(book: OrderBook) -> dict:
-    """The replay state (open orders and remembered closes) as JSON-safe data."""
-    return {
-        "open_orders": {str(i): [o.symbol, o.side, str(o.price), str(o.size)] for i, o in book.open_orders.items()},
-        "closed_ids": sorted(book.closed_ids),
-    }
-
-
-def book_from_json(data: dict) -> OrderBook:
-    book = OrderBook()
-    book.closed_ids = set(data["closed_ids"])
-    for order_id, (symbol, side, price, size) in data["open_orders"].items():
-        order = OpenOrder(symbol, side, Decimal(price), Decimal(size))
-        book.open_orders[int(order_id)] = order
-        side_levels = book.levels[(symbol, side)]
-        side_levels[order.price] = side_levels.get(order.price, Decimal(0)) + order.size
-    return book
-
-
 def _cache_path(settings: Settings) -> Path:
     return Path(settings.validation_cache_dir) / f"replay-{settings.orders_topic}.json"
 
@@ -282,17 +263,27 @@ def _marker(settings: Settings, offsets: dict[int, int]) -> dict[str, str]:
             for r in read_range(settings, settings.orders_topic, start, stop)}
 
 
-def _load_cache(settings: Settings, target: dict[int, int]) -> tuple[OrderBook, int, dict[int, int]] | None:
+@dataclass
+class _Cache:
+    replay: ReferenceReplay
+    deadletter_offsets: dict[int, int]  # how far the dead-letter topic has been read
+    refused: set[tuple[int, int]]  # symbol-limit rejects not replayed yet
+
+
+def _load_cache(settings: Settings, target: dict[int, int]) -> _Cache | None:
     path = _cache_path(settings)
     try:
         data = json.loads(path.read_text())
-        offsets = {int(p): int(o) for p, o in data["offsets"].items()}
-        if any(o > target.get(p, 0) for p, o in offsets.items()):
+        replay = ReferenceReplay.from_json(data["replay"])
+        if any(o > target.get(p, 0) for p, o in replay.position.items()):
             return None  # the cache is ahead of this snapshot: replay from the start
-        if data["marker"] != _marker(settings, offsets):
+        if replay.closed_ttl_s != settings.closed_id_ttl_seconds:
+            return None  # another TTL: the tombstones it kept are not the ones needed
+        if data["marker"] != _marker(settings, replay.position):
             log.warning("replay cache %s is from another life of %s: ignored", path, settings.orders_topic)
             return None
-        return book_from_json(data["book"]), int(data["skipped"]), offsets
+        return _Cache(replay, {int(p): o for p, o in data["deadletter_offsets"].items()},
+                      {(p, o) for p, o in data["refused"]})
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
@@ -300,29 +291,50 @@ def _load_cache(settings: Settings, target: dict[int, int]) -> tuple[OrderBook, 
         return None
 
 
-def _save_cache(settings: Settings, book: OrderBook, skipped: int, offsets: dict[int, int]) -> None:
-    data = {"topic": settings.orders_topic, "offsets": {str(p): o for p, o in sorted(offsets.items())},
-            "marker": _marker(settings, offsets), "skipped": skipped, "book": book_to_json(book)}
+def _save_cache(settings: Settings, cache: _Cache) -> None:
+    data = {"topic": settings.orders_topic, "marker": _marker(settings, cache.replay.position),
+            "replay": cache.replay.to_json(),
+            "deadletter_offsets": {str(p): o for p, o in cache.deadletter_offsets.items()},
+            "refused": sorted(cache.refused)}
     write_atomic(_cache_path(settings), json.dumps(data, separators=(",", ":")))
 
 
-def replay_book(settings: Settings, input_offsets: dict[int, int], use_cache: bool = True) -> tuple[OrderBook, int]:
-    """The reference book: input events below ``input_offsets`` applied to the core
-    ``OrderBook`` (invalid events skipped: the job sent them to the dead-letter topic).
+def _refused_by_job(settings: Settings, cache: _Cache) -> None:
+    """Add the job's symbol-limit rejects published since the last run to ``cache``."""
+    try:
+        with open_topic(settings, settings.deadletter_topic) as reader:
+            ends = reader.end_offsets()
+            for partition, end in ends.items():
+                for record in reader.read(partition, cache.deadletter_offsets.get(partition, 0), end):
+                    letter = DeadLetter.from_record(record.value, record.headers)
+                    if (letter.code == ReasonCode.SYMBOL_LIMIT and letter.source_topic == settings.orders_topic
+                            and letter.source_partition is not None and letter.source_offset is not None):
+                        cache.refused.add((letter.source_partition, letter.source_offset))
+            cache.deadletter_offsets = ends
+    except LookupError:
+        pass  # no dead-letter topic: nothing was refused
 
-    The book depends only on the set of events, so the replay continues from the state
-    saved by the previous validation (``validation_cache_dir``) instead of reading the
-    whole topic every interval."""
-    cached = _load_cache(settings, input_offsets) if use_cache else None
-    book, skipped, start = cached if cached else (OrderBook(), 0, {})
-    for record in read_range(settings, settings.orders_topic, start, input_offsets):
-        try:
-            book.apply(parse_event(record.value or b""))
-        except InvalidEvent:
-            skipped += 1
+
+def replay_book(settings: Settings, input_offsets: dict[int, int], use_cache: bool = True) -> tuple[OrderBook, int]:
+    """The reference book (``ReferenceReplay``): the input below ``input_offsets``, without
+    what breaks the input contract and the OPENs the job refused for the symbol limit.
+    Returns the book and how many records were skipped.
+
+    The replay continues from the state saved by the previous validation
+    (``validation_cache_dir``) instead of reading the whole topic every interval; the
+    saved state stays bounded (tombstones expire as in the job)."""
+    cache = _load_cache(settings, input_offsets) if use_cache else None
+    if cache is None:
+        cache = _Cache(ReferenceReplay(closed_ttl_s=settings.closed_id_ttl_seconds), {}, set())
+    _refused_by_job(settings, cache)
+    replay = cache.replay
+    replay.apply_all(read_range(settings, settings.orders_topic, dict(replay.position), input_offsets),
+                     cache.refused)
+    replay.expire()
+    cache.refused = {(p, o) for p, o in cache.refused if o >= replay.position.get(p, 0)}
     if use_cache:
-        _save_cache(settings, book, skipped, input_offsets)
-    return book, skipped
+        _save_cache(settings, cache)
+    return replay.book, replay.invalid + replay.refused
 
 
 def reconcile(settings: Settings, last: ExportedSnapshot) -> tuple[list[str], dict]:

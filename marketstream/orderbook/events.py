@@ -104,6 +104,8 @@ class OrderEvent(msgspec.Struct, frozen=True, gc=False):
 _EXACT = Context(prec=40, traps=[Inexact, InvalidOperation])
 _ONE = Decimal(1)
 _INT64_MAX = 2**63 - 1
+# Amounts (sums of sizes) in from_units: up to 2**63 orders of the largest size, exactly.
+_AMOUNTS = Context(prec=60, traps=[Inexact, InvalidOperation])
 
 
 def to_units(amount: Decimal) -> int:
@@ -122,13 +124,12 @@ def to_units(amount: Decimal) -> int:
 
 def from_units(units: int) -> Decimal:
     """The ``Decimal`` of a whole number of 1e-8 units, exactly, normalised (no trailing
-    zeros, no exponent for whole numbers); ``ValueError`` outside the int64 range."""
-    if not -_INT64_MAX - 1 <= units <= _INT64_MAX:
-        raise ValueError(f"{units} does not fit a signed int64")
+    zeros, no exponent for whole numbers). Any size: a level's amount, a sum of sizes,
+    can outgrow 64 bits."""
     whole, fraction = divmod(units, 10**PRICE_SIZE_DECIMALS)
     if not fraction:
         return Decimal(whole)
-    return _EXACT.scaleb(Decimal(units), -PRICE_SIZE_DECIMALS).normalize(_EXACT)
+    return Decimal(units).scaleb(-PRICE_SIZE_DECIMALS, _AMOUNTS).normalize(_AMOUNTS)
 
 
 # --- Showing values in reasons -------------------------------------------------------

@@ -8,17 +8,14 @@ in order. Arithmetic is exact ``Decimal``; the JSON numbers carry no float noise
 
 from __future__ import annotations
 
-import decimal
 import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping
 
-from marketstream.orderbook.book import OrderBook, sorted_side
+from marketstream.orderbook.book import EXACT as _EXACT, OrderBook, sorted_side
 from marketstream.orderbook.events import BUY, SELL, format_decimal
 
-# Exact products and sums: 28 digits (the default) could round large books.
-_EXACT = decimal.Context(prec=80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +86,18 @@ def levels_from_json(text: str | bytes) -> list[Level]:
         )
         for item in json.loads(text, parse_float=Decimal, parse_int=Decimal)
     ]
+
+
+def largest_snapshot_bytes(depth: int, symbols: int) -> int:
+    """The size of the largest snapshot the input contract allows with ``depth`` levels a
+    side and ``symbols`` symbols: every row at its longest (a 32-character symbol, the
+    largest price, an amount of the most orders 64-bit ids allow at the largest size)."""
+    from marketstream.orderbook.events import MAX_ORDER_ID, MAX_PRICE_SIZE, MAX_SYMBOL_LENGTH
+
+    largest = Decimal(MAX_PRICE_SIZE) - Decimal("0.00000001")
+    amount = _EXACT.multiply(largest, Decimal(MAX_ORDER_ID))
+    total = _EXACT.multiply(largest, amount)
+    row = Level("S" * MAX_SYMBOL_LENGTH, f"sell_{depth}", largest, amount, total,
+                _EXACT.multiply(total, Decimal(depth)))
+    rows = 2 * depth * symbols
+    return 2 + rows * (len(row.to_json().encode()) + 1)

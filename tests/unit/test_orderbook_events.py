@@ -335,10 +335,11 @@ def test_to_units_refuses_what_is_not_a_whole_int64_of_units(amount):
     assert time.perf_counter() - started < 0.005
 
 
-def test_from_units_refuses_beyond_int64_and_normalises():
-    with pytest.raises(ValueError):
-        from_units(2**63)
+def test_from_units_takes_amounts_beyond_int64_and_normalises():
+    # A level's amount is a sum of sizes: it can outgrow 64 bits and must stay exact.
+    assert from_units(2**63 * (10**18 - 1)) == Decimal("92233720368547757987766279631.45224192")
     assert str(from_units(3_401_000_000_000)) == "34010" and str(from_units(10_531_000)) == "0.10531"
+    assert format_decimal(from_units(1)) == "0.00000001"
 
 
 @pytest.mark.parametrize(

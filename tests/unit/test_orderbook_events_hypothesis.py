@@ -57,7 +57,7 @@ event_like = st.dictionaries(st.sampled_from(FIELDS + ("extra",)), json_literals
 # --- Valid events, spelled in every way the contract allows ------------------------------
 amounts = st.integers(1, MAX_PRICE_SIZE * 10**8 - 1).map(from_units)
 created_ats = st.none() | st.integers(0, MAX_CREATED_AT * 10**8 - 1).map(
-    lambda units: from_units(units) if units <= 2**63 - 1 else Decimal(units).scaleb(-8).normalize())
+    from_units)
 symbols = st.from_regex(r"[A-Za-z0-9._/:-]{1,32}", fullmatch=True)
 
 

@@ -172,21 +172,46 @@ def test_failed_validation_writes_the_report_and_raises(tmp_path):
 
 
 def test_replay_state_round_trips_exactly():
-    """The saved replay state continues exactly like the book it was saved from."""
-    from marketstream.orderbook import OrderBook, levels_to_json, render_book
-    from marketstream.orderbook.replay import read_event_file
-    from marketstream.exports.validation import book_from_json, book_to_json
+    """The saved replay state continues exactly like the replay it was saved from."""
+    from marketstream.orderbook import levels_to_json, render_book
+    from marketstream.orderbook.reference import ReferenceReplay
     from tests.support import OFFICIAL_CSV
 
-    events = [e for e in read_event_file(OFFICIAL_CSV) if not isinstance(e, Exception)]
-    half = len(events) // 2
-    original = OrderBook().apply_all(events[:half])
-    restored = book_from_json(json.loads(json.dumps(book_to_json(original))))
-    assert restored.open_orders == original.open_orders and restored.closed_ids == original.closed_ids
-    restored.apply_all(events[half:])
-    full = OrderBook().apply_all(events)
-    assert len(restored.open_orders) == len(full.open_orders) == 4174  # the spec's reference figure
-    assert levels_to_json(render_book(restored, 0)) == levels_to_json(render_book(full, 0))
+    records = official_records(OFFICIAL_CSV)
+    half = len(records) // 2
+    original = ReferenceReplay(closed_ttl_s=86_400).apply_all(records[:half])
+    restored = ReferenceReplay.from_json(json.loads(json.dumps(original.to_json())))
+    assert restored.book.open_orders == original.book.open_orders
+    assert restored.book.closed_ids == original.book.closed_ids and restored.tau == original.tau
+    restored.apply_all(records[half:])
+    full = ReferenceReplay(closed_ttl_s=86_400).apply_all(records)
+    assert len(restored.book.open_orders) == len(full.book.open_orders) == 4174  # the spec's reference figure
+    assert levels_to_json(render_book(restored.book, 15)) == levels_to_json(render_book(full.book, 15))
+
+
+def test_replay_state_stays_bounded_as_tombstones_expire():
+    from marketstream.orderbook.reference import ReferenceReplay
+
+    replay = ReferenceReplay(closed_ttl_s=60)
+    for i in range(1000):  # one open and its close a second, for 1,000 seconds, on 2 partitions
+        t = 1_700_000_000_000 + i * 1000
+        replay.apply(i % 2, i, t, json.dumps({"order_id": i, "symbol": "X", "order_side": "BUY", "size": 1,
+                                              "price": 1, "status": "OPEN"}).encode())
+        replay.apply(1 - i % 2, i, t, json.dumps({"order_id": i, "status": "CLOSED"}).encode())
+        replay.expire()
+    assert replay.book.open_count == 0 and len(replay.book.closed_ids) <= 62
+
+
+def official_records(path):
+    """The official CSV as input records on 3 partitions, one second per 400 events."""
+    from types import SimpleNamespace
+
+    from marketstream.orderbook.events import event_to_json
+    from marketstream.orderbook.replay import read_event_file
+
+    events = [e for e in read_event_file(path) if not isinstance(e, Exception)]
+    return [SimpleNamespace(partition=i % 3, offset=i // 3, timestamp_ms=1_700_000_000_000 + (i // 400) * 1000,
+                            value=event_to_json(e).encode()) for i, e in enumerate(events)]
 
 
 # ------------------------------------------------------------------ stream start
