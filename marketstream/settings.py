@@ -8,11 +8,12 @@ A bad value stops startup with a message naming the variable (see ``load_setting
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,16 @@ class Settings(BaseSettings):
     deals_deadletter_topic: str = "energy.deals.deadletter"
 
     # Order book
-    book_depth: int = Field(15, ge=0, description="levels per side; 0 = all")
+    book_depth: int = Field(15, ge=1, le=1000, description="levels per side in a snapshot")
+    # Distinct symbols with open orders, per state partition (see the README's input contract).
+    book_max_symbols: int = Field(100, ge=1, le=10_000)
+    # A close hides its order id's open for this long in record time, then is forgotten.
     closed_id_ttl_seconds: int = Field(86_400, ge=1)
+    # Seconds the job publishes late after an outage; older missed seconds are a reported gap.
+    snapshot_backfill_max_seconds: int = Field(3_600, ge=0, le=86_400)
+    # The snapshot topic's max.message.bytes: the largest snapshot the depth, the symbol
+    # limit and the state partitions allow must fit (checked at startup).
+    orderbook_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024)
 
     # Order emulator
     producer_events_per_tick: int = Field(10, ge=1)
@@ -60,11 +69,13 @@ class Settings(BaseSettings):
     spark_max_events_per_batch: int = Field(50_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
-    spark_shuffle_partitions: int = Field(1, ge=1, le=200)  # one grouping key holds the book
+    # The book's state is split by order id over this many partitions (Spark's shuffle
+    # partitions; fixed for the life of a checkpoint): one per core the job gets.
+    orderbook_state_partitions: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
     spark_ui_enabled: bool = True
-    spark_read_tasks: int = Field(1, ge=1, le=64)  # Spark tasks reading the input topic per batch
-    # How the job keeps open orders in state: see marketstream/spark/processor.py.
-    spark_state_layout: str = Field("journal", pattern="^(journal|per_order)$")
+    spark_read_tasks: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
+    # Each state partition's working copy (a SQLite file per partition on the executor's disk).
+    spark_index_dir: Path = PROJECT_ROOT / "var" / "spark-index"
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())
 
@@ -143,6 +154,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _snapshots_fit(self) -> "Settings":
+        from marketstream.orderbook.render import largest_snapshot_bytes
+
+        largest = largest_snapshot_bytes(self.book_depth, self.book_max_symbols * self.orderbook_state_partitions)
+        if largest > self.orderbook_max_message_bytes:
+            raise ValueError(
+                f"BOOK_DEPTH={self.book_depth} x BOOK_MAX_SYMBOLS={self.book_max_symbols} x "
+                f"ORDERBOOK_STATE_PARTITIONS={self.orderbook_state_partitions} allow a snapshot of {largest:,} bytes, "
+                f"more than ORDERBOOK_MAX_MESSAGE_BYTES={self.orderbook_max_message_bytes:,}: lower one of them")
+        return self
+
     @property
     def bootstrap_list(self) -> list[str]:
         return self.kafka_bootstrap_servers.split(",")
@@ -158,7 +181,9 @@ def load_settings(**overrides) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            # A check across several settings has no single location: its message names them.
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"]
+            else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise SettingsError(f"Invalid setting(s) in the environment: {problems}") from None

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from marketstream.deadletter import DEADLETTER_MAX_MESSAGE_BYTES
 from marketstream.kafka_io import wait_until_ready
 from marketstream.settings import Settings, get_settings
 
@@ -21,15 +22,18 @@ log = logging.getLogger("marketstream.topics")
 class TopicSpec:
     name: str
     partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     # One partition for everything whose order matters to readers: the snapshot stream
     # must stay one-message-per-second in order; the deals topic keys by deal id anyway.
+    # The snapshot topic takes the largest snapshot the settings allow (checked at
+    # startup); Kafka's default is 1 MB.
     return [
         TopicSpec(settings.orders_topic, settings.orders_partitions),
-        TopicSpec(settings.orderbook_topic, 1),
-        TopicSpec(settings.deadletter_topic, 1),
+        TopicSpec(settings.orderbook_topic, 1, {"max.message.bytes": str(settings.orderbook_max_message_bytes)}),
+        TopicSpec(settings.deadletter_topic, 1, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
         TopicSpec(settings.metrics_topic, 1),
         TopicSpec(settings.deals_topic, 1),
         TopicSpec(settings.deals_deadletter_topic, 1),
@@ -52,7 +56,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
                 result[spec.name] = False
                 continue
             try:
-                admin.create_topics([NewTopic(spec.name, spec.partitions, 1)])
+                admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs)])
                 result[spec.name] = True
             except TopicAlreadyExistsError:  # created concurrently by another task
                 result[spec.name] = False

@@ -18,10 +18,10 @@ ROCKSDB_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateS
 # Settings the job reads from its environment (``marketstream.settings`` field names).
 _JOB_SETTINGS = (
     "kafka_bootstrap_servers", "orders_topic", "orderbook_topic", "deadletter_topic", "metrics_topic",
-    "book_depth", "closed_id_ttl_seconds", "spark_master", "spark_checkpoint_dir",
-    "spark_max_events_per_batch", "spark_kafka_connector", "spark_shuffle_partitions", "spark_read_tasks", "spark_state_layout",
-    "spark_ui_enabled",
-    "spark_python",
+    "book_depth", "book_max_symbols", "closed_id_ttl_seconds", "snapshot_backfill_max_seconds",
+    "orderbook_max_message_bytes", "orderbook_state_partitions", "spark_master", "spark_checkpoint_dir",
+    "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
+    "spark_ui_enabled", "spark_python",
 )
 
 
@@ -32,8 +32,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # batch's changes instead of uploading state snapshots: shorter batches.
         "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
-        # One grouping key holds the book; more shuffle partitions only add empty tasks.
-        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        # One shuffle partition per state partition of the book (one grouping key each).
+        "spark.sql.shuffle.partitions": str(settings.orderbook_state_partitions),
         # Timers need batches without new input (idle seconds still publish a snapshot).
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.session.timeZone": "UTC",

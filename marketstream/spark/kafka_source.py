@@ -3,26 +3,29 @@
 Used when the JVM ``kafka`` connector is not on the classpath (here its jars cannot be
 downloaded). Registered as format ``marketstream_kafka``.
 
-Reader (schema ``partition int, offsets array<long>, values array<binary>``): each row
-packs up to ``RECORDS_PER_ROW`` consecutive records of one Kafka partition, yielded as
-Arrow record batches. One row per event cost ~10 µs an event in conversions between
-Python and the JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
-- offsets are ``{"<partition>": next_offset, ..., "tick": epoch_second}`` and live in
-  Spark's checkpoint (offset log), never in consumer-group commits;
+Reader (schema ``partition int, offsets array<long>, timestamps array<long>, values
+array<binary>``): each row packs up to ``RECORDS_PER_ROW`` consecutive records of one
+Kafka partition (offsets, record timestamps in ms, values), yielded as Arrow record
+batches. One row per event cost ~10 µs an event in conversions between Python and the
+JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
+- offsets are ``{"<partition>": next_offset, ..., "tick": epoch_second, "latest":
+  {"<partition>": high watermark}}`` and live in Spark's checkpoint (offset log), never
+  in consumer-group commits; ``latest`` makes a replayed batch see the same backlog as
+  the first run of it;
 - a new query starts at the beginning of the topic: the book is a function of all events;
 - ``latestOffset`` caps a batch at ``maxEventsPerBatch`` events (fair share per
   partition) so a backlog is worked off in bounded batches;
 - ``tick`` (the current second) changes every trigger, so a batch runs every second even
   with no input; each batch carries one heartbeat row (partition -1) whose value is the
-  batch's end offsets. That gives the stateful processor a call every second and the
-  snapshot headers the offsets of partitions that have not had an event yet (its
-  ``offsets`` hold the tick, its ``values`` the JSON end offsets);
+  batch's progress, ``{"<partition>": [start, end, high watermark]}``: the snapshot
+  clock's input (which partitions were read to their end), given to every state
+  partition (its ``offsets`` hold the tick, its ``values`` the JSON);
 - all partitions are read in one Spark task unless ``readTasks`` asks for more (a task
   launch per partition cost more than the parallel read saved at this job's rates).
 
-Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``; a replayed
-batch writes the same records again (at least once; snapshots carry a sequence number
-for consumers to drop duplicates).
+Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``. It writes
+what it is given; the job leaves out what a replayed batch already wrote
+(``marketstream.spark.output``).
 """
 
 from __future__ import annotations
@@ -38,13 +41,15 @@ from pyspark.sql.datasource import (
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
-from marketstream.spark.book_state import HEARTBEAT_PARTITION
+from marketstream.spark.parse import HEARTBEAT_PARTITION
 
 FORMAT = "marketstream_kafka"
 TICK = "tick"
+LATEST = "latest"
 SOURCE_SCHEMA = StructType([
     StructField("partition", IntegerType()),
     StructField("offsets", ArrayType(LongType())),
+    StructField("timestamps", ArrayType(LongType())),
     StructField("values", ArrayType(BinaryType())),
 ])
 RECORDS_PER_ROW = 5_000
@@ -71,32 +76,53 @@ def _consumer(bootstrap: str):
     return consumer
 
 
-def _producer(bootstrap: str):
+def _producer(bootstrap: str, max_request_size: int):
     from kafka import KafkaProducer
 
     producer = _PRODUCERS.get(bootstrap)
     if producer is None:
-        # One in-flight request: records of a partition (one snapshot a second) stay in order.
+        # One in-flight request: records of a partition (one snapshot a second) stay in
+        # order, and a replayed batch finds a prefix of its records on the topic.
         producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=0, retries=5,
-            max_in_flight_requests_per_connection=1,
+            max_in_flight_requests_per_connection=1, max_request_size=max_request_size,
         )
         _PRODUCERS[bootstrap] = producer
     return producer
 
 
+def cached_consumer(bootstrap: str):
+    """The process's kafka-python consumer for ``bootstrap`` (reads only)."""
+    return _consumer(bootstrap)
+
+
 def partition_offsets(offset: dict) -> dict[int, int]:
-    """The Kafka partitions of an offset dict (without the tick)."""
-    return {int(p): int(o) for p, o in offset.items() if p != TICK}
+    """The Kafka partitions of an offset dict (without the tick and the high watermarks)."""
+    return {int(p): int(o) for p, o in offset.items() if p not in (TICK, LATEST)}
 
 
 class InputOffsetsWentBack(RuntimeError):
     """The checkpoint is past the end of the topic: events would be skipped silently."""
 
 
-def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int]) -> None:
+class InputRecordsLost(RuntimeError):
+    """Records the job has not read yet were deleted (retention): the book would be wrong."""
+
+
+def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int],
+                       earliest: dict[int, int] | None = None) -> None:
     """Fail like the JVM source's ``failOnDataLoss``: a partition that ends before the
-    checkpoint's offset (or is gone) means the topic was recreated or the broker lost its data."""
+    checkpoint's offset (or is gone) means the topic was recreated or the broker lost its
+    data; one that now starts after it lost unread records to retention."""
+    lost = {p: (o, earliest[p]) for p, o in start.items() if earliest and earliest.get(p, 0) > o}
+    if lost:
+        where = ", ".join(f"partition {p} now starts at offset {first}, the job had read up to {o}"
+                          for p, (o, first) in sorted(lost.items()))
+        raise InputRecordsLost(
+            f"records of topic {topic!r} were deleted before the job read them ({where}): the book cannot be "
+            "rebuilt from what is left. Keep the topic's retention longer than the job can be down; to go on "
+            "from what is left, start the job with a new checkpoint (remove SPARK_CHECKPOINT_DIR), which "
+            "builds the book from the records still on the topic.")
     behind = {p: (o, latest.get(p)) for p, o in start.items() if o > 0 and (latest.get(p) or 0) < o}
     if behind:
         where = ", ".join(f"partition {p} ends at {end if end is not None else '(missing)'}, checkpoint at {o}"
@@ -181,14 +207,21 @@ class KafkaStreamReader(DataSourceStreamReader):
     def getDefaultReadLimit(self) -> ReadLimit:
         return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
 
+    def _earliest(self) -> dict[int, int]:
+        from kafka import TopicPartition
+
+        firsts = self._kafka().beginning_offsets([TopicPartition(self.topic, p) for p in self._partitions()])
+        return {tp.partition: offset for tp, offset in firsts.items()}
+
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
         self._latest = self._high_watermarks()
-        check_no_data_loss(self.topic, partition_offsets(start), self._latest)
+        check_no_data_loss(self.topic, partition_offsets(start), self._latest, self._earliest())
         max_rows = limit.max_rows if isinstance(limit, ReadMaxRows) else None
         end = cap_offsets(partition_offsets(start), self._latest, max_rows)
-        result = {str(p): o for p, o in sorted(end.items())}
+        result: dict = {str(p): o for p, o in sorted(end.items())}
         # The current second: makes every trigger a batch, with its heartbeat row.
         result[TICK] = max(int(time.time()), int(start.get(TICK, 0)))
+        result[LATEST] = {str(p): max(o, end[p]) for p, o in sorted(self._latest.items())}
         return result
 
     def reportLatestOffset(self) -> dict | None:
@@ -198,8 +231,10 @@ class KafkaStreamReader(DataSourceStreamReader):
         # One read task by default: at this job's rates a task per Kafka partition costs
         # more in scheduling than the parallel read saves (the book is one task anyway).
         begin, stop = partition_offsets(start), partition_offsets(end)
+        latest = {int(p): int(o) for p, o in (end.get(LATEST) or {}).items()}
         ranges = [(p, begin.get(p, 0), stop[p]) for p in sorted(stop) if stop[p] > begin.get(p, 0)]
-        heartbeat = json.dumps({str(p): o for p, o in sorted(stop.items())}).encode()
+        heartbeat = json.dumps({str(p): [begin.get(p, 0), o, max(o, latest.get(p, o))]
+                                for p, o in sorted(stop.items())}).encode()
         tasks = max(1, min(self.read_tasks, len(ranges)))
         return [
             KafkaSplit(i, ranges[i::tasks], int(end.get(TICK, 0)), heartbeat if i == 0 else None)
@@ -207,11 +242,14 @@ class KafkaStreamReader(DataSourceStreamReader):
         ]
 
     def read(self, split: KafkaSplit):
+        from marketstream.kafka_io import read_partition
+
         if split.heartbeat is not None:
-            yield packed_row(HEARTBEAT_PARTITION, [split.tick], [split.heartbeat])
+            yield packed_row(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])
+        consumer = _consumer(self.bootstrap)
         for partition, start, end in split.ranges:
-            records = read_range(self.bootstrap, self.topic, partition, start, end)
-            yield from pack(partition, ((offset, value) for _, offset, value in records))
+            records = read_partition(consumer, self.topic, partition, start, end, timeout_s=120.0)
+            yield from pack(partition, ((r.offset, r.timestamp_ms, r.value) for r in records))
 
     def commit(self, end: dict) -> None:
         pass
@@ -225,7 +263,7 @@ class KafkaStreamReader(DataSourceStreamReader):
 _ARROW_SCHEMA = None
 
 
-def packed_row(partition: int, offsets: list[int], values: list[bytes | None]):
+def packed_row(partition: int, offsets: list[int], timestamps: list[int], values: list[bytes | None]):
     """One source row as a one-row Arrow record batch (Spark takes those as they are)."""
     import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -237,59 +275,34 @@ def packed_row(partition: int, offsets: list[int], values: list[bytes | None]):
     return pa.RecordBatch.from_arrays([
         pa.array([partition], schema.field("partition").type),
         pa.array([offsets], schema.field("offsets").type),
+        pa.array([timestamps], schema.field("timestamps").type),
         pa.array([values], schema.field("values").type),
     ], schema=schema)
 
 
-def pack(partition: int, records: Iterable[tuple[int, bytes | None]], size: int = RECORDS_PER_ROW) -> Iterator:
-    """``(offset, value)`` records of one partition as packed rows of up to ``size``."""
+def pack(partition: int, records: Iterable[tuple[int, int, bytes | None]], size: int = RECORDS_PER_ROW) -> Iterator:
+    """``(offset, timestamp_ms, value)`` records of one partition as packed rows of up to ``size``."""
     offsets: list[int] = []
+    timestamps: list[int] = []
     values: list[bytes | None] = []
-    for offset, value in records:
+    for offset, timestamp, value in records:
         offsets.append(offset)
+        timestamps.append(timestamp)
         values.append(value)
         if len(offsets) == size:
-            yield packed_row(partition, offsets, values)
-            offsets, values = [], []
+            yield packed_row(partition, offsets, timestamps, values)
+            offsets, timestamps, values = [], [], []
     if offsets:
-        yield packed_row(partition, offsets, values)
-
-
-def unpack(rows: Iterable) -> Iterator[tuple[int, int, bytes | None]]:
-    """``(partition, offset, value)`` of packed rows (Spark ``Row``s or mappings)."""
-    for row in rows:
-        for offset, value in zip(row["offsets"], row["values"], strict=True):
-            yield row["partition"], offset, value
-
-
-def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int, timeout_s: float = 120.0):
-    from kafka import TopicPartition
-
-    consumer = _consumer(bootstrap)
-    tp = TopicPartition(topic, partition)
-    consumer.assign([tp])
-    consumer.seek(tp, start)
-    position, deadline = start, time.monotonic() + timeout_s
-    while position < end:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
-        for message in consumer.poll(timeout_ms=500).get(tp, []):
-            if message.offset < position:
-                continue
-            if message.offset >= end:
-                position = end
-                break
-            # Offsets can skip (compaction, transaction markers): the range still ends at `end`.
-            position = message.offset + 1
-            yield (partition, message.offset, message.value)
+        yield packed_row(partition, offsets, timestamps, values)
 
 
 class KafkaStreamWriter(DataSourceStreamWriter):
     def __init__(self, options: dict[str, str]):
         self.bootstrap = options["bootstrap.servers"]
+        self.max_request_size = int(options.get("maxRequestSize") or 1024 * 1024)
 
     def write(self, iterator) -> WriterCommitMessage:
-        producer, futures = _producer(self.bootstrap), []
+        producer, futures = _producer(self.bootstrap, self.max_request_size), []
         for row in iterator:
             headers = [(h["key"], bytes(h["value"]) if h["value"] is not None else b"") for h in row["headers"] or []]
             futures.append(producer.send(
@@ -314,7 +327,7 @@ class KafkaStreamWriter(DataSourceStreamWriter):
 class KafkaDataSource(DataSource):
     """``spark.readStream.format("marketstream_kafka").option("bootstrap.servers", ...)
     .option("topic", ...).option("maxEventsPerBatch", ...)``; the writer takes
-    ``bootstrap.servers`` and a ``topic`` column per row."""
+    ``bootstrap.servers``, ``maxRequestSize`` (bytes) and a ``topic`` column per row."""
 
     @classmethod
     def name(cls) -> str:

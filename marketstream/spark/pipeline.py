@@ -1,26 +1,35 @@
-"""Wiring of the order-book query: Kafka in -> order-book processor -> Kafka out.
+"""Wiring of the order-book query: Kafka in -> parse -> state partitions -> snapshots and
+dead letters -> Kafka out (the steps are ``transforms``).
 
-The query is the same with either connector: the JVM ``kafka`` format when its classes
-are on the classpath (the Docker image), else the Python data source
-(``marketstream.spark.kafka_source``)."""
+Input comes through the JVM ``kafka`` format when its classes are on the classpath (the
+Docker image) or else the Python data source (``kafka_source``); output always through the
+Python writer, after ``output`` has left out what a replayed batch already wrote."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from marketstream.orderbook.events import ReasonCode
 from marketstream.settings import Settings
 from marketstream.spark.config import QUERY_NAME, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
-from marketstream.spark.processor import OUTPUT_SCHEMA, OrderBookProcessor
+from marketstream.spark.output import OutputConfig
+from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
+from marketstream.spark.transforms import (
+    finish, kafka_records, observe_parts, observe_records, order_state, parse_events,
+)
 
 log = logging.getLogger("marketstream.spark.job")
 
 JVM_KAFKA_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
-BOOK_KEY = "book"
+# Room for a snapshot's key and headers next to its value.
+_RECORD_OVERHEAD_BYTES = 64 * 1024
 
 
 def build_session(settings: Settings) -> SparkSession:
@@ -44,21 +53,71 @@ def choose_connector(spark: SparkSession, settings: Settings) -> str:
     return "jvm" if jvm_kafka_available(spark) else "python"
 
 
+def checkpoint_state_partitions(checkpoint_dir: Path) -> int | None:
+    """The number of shuffle (= state) partitions an existing checkpoint was made with:
+    Spark keeps using it for that checkpoint whatever the session says."""
+    offsets = Path(checkpoint_dir) / "offsets"
+    batches = sorted((int(p.name) for p in offsets.glob("[0-9]*") if p.name.isdigit()), reverse=True)
+    for batch in batches:
+        lines = (offsets / str(batch)).read_text().splitlines()
+        if len(lines) > 1:
+            conf = json.loads(lines[1]).get("conf", {})
+            value = conf.get("spark.sql.shuffle.partitions")
+            return int(value) if value is not None else None
+    return None
+
+
+def check_state_partitions(settings: Settings) -> None:
+    made_with = checkpoint_state_partitions(settings.spark_checkpoint_dir)
+    if made_with is not None and made_with != settings.orderbook_state_partitions:
+        raise StatePartitionsChanged(
+            f"the checkpoint {settings.spark_checkpoint_dir} was made with {made_with} state partitions, "
+            f"ORDERBOOK_STATE_PARTITIONS is {settings.orderbook_state_partitions}: set it back to {made_with}, or "
+            "start with a new checkpoint (the job then replays the input topic from its start)")
+
+
+def state_partition_labels(spark: SparkSession, partitions: int) -> list[int]:
+    """For each state partition, a grouping-key value that Spark's hash partitioning sends
+    to that shuffle partition, so every state partition runs in a task of its own."""
+    rows = (spark.range(0, 64 * partitions + 1000)
+            .select(F.col("id").cast("int").alias("label"))
+            .select("label", F.expr(f"pmod(hash(label), {partitions})").alias("shuffle_partition"))
+            .groupBy("shuffle_partition").agg(F.min("label").alias("label"))
+            .collect())
+    labels = {row["shuffle_partition"]: row["label"] for row in rows}
+    return [labels[i] for i in range(partitions)]
+
+
+def partition_config(settings: Settings) -> PartitionConfig:
+    return PartitionConfig(
+        partitions=settings.orderbook_state_partitions, depth=settings.book_depth,
+        max_symbols=settings.book_max_symbols, closed_ttl_s=settings.closed_id_ttl_seconds,
+        max_backfill_s=settings.snapshot_backfill_max_seconds, index_dir=settings.spark_index_dir,
+    )
+
+
+def output_config(settings: Settings) -> OutputConfig:
+    return OutputConfig(
+        bootstrap_servers=settings.kafka_bootstrap_servers, orders_topic=settings.orders_topic,
+        orderbook_topic=settings.orderbook_topic, deadletter_topic=settings.deadletter_topic,
+        partitions=settings.orderbook_state_partitions, depth=settings.book_depth,
+    )
+
+
 def read_orders(spark: SparkSession, settings: Settings, connector: str) -> DataFrame:
-    """The input stream as ``partition int, offsets array<long>, values array<binary>``
-    (``kafka_source.SOURCE_SCHEMA``: the Python source packs many records in a row; the
-    JVM source's one row per record becomes a row of one)."""
+    """The input stream as ``kafka_source.SOURCE_SCHEMA`` rows (the Python source packs
+    many records in a row; the JVM source's one row per record becomes a row of one)."""
     if connector == "jvm":
+        # No per-batch cap: the snapshot clock takes a JVM batch as read to the end.
         return (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
             .option("subscribe", settings.orders_topic)
             .option("startingOffsets", "earliest")
-            .option("maxOffsetsPerTrigger", str(settings.spark_max_events_per_batch))
             .option("failOnDataLoss", "true")
             .load()
             .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
-                    F.array("value").alias("values"))
+                    F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values"))
         )
     spark.dataSource.register(KafkaDataSource)
     return (
@@ -71,39 +130,26 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str) -> Data
     )
 
 
-def order_book(events: DataFrame, settings: Settings) -> DataFrame:
-    """Input rows -> Kafka records (snapshots and dead letters), see ``processor``."""
-    processor = OrderBookProcessor(
-        orders_topic=settings.orders_topic,
-        orderbook_topic=settings.orderbook_topic,
-        deadletter_topic=settings.deadletter_topic,
-        depth=settings.book_depth,
-        closed_id_ttl_ms=settings.closed_id_ttl_seconds * 1000,
-        state_layout=settings.spark_state_layout,
-    )
-    return (
-        events.withColumn(BOOK_KEY, F.lit(BOOK_KEY))
-        .groupBy(BOOK_KEY)
-        .transformWithState(processor, OUTPUT_SCHEMA, "Append", "ProcessingTime")
-    )
+def order_book(records: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
+    """Input records -> the Kafka records to publish (snapshots and dead letters)."""
+    routed = parse_events(records, labels)
+    parts = observe_parts(order_state(routed, partition_config(settings), labels, timers=connector == "jvm"))
+    return observe_records(finish(parts, output_config(settings)), [str(code) for code in ReasonCode])
 
 
 def start_query(spark: SparkSession, settings: Settings):
+    check_state_partitions(settings)
     connector = choose_connector(spark, settings)
-    log.info("Kafka connector: %s; reading %s from %s", connector, settings.orders_topic,
-             settings.kafka_bootstrap_servers)
+    log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
+             settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME))
-    records = order_book(read_orders(spark, settings, connector), settings)
-    if connector == "jvm":
-        # The JVM sink has no timestamp column; its records carry the produce time.
-        writer = (
-            records.select("topic", "key", "value", "headers").writeStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-        )
-    else:
-        writer = records.writeStream.format(FORMAT).option("bootstrap.servers", settings.kafka_bootstrap_servers)
+    labels = state_partition_labels(spark, settings.orderbook_state_partitions)
+    records = order_book(read_orders(spark, settings, connector), settings, labels, connector)
     return (
-        writer.queryName(QUERY_NAME)
+        kafka_records(records).writeStream.format(FORMAT)
+        .option("bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("maxRequestSize", str(settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES))
+        .queryName(QUERY_NAME)
         .outputMode("append")
         .trigger(processingTime="1 second")
         .option("checkpointLocation", str(settings.spark_checkpoint_dir))

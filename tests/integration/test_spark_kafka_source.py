@@ -4,14 +4,15 @@ starting Spark (the methods are plain Python; Spark calls them the same way)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from pyspark.sql import Row
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer, read_range
-from marketstream.spark.book_state import HEARTBEAT_PARTITION
-from marketstream.spark.kafka_source import TICK, KafkaStreamReader, KafkaStreamWriter, unpack
+from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader, KafkaStreamWriter
+from marketstream.spark.parse import HEARTBEAT_PARTITION
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,14 @@ def _close_cached_clients():
         for client in cache.values():
             client.close()
         cache.clear()
+
+
+def unpack(rows):
+    """``(partition, offset, timestamp_ms, value)`` of the source's packed rows."""
+    for row in rows:
+        for offset, timestamp, value in zip(row["offsets"], row["timestamps"] or [None] * len(row["offsets"]),
+                                            row["values"]):
+            yield row["partition"], offset, timestamp, value
 
 
 def _produce(settings, per_partition: int, start: int = 0):
@@ -47,6 +56,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         _produce(kafka_settings, 5)
         first = reader.latestOffset(start, ReadAllAvailable())
         assert {p: first[p] for p in "012"} == {"0": 5, "1": 5, "2": 5}
+        assert first[LATEST] == {"0": 5, "1": 5, "2": 5}  # in the offset log: a replay sees the same backlog
         # The same reader again (it keeps its client): every partition's new end is seen,
         # not only the partitions fetched last (stale high watermarks delay events).
         _produce(kafka_settings, 4, start=5)
@@ -64,17 +74,19 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         # One packed row per partition read plus the heartbeat, in the schema Spark expects.
         assert len(batches) == 4 and all(b.num_rows == 1 for b in batches)
         rows = list(unpack(row for batch in batches for row in batch.to_pylist()))
-        data = sorted((p, o, bytes(v)) for p, o, v in rows if p != HEARTBEAT_PARTITION)
+        data = sorted((p, o, bytes(v)) for p, o, _t, v in rows if p != HEARTBEAT_PARTITION)
         assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
+        assert all(abs(t - time.time() * 1000) < 120_000 for p, _o, t, _v in rows if p != HEARTBEAT_PARTITION)
         heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
-        assert len(heartbeat) == 1 and json.loads(heartbeat[0][2]) == {"0": 9, "1": 9, "2": 9}
+        # Per partition: where the batch starts and ends, and the high watermark then.
+        assert len(heartbeat) == 1 and json.loads(heartbeat[0][3]) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
         assert reader.reportLatestOffset() == {"0": 9, "1": 9, "2": 9}
 
         reader.read_tasks = 2
         splits = reader.partitions(start, second)
         assert len(splits) == 2 and sum(1 for s in splits if s.heartbeat) == 1
         rows = list(unpack(row for part in splits for batch in reader.read(part) for row in batch.to_pylist()))
-        assert sorted((p, o) for p, o, _ in rows if p != HEARTBEAT_PARTITION) == [
+        assert sorted((p, o) for p, o, _t, _v in rows if p != HEARTBEAT_PARTITION) == [
             (p, o) for p in range(3) for o in range(9)]
     finally:
         reader.stop()

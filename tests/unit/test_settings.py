@@ -15,14 +15,14 @@ def test_defaults_describe_the_embedded_stack():
 
 def test_environment_overrides_defaults(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:29092, kafka2:29092")
-    monkeypatch.setenv("BOOK_DEPTH", "0")
+    monkeypatch.setenv("BOOK_DEPTH", "40")
     settings = load_settings()
-    assert settings.bootstrap_list == ["kafka:29092", "kafka2:29092"] and settings.book_depth == 0
+    assert settings.bootstrap_list == ["kafka:29092", "kafka2:29092"] and settings.book_depth == 40
 
 
 @pytest.mark.parametrize(
     "variable, value",
-    [("KAFKA_BOOTSTRAP_SERVERS", "no-port"), ("BOOK_DEPTH", "-1"), ("ORDERS_TOPIC", "bad topic!"),
+    [("KAFKA_BOOTSTRAP_SERVERS", "no-port"), ("BOOK_DEPTH", "0"), ("ORDERS_TOPIC", "bad topic!"),
      ("EXCHANGE_PORT", "99999"), ("SPARK_KAFKA_CONNECTOR", "carrier-pigeon")],
 )
 def test_a_bad_setting_names_the_variable(monkeypatch, variable, value):
@@ -39,3 +39,13 @@ def test_a_bad_setting_stops_a_service_at_startup_with_one_clear_line():
     )
     assert result.returncode != 0
     assert "BOOK_DEPTH" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_settings_whose_largest_snapshot_would_not_fit_the_topic_are_refused(monkeypatch):
+    monkeypatch.setenv("BOOK_DEPTH", "1000")
+    monkeypatch.setenv("BOOK_MAX_SYMBOLS", "500")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    for name in ("BOOK_DEPTH", "BOOK_MAX_SYMBOLS", "ORDERBOOK_STATE_PARTITIONS", "ORDERBOOK_MAX_MESSAGE_BYTES"):
+        assert name in message

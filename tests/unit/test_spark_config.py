@@ -10,8 +10,9 @@ import pytest
 from marketstream.settings import load_settings
 from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
 from marketstream.spark.kafka_source import (
-    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, cap_offsets, check_no_data_loss, pack, unpack,
+    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
 )
+from marketstream.spark.pipeline import checkpoint_state_partitions
 
 
 def test_config_is_cheap_and_names_the_application():
@@ -24,7 +25,7 @@ def test_config_is_cheap_and_names_the_application():
 def test_spark_conf_env_and_command_follow_settings(tmp_path):
     settings = load_settings(
         kafka_bootstrap_servers="kafka:9092", orders_topic="in", spark_master="spark://m:7077",
-        spark_checkpoint_dir=tmp_path / "ck", spark_shuffle_partitions=3, spark_ui_enabled=False,
+        spark_checkpoint_dir=tmp_path / "ck", orderbook_state_partitions=3, spark_ui_enabled=False,
     )
     conf = spark_conf(settings)
     assert conf["spark.sql.streaming.stateStore.providerClass"] == ROCKSDB_PROVIDER
@@ -66,6 +67,23 @@ def test_a_topic_behind_the_checkpoint_stops_the_job_with_the_fix():
         check_no_data_loss("orders", {2: 3}, {0: 1})
 
 
+def test_records_deleted_before_the_job_read_them_stop_it_naming_the_loss():
+    check_no_data_loss("orders", {0: 10, 1: 4}, {0: 20, 1: 9}, {0: 10, 1: 0})  # retention took only read records
+    with pytest.raises(InputRecordsLost) as caught:
+        check_no_data_loss("orders", {0: 10, 1: 4}, {0: 20, 1: 9}, {0: 15, 1: 0})
+    message = str(caught.value)
+    assert "partition 0 now starts at offset 15, the job had read up to 10" in message and "retention" in message
+
+
+def test_the_state_partitions_of_an_existing_checkpoint_are_read_from_its_offset_log(tmp_path):
+    assert checkpoint_state_partitions(tmp_path) is None  # a new checkpoint
+    offsets = tmp_path / "offsets"
+    offsets.mkdir()
+    (offsets / "0").write_text('v1\n{"batchWatermarkMs":0,"batchTimestampMs":1,"conf":{"spark.sql.shuffle.partitions":"4"}}\n{"0":1}\n')
+    (offsets / "1").write_text('v1\n{"batchWatermarkMs":0,"batchTimestampMs":2,"conf":{"spark.sql.shuffle.partitions":"3"}}\n{"0":2}\n')
+    assert checkpoint_state_partitions(tmp_path) == 3
+
+
 def test_command_line_entry_prints_the_submit_command_with_its_environment():
     env = {"PATH": "/usr/bin:/bin", "ORDERS_TOPIC": "trades-in", "SPARK_MASTER": "local[1]"}
     result = subprocess.run([sys.executable, "-m", "marketstream.spark", "command"], env=env,
@@ -78,8 +96,11 @@ def test_command_line_entry_prints_the_submit_command_with_its_environment():
 def test_records_are_packed_in_rows_of_bounded_size():
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    records = [(offset, f"v{offset}".encode() if offset % 7 else None) for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
+    records = [(offset, 1_000 * offset, f"v{offset}".encode() if offset % 7 else None)
+               for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
     batches = list(pack(2, iter(records)))
     assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
     assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
-    assert list(unpack(row for b in batches for row in b.to_pylist())) == [(2, offset, value) for offset, value in records]  # null values kept
+    unpacked = [(o, t, v) for row in (r for b in batches for r in b.to_pylist())
+                for o, t, v in zip(row["offsets"], row["timestamps"], row["values"])]
+    assert unpacked == records  # null values kept

@@ -1,0 +1,147 @@
+"""The last stage of a batch: the state partitions' output -> the Kafka records to write.
+
+- the parts of each second become its snapshot (``combine``);
+- dead letters are put in input order, and those rejected after parsing (which carry no
+  bytes) get their original bytes read back from the input topic;
+- nothing is published twice: a batch that Spark runs again (after a crash, or a failed
+  write) produces the same records, so whatever of them is already at the end of the
+  output and dead-letter topics is dropped: snapshots up to the last second on the topic,
+  dead letters up to the last one there.
+
+Runs in one task per batch (``mapInArrow`` after ``repartition(1)``); no Spark import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from marketstream.deadletter import DeadLetter
+from marketstream.kafka_io import TopicReader
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.spark.combine import combine
+from marketstream.spark.partition_state import BookPart, DeadLetterRef
+
+log = logging.getLogger("marketstream.spark.output")
+
+SNAPSHOT, DEAD_LETTER = "snapshot", "dead_letter"
+# Record columns the Kafka writer takes, plus what the query observes for its metrics.
+RECORD_COLUMNS = ("topic", "key", "value", "headers", "timestamp_ms")
+OBSERVED_COLUMNS = ("kind", "code", "second", "recovered", "open_orders")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    bootstrap_servers: str
+    orders_topic: str
+    orderbook_topic: str
+    deadletter_topic: str
+    partitions: int
+    depth: int
+
+
+@dataclass
+class BatchOutput:
+    snapshots: list[SnapshotMessage]
+    dead_letters: list[DeadLetterRef]
+
+
+def collect(rows: Iterable[dict]) -> tuple[list[BookPart], list[DeadLetterRef]]:
+    """The state partitions' rows (``processor.PART_SCHEMA`` as dicts)."""
+    parts, dead = [], []
+    for row in rows:
+        if row["kind"] == "part":
+            parts.append(BookPart(
+                row["second"], row["sequence"], row["recovered"],
+                {int(p): o for p, o in json.loads(row["input_offsets"]).items()}, row["open_orders"],
+                [(s, side, p, int(a)) for s, side, p, a in zip(row["symbols"], row["sides"], row["prices"],
+                                                               row["amounts"])]))
+        elif row["kind"] == "dead":
+            dead.extend(DeadLetterRef(p, o, r, c, v) for p, o, r, c, v in zip(
+                row["partitions"], row["offsets"], row["reasons"], row["codes"], row["values"]))
+    return parts, dead
+
+
+def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfig, kafka) -> BatchOutput:
+    """Snapshots and dead letters of one batch, completed and without what the topics
+    already hold. ``kafka``: a kafka-python consumer (reads only)."""
+    snapshots = combine(parts, config.partitions, config.depth)
+    dead = sorted(dead, key=lambda d: (d.partition, d.offset))
+    dead = _with_values(dead, TopicReader(kafka, config.orders_topic)) if dead else dead
+    last_second = _last_snapshot_second(TopicReader(kafka, config.orderbook_topic)) if snapshots else None
+    if last_second is not None:
+        skipped = sum(1 for m in snapshots if m.snapshot_time <= last_second)
+        if skipped:
+            log.info("%d snapshot(s) up to %s are on %s already (a replayed batch): not published again",
+                     skipped, last_second, config.orderbook_topic)
+        snapshots = [m for m in snapshots if m.snapshot_time > last_second]
+    if dead:
+        last = _last_dead_letter(TopicReader(kafka, config.deadletter_topic))
+        places = [(d.partition, d.offset) for d in dead]
+        if last in places:
+            done = places.index(last) + 1
+            log.info("%d dead letter(s) of this batch are on %s already: not published again", done,
+                     config.deadletter_topic)
+            dead = dead[done:]
+    return BatchOutput(snapshots, dead)
+
+
+def records(output: BatchOutput, config: OutputConfig) -> Iterator[dict]:
+    """The Kafka records (``RECORD_COLUMNS`` + ``OBSERVED_COLUMNS``)."""
+    for m in output.snapshots:
+        yield {"topic": config.orderbook_topic, "key": m.key.encode(), "value": m.value.encode(),
+               "headers": [{"key": k, "value": v} for k, v in m.headers()], "timestamp_ms": None,
+               "kind": SNAPSHOT, "code": None, "second": m.snapshot_time, "recovered": m.recovered,
+               "open_orders": m.open_orders}
+    for d in output.dead_letters:
+        letter = DeadLetter(value=d.value or b"", reason=d.reason, code=str(d.code), source_topic=config.orders_topic,
+                            source_partition=d.partition, source_offset=d.offset).bounded()
+        yield {"topic": config.deadletter_topic, "key": None, "value": letter.value,
+               "headers": [{"key": k, "value": v} for k, v in letter.headers()], "timestamp_ms": None,
+               "kind": DEAD_LETTER, "code": str(d.code), "second": None, "recovered": None, "open_orders": None}
+
+
+def _with_values(dead: list[DeadLetterRef], orders: TopicReader) -> list[DeadLetterRef]:
+    """Dead letters with their original bytes (read back where they have none)."""
+    wanted: dict[int, set[int]] = {}
+    for d in dead:
+        if d.value is None:
+            wanted.setdefault(d.partition, set()).add(d.offset)
+    values: dict[tuple[int, int], bytes | None] = {}
+    for partition, offsets in wanted.items():
+        for record in orders.read(partition, min(offsets), max(offsets) + 1):
+            if record.offset in offsets:
+                values[(partition, record.offset)] = record.value
+    return [d if d.value is not None else
+            DeadLetterRef(d.partition, d.offset, d.reason, d.code, values.get((d.partition, d.offset)) or b"")
+            for d in dead]
+
+
+def _last_record(reader: TopicReader):
+    ends = reader.end_offsets()
+    partition = max(ends, key=lambda p: (ends[p] > 0, p))  # one partition by design
+    end = ends[partition]
+    return next(iter(reader.read(partition, end - 1, end)), None) if end else None
+
+
+def _last_snapshot_second(reader: TopicReader) -> int | None:
+    record = _last_record(reader)
+    if record is None or record.value is None:
+        return None
+    try:
+        return SnapshotMessage.from_record(record.key, record.value, record.headers).snapshot_time
+    except ValueError:
+        return None
+
+
+def _last_dead_letter(reader: TopicReader) -> tuple[int, int] | None:
+    record = _last_record(reader)
+    if record is None:
+        return None
+    try:
+        letter = DeadLetter.from_record(record.value, record.headers)
+    except ValueError:
+        return None
+    return (letter.source_partition, letter.source_offset)

@@ -1,0 +1,140 @@
+"""The parse stage of the order-book job: input records -> events routed to the state
+partition of their order id. Stateless; runs in the read tasks (``mapInArrow``), so
+parsing, the heaviest per-event work, spreads over the input's Kafka partitions.
+
+Input rows (``kafka_source.SOURCE_SCHEMA``): ``partition, offsets[], timestamps[],
+values[]``, records of one Kafka partition in offset order; plus the source's heartbeat
+row (``partition = HEARTBEAT_PARTITION``) with the batch's progress per partition.
+
+Output rows (``ROUTED_SCHEMA``), each for one state partition (``key``, the grouping key):
+- ``events``: parsed events of one Kafka partition, as column arrays;
+- ``dead``: records that break the input contract, with reason, code and original bytes;
+- ``runs`` (to every state partition): per Kafka partition, where each run of records
+  with the same batch-local running-maximum second ends (the snapshot clock's input);
+- ``heartbeat`` (to every state partition): the source's progress.
+Every state partition gets the broadcast rows, so all of them see the same clock input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from marketstream.orderbook.events import BUY, InvalidEvent, parse_event, to_units
+from marketstream.spark.clock import second_of
+from marketstream.spark.order_index import BUY as BUY_CODE, SELL as SELL_CODE
+from marketstream.spark.partition_state import DeadLetterRef, Event, state_partition_of
+
+HEARTBEAT_PARTITION = -1
+EVENTS, DEAD, RUNS, HEARTBEAT = "events", "dead", "runs", "heartbeat"
+ROWS_PER_PACK = 5_000
+
+
+@dataclass
+class Routed:
+    """One read task's output, grouped for packing."""
+
+    events: dict[tuple[int, int], list[Event]] = field(default_factory=dict)  # (state part, kafka part)
+    dead: dict[int, list[DeadLetterRef]] = field(default_factory=dict)  # state part -> dead letters
+    runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # kafka part -> [(lmax, end)]
+    heartbeat: bytes | None = None
+
+
+def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], partitions: int) -> Routed:
+    """Parse and route the records of one read task (rows in offset order per partition)."""
+    out = Routed()
+    lmax: dict[int, int] = {}
+    for partition, offsets, timestamps, values in rows:
+        if partition == HEARTBEAT_PARTITION:
+            out.heartbeat = values[0]
+            continue
+        runs = out.runs.setdefault(partition, [])
+        running = lmax.get(partition)
+        for offset, timestamp, value in zip(offsets, timestamps, values):
+            second = second_of(timestamp) if timestamp is not None and timestamp >= 0 else 0
+            running = second if running is None else max(running, second)
+            if runs and runs[-1][0] == running:
+                runs[-1] = (running, offset + 1)
+            else:
+                runs.append((running, offset + 1))
+            try:
+                event = parse_record(value)
+            except InvalidEvent as exc:
+                target = offset % partitions
+                out.dead.setdefault(target, []).append(
+                    DeadLetterRef(partition, offset, exc.reason, exc.code, value if value is not None else b""))
+                continue
+            target = state_partition_of(event.order_id, partitions)
+            out.events.setdefault((target, partition), []).append(Event(
+                partition, offset, running, event.order_id, event.is_open, event.symbol,
+                None if event.side is None else (BUY_CODE if event.side == BUY else SELL_CODE),
+                None if event.price is None else to_units(event.price),
+                None if event.size is None else to_units(event.size),
+            ))
+        lmax[partition] = running
+    return out
+
+
+def parse_record(value: bytes | None):
+    return parse_event(value)
+
+
+def pack(routed: Routed, partitions: int) -> Iterator[dict]:
+    """The routed output as ``ROUTED_SCHEMA`` rows (dicts of column -> value)."""
+    for (target, partition), events in sorted(routed.events.items()):
+        for start in range(0, len(events), ROWS_PER_PACK):
+            chunk = events[start:start + ROWS_PER_PACK]
+            yield _row(target, EVENTS, partition,
+                       offsets=[e.offset for e in chunk], lmax=[e.lmax for e in chunk],
+                       order_ids=[e.order_id for e in chunk], opens=[e.is_open for e in chunk],
+                       symbols=[e.symbol for e in chunk], sides=[e.side for e in chunk],
+                       prices=[e.price for e in chunk], sizes=[e.size for e in chunk])
+    for target, dead in sorted(routed.dead.items()):
+        for start in range(0, len(dead), ROWS_PER_PACK):
+            chunk = dead[start:start + ROWS_PER_PACK]
+            yield _row(target, DEAD, -1, partitions_of=[d.partition for d in chunk],
+                       offsets=[d.offset for d in chunk], reasons=[d.reason for d in chunk],
+                       codes=[d.code for d in chunk], values=[d.value for d in chunk])
+    for target in range(partitions):
+        for partition, runs in sorted(routed.runs.items()):
+            yield _row(target, RUNS, partition, lmax=[r[0] for r in runs], offsets=[r[1] for r in runs])
+        if routed.heartbeat is not None:
+            yield _row(target, HEARTBEAT, HEARTBEAT_PARTITION, values=[routed.heartbeat])
+
+
+_COLUMNS = ("partitions_of", "offsets", "lmax", "order_ids", "opens", "symbols", "sides", "prices", "sizes",
+            "reasons", "codes", "values")
+
+
+def _row(target: int, kind: str, partition: int, **arrays) -> dict:
+    row = {"target": target, "kind": kind, "partition": partition}
+    for name in _COLUMNS:
+        row[name] = arrays.get(name)
+    return row
+
+
+def unpack(rows: Iterable) -> tuple[list[Event], list[DeadLetterRef], dict[int, list[tuple[int, int]]], bytes | None]:
+    """A state partition's routed rows (Spark ``Row``s or dicts) back into events, dead
+    letters, clock runs and the heartbeat."""
+    events: list[Event] = []
+    dead: list[DeadLetterRef] = []
+    runs: dict[int, list[tuple[int, int]]] = {}
+    heartbeat = None
+    for row in rows:
+        kind, partition = row["kind"], row["partition"]
+        if kind == EVENTS:
+            events.extend(
+                Event(partition, o, m, i, op, s, sd, p, sz)
+                for o, m, i, op, s, sd, p, sz in zip(row["offsets"], row["lmax"], row["order_ids"], row["opens"],
+                                                     row["symbols"], row["sides"], row["prices"], row["sizes"]))
+        elif kind == DEAD:
+            dead.extend(DeadLetterRef(p, o, r, c, bytes(v) if v is not None else None)
+                        for p, o, r, c, v in zip(row["partitions_of"], row["offsets"], row["reasons"], row["codes"],
+                                                 row["values"]))
+        elif kind == RUNS:
+            runs.setdefault(partition, []).extend(zip(row["lmax"], row["offsets"]))
+        elif kind == HEARTBEAT:
+            heartbeat = bytes(row["values"][0])
+    for partition in runs:
+        runs[partition].sort(key=lambda run: run[1])
+    return events, dead, runs, heartbeat

@@ -1,0 +1,532 @@
+"""What one state partition of the order-book job does with one micro-batch. Plain
+Python, no Spark: the unit tests drive it with an in-memory state backend and compare it
+with the core ``OrderBook``; the Spark processor drives it with RocksDB-backed state.
+
+The job splits the book into ``N`` state partitions by order id (``state_partition_of``):
+each holds the open orders and tombstones of its ids, the published levels those orders
+make up, and a replica of the snapshot clock (``clock.Clock``). Every partition sees the
+same clock inputs in every batch, so all publish the same seconds; for each of them a
+partition emits its own best ``depth`` levels per (symbol, side) and open-order count,
+and the job adds the ``N`` parts up into the snapshot (``combine``).
+
+State, per partition, in Spark (the truth, checkpointed, rolled back with a failed batch):
+- ``meta``: the clock, the level changes read but not yet published (``pending``, per
+  second), the journal's bounds, and per segment the journal entry its snapshot includes;
+- a journal: one entry per batch with changes (orders opened and closed, tombstones, level
+  values after the batch);
+- segment snapshots: the ids hash into ``SEGMENTS`` segments; each batch rewrites a few of
+  them, round robin, in proportion to its changes, so rewriting costs O(changes) a batch
+  whatever the state's size, and a journal entry is dropped once every segment has been
+  rewritten after it.
+The working copy is a local SQLite file (``order_index``) at the last committed entry.
+
+Anything that goes wrong with one event (a bug, a broken bound) makes that event a dead
+letter with reason code ``internal_error``; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from marketstream.orderbook.book import tombstone_hides
+from marketstream.spark.clock import BatchClockInput, Clock, PartitionProgress, Publication
+from marketstream.spark.order_index import BUY, Changes, OrderIndex, StoredOrder, index_path
+
+log = logging.getLogger("marketstream.spark.state")
+
+SEGMENTS = 256
+# A journal longer than this forces one extra segment rewrite per batch, so an idle-ish
+# book does not keep hours of entries.
+MAX_JOURNAL_ENTRIES = 600
+# A segment rewrite is one state call: small books rewrite segments less often than
+# once a change, so a batch makes few calls.
+MIN_SEGMENT_ROWS = 512
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: consecutive ids spread evenly
+
+Level = tuple[str, int, int]  # (symbol, side, price in 1e-8 units)
+
+
+def _mix(order_id: int) -> int:
+    return (order_id * _GOLDEN) & _MASK64
+
+
+def state_partition_of(order_id: int, partitions: int) -> int:
+    return (_mix(order_id) >> 32) % partitions
+
+
+def segment_of(order_id: int) -> int:
+    return (_mix(order_id) >> 16) % SEGMENTS
+
+
+class StatePartitionsChanged(RuntimeError):
+    """The checkpoint was made with another number of state partitions."""
+
+
+# ---------------------------------------------------------------------- batch in/out
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    partition: int  # Kafka partition of the input record
+    offset: int
+    lmax: int  # batch-local running maximum record second of its partition (clock runs)
+    order_id: int
+    is_open: bool
+    symbol: str | None = None
+    side: int | None = None  # order_index.BUY / SELL
+    price: int | None = None  # 1e-8 units
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRef:
+    """A dead letter: the record's place, why, and its bytes when the stage that
+    rejected it had them (else the job reads them back from the input topic)."""
+
+    partition: int
+    offset: int
+    reason: str
+    code: str
+    value: bytes | None = None
+
+
+@dataclass
+class PartitionBatch:
+    now_ms: int
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetterRef] = field(default_factory=list)
+    runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    progress: dict[int, PartitionProgress] | None = None
+
+    def clock_input(self) -> BatchClockInput:
+        return BatchClockInput(self.now_ms, self.runs, self.progress)
+
+
+@dataclass(frozen=True)
+class BookPart:
+    """One partition's share of the snapshot of one second."""
+
+    second: int
+    sequence: int
+    recovered: bool
+    input_offsets: dict[int, int]
+    open_orders: int
+    levels: list[tuple[str, int, int, int]]  # (symbol, side, price, amount), best first per side
+
+
+@dataclass
+class PartitionOutput:
+    parts: list[BookPart]
+    dead_letters: list[DeadLetterRef]
+    gap: tuple[int, int] | None
+    stats: dict[str, int]
+
+
+class StateBackend(Protocol):
+    """Where a partition's state lives (Spark state in the job, dicts in tests)."""
+
+    def meta_get(self) -> str | None: ...
+    def meta_put(self, text: str) -> None: ...
+    def journal_get(self, seq: int) -> tuple[str, str] | None: ...
+    def journal_put(self, seq: int, token: str, text: str) -> None: ...
+    def journal_remove(self, seq: int) -> None: ...
+    def chunks(self) -> Iterator[tuple[int, int, str]]: ...  # (segment, version, text)
+    def chunk_put(self, segment: int, version: int, text: str) -> None: ...
+
+
+# ---------------------------------------------------------------------- meta
+
+
+@dataclass
+class Meta:
+    stream_id: str
+    partitions: int
+    clock: Clock = field(default_factory=Clock)
+    # second -> level -> [amount, orders]: effects read but not yet published
+    pending: dict[int, dict[Level, list[int]]] = field(default_factory=dict)
+    open_published: int = 0
+    journal_first: int = 0
+    journal_next: int = 0
+    last_token: str = ""
+    base_token: str = ""  # token of entry journal_first - 1 (dropped), for chain checks
+    chunk_versions: list[int] = field(default_factory=lambda: [-1] * SEGMENTS)
+    cursor: int = 0
+    credit: int = 0
+    rows: int = 0  # orders + tombstones, approximately (rewrite budgeting only)
+    expired_through: int | None = None
+
+    def to_text(self) -> str:
+        return json.dumps({
+            "stream_id": self.stream_id, "partitions": self.partitions, "clock": self.clock.to_json(),
+            "pending": {str(s): [[*k, a, n] for k, (a, n) in levels.items()] for s, levels in self.pending.items()},
+            "open_published": self.open_published, "journal_first": self.journal_first,
+            "journal_next": self.journal_next, "last_token": self.last_token, "base_token": self.base_token,
+            "chunk_versions": self.chunk_versions, "cursor": self.cursor, "credit": self.credit, "rows": self.rows,
+            "expired_through": self.expired_through,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> "Meta":
+        data = json.loads(text)
+        pending = {int(s): {(sym, side, price): [a, n] for sym, side, price, a, n in levels}
+                   for s, levels in data.pop("pending").items()}
+        clock = Clock.from_json(data.pop("clock"))
+        return cls(clock=clock, pending=pending, **data)
+
+    def pending_total(self) -> dict[Level, tuple[int, int]]:
+        total: dict[Level, list[int]] = {}
+        for levels in self.pending.values():
+            for key, (amount, orders) in levels.items():
+                level = total.setdefault(key, [0, 0])
+                level[0] += amount
+                level[1] += orders
+        return {k: (a, n) for k, (a, n) in total.items()}
+
+
+# ---------------------------------------------------------------------- the work
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    partitions: int
+    depth: int
+    max_symbols: int | None
+    closed_ttl_s: int | None
+    max_backfill_s: int
+    index_dir: Path
+
+
+class StatePartition:
+    """Applies batches to one state partition (``index``: which one of ``partitions``)."""
+
+    def __init__(self, config: PartitionConfig, index: int):
+        self.config, self.index = config, index
+
+    # -- entry point ------------------------------------------------------------
+    def process(self, batch: PartitionBatch, state: StateBackend) -> PartitionOutput:
+        text = state.meta_get()
+        meta = Meta.from_text(text) if text else Meta(uuid.uuid4().hex, self.config.partitions)
+        if meta.partitions != self.config.partitions:
+            raise StatePartitionsChanged(
+                f"the checkpoint was made with {meta.partitions} state partitions, the job is set to "
+                f"{self.config.partitions}: set ORDERBOOK_STATE_PARTITIONS={meta.partitions} or start with a new "
+                "checkpoint (SPARK_CHECKPOINT_DIR)")
+        clock_input = batch.clock_input()
+        assigned = meta.clock.assign(clock_input)
+        stats: dict[str, int] = {"events": len(batch.events)}
+        with OrderIndex(index_path(self.config.index_dir, meta.stream_id, self.index)) as index:
+            self._sync(index, meta, state)
+            changes, deltas, dead = self._apply(index, meta, batch.events, assigned, stats)
+            for second, levels in deltas.items():
+                pending = meta.pending.setdefault(second, {})
+                for key, (amount, orders) in levels.items():
+                    level = pending.setdefault(key, [0, 0])
+                    level[0] += amount
+                    level[1] += orders
+            publication = meta.clock.due(clock_input, self.config.max_backfill_s)
+            parts = self._publish(index, meta, publication, changes)
+            self._expire(meta, changes)
+            meta.clock.advance(publication)
+            seq = self._journal(meta, state, changes)
+            self._rewrite(index, meta, state, changes, seq)
+        state.meta_put(meta.to_text())
+        stats["published"] = len(parts)
+        stats["recovered"] = sum(1 for p in parts if p.recovered)
+        return PartitionOutput(parts, list(batch.dead_letters) + dead, publication.gap, stats)
+
+    # -- the working copy -----------------------------------------------------
+    def _sync(self, index: OrderIndex, meta: Meta, state: StateBackend) -> None:
+        """Bring the local index to the last committed journal entry."""
+        want = (meta.journal_next - 1, meta.last_token) if meta.journal_next else None
+        have = index.version()
+        if have == want:
+            return
+        if want is not None and have is not None and have[0] < want[0] and self._chain_ok(have, meta, state):
+            for seq in range(have[0] + 1, want[0] + 1):
+                token, text = state.journal_get(seq)
+                index.apply(seq, token, Changes.from_json(json.loads(text)))
+            return
+        if want is None:
+            index.reset()
+            return
+        log.info("state partition %d: rebuilding the local order index from the checkpointed state", self.index)
+        versions = {seg: v for seg, v in enumerate(meta.chunk_versions)}
+        chunks = ((seg, Changes.from_json(json.loads(text))) for seg, _v, text in state.chunks())
+        journal = ((seq, *self._entry(state, seq)) for seq in range(meta.journal_first, meta.journal_next))
+        index.load(chunks, journal, versions, meta.pending_total(), want[0], want[1])
+
+    @staticmethod
+    def _entry(state: StateBackend, seq: int) -> tuple[str, Changes]:
+        token, text = state.journal_get(seq)
+        return token, Changes.from_json(json.loads(text))
+
+    @staticmethod
+    def _chain_ok(have: tuple[int, str], meta: Meta, state: StateBackend) -> bool:
+        """Whether the index's last entry is in this state's history (so the entries
+        after it apply on top of it)."""
+        seq, token = have
+        if seq == meta.journal_first - 1:
+            return token == meta.base_token
+        if seq < meta.journal_first:
+            return False
+        stored = state.journal_get(seq)
+        return stored is not None and stored[0] == token
+
+    # -- events -----------------------------------------------------------------
+    def _apply(self, index, meta, events, assigned, stats):
+        config = self.config
+        changes = Changes.empty()
+        deltas: dict[int, dict[Level, list[int]]] = {}
+        dead: list[DeadLetterRef] = []
+        stored, tombs = index.lookup({e.order_id for e in events})
+        current: dict[int, StoredOrder | None] = dict(stored)
+        symbols = index.symbol_orders()
+        # In record-time order: the state after the events of second S is the book of S
+        # (an open in one partition and its earlier close in another must not meet the
+        # wrong way round).
+        def order(e: Event):
+            return (assigned[(e.partition, e.lmax)][0], e.partition, e.offset)
+
+        for event in sorted(events, key=order):
+            try:
+                effect = self._decide(event, assigned, current, tombs, symbols)
+            except Exception as exc:  # noqa: BLE001 - one event's failure is that event's dead letter
+                log.exception("event %d:%d failed", event.partition, event.offset)
+                dead.append(DeadLetterRef(event.partition, event.offset,
+                                          f"internal error while applying the event: {exc!r}"[:500], "internal_error"))
+                stats["internal_error"] = stats.get("internal_error", 0) + 1
+                continue
+            outcome, eff, tau, order = effect
+            stats[outcome] = stats.get(outcome, 0) + 1
+            order_id = event.order_id
+            if outcome == "symbol_limit":
+                dead.append(DeadLetterRef(
+                    event.partition, event.offset,
+                    f"symbol limit: {event.symbol!r} would be symbol {len(symbols) + 1} in the book "
+                    f"(BOOK_MAX_SYMBOLS={config.max_symbols})", "symbol_limit"))
+            elif outcome == "opened":
+                current[order_id] = order
+                changes.opened[order_id] = (segment_of(order_id), order)
+                symbols[order.symbol] = symbols.get(order.symbol, 0) + 1
+                self._delta(deltas, eff, order, 1)
+            elif event.is_open:
+                continue
+            else:
+                tombs[order_id] = max(tau, tombs.get(order_id, tau))
+                changes.tombs[order_id] = (segment_of(order_id), tombs[order_id])
+                if outcome == "closed":
+                    current[order_id] = None
+                    if changes.opened.pop(order_id, None) is None:
+                        changes.closed[order_id] = (segment_of(order_id), order.symbol)
+                    left = symbols[order.symbol] - 1
+                    if left:
+                        symbols[order.symbol] = left
+                    else:
+                        del symbols[order.symbol]
+                    self._delta(deltas, eff, order, -1)
+        return changes, deltas, dead
+
+    def _decide(self, event, assigned, current, tombs, symbols):
+        """The outcome of one event against the state so far (no state is changed here)."""
+        eff, tau = assigned[(event.partition, event.lmax)]
+        ttl = self.config.closed_ttl_s
+        order = current.get(event.order_id)
+        if event.is_open:
+            closed_tau = tombs.get(event.order_id)
+            if closed_tau is not None and tombstone_hides(closed_tau, tau, ttl):
+                return "open_after_close", eff, tau, None
+            if order is not None:
+                return "duplicate_open", eff, tau, None
+            limit = self.config.max_symbols
+            if limit is not None and event.symbol not in symbols and len(symbols) >= limit:
+                return "symbol_limit", eff, tau, None
+            return "opened", eff, tau, StoredOrder(event.symbol, event.side, event.price, event.size, tau)
+        if order is None or not tombstone_hides(tau, order.tau, ttl):
+            return ("duplicate_close" if event.order_id in tombs else "close_before_open"), eff, tau, None
+        return "closed", eff, tau, order
+
+    @staticmethod
+    def _delta(deltas, eff: int, order: StoredOrder, sign: int) -> None:
+        level = deltas.setdefault(eff, {}).setdefault((order.symbol, order.side, order.price), [0, 0])
+        level[0] += sign * order.size
+        level[1] += sign
+
+    # -- publishing ---------------------------------------------------------------
+    def _publish(self, index: OrderIndex, meta: Meta, publication: Publication, changes: Changes) -> list[BookPart]:
+        if not publication.seconds:
+            return []
+        depth = self.config.depth
+        last = publication.seconds[-1]
+        published = set(publication.seconds)
+        values: dict[Level, tuple[int, int]] = {}  # levels changed in this batch -> (amount, orders)
+        changed_prices: dict[tuple[str, int], set[int]] = {}
+        best: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        sides = index.sides()
+        stale: set[tuple[str, int]] = set(sides)
+        parts: list[BookPart] = []
+
+        def publish_before(limit: int) -> None:
+            nonlocal stale
+            for due in sorted(s for s in published if s < limit):
+                published.discard(due)
+                for side in stale:
+                    best[side] = self._best(index, side, values, changed_prices.get(side, ()), depth)
+                stale = set()
+                parts.append(BookPart(
+                    second=due, sequence=publication.first_sequence + publication.seconds.index(due),
+                    recovered=publication.recovered(due), input_offsets=meta.clock.input_offsets(due),
+                    open_orders=meta.open_published,
+                    levels=[(symbol, side, price, amount) for (symbol, side), rows in sorted(best.items())
+                            for price, amount in rows],
+                ))
+
+        # In time order: publish the seconds before each pending second, then apply it.
+        for second in sorted(s for s in meta.pending if s <= last):
+            publish_before(second)
+            levels = meta.pending.pop(second)
+            known = index.levels_of([k for k in levels if k not in values])
+            for key, (amount, orders) in levels.items():
+                before = values.get(key) or known.get(key) or (0, 0)
+                after = (before[0] + amount, before[1] + orders)
+                if after[0] < 0 or after[1] < 0 or (after[0] == 0) != (after[1] == 0):
+                    raise AssertionError(f"level {key} would become {after}: the book's arithmetic is broken")
+                values[key] = after
+                side = (key[0], key[1])
+                changed_prices.setdefault(side, set()).add(key[2])
+                sides.add(side)
+                stale.add(side)
+                meta.open_published += orders
+        publish_before(last + 1)
+        changes.levels = values
+        return parts
+
+    @staticmethod
+    def _best(index: OrderIndex, side: tuple[str, int], values, changed: set[int], depth: int) -> list[tuple[int, int]]:
+        """The ``depth`` best (price, amount) of a side: the index's committed levels with
+        this batch's changed levels laid over them."""
+        symbol, side_code = side
+        rows = {p: a for p, a, _n in index.best_levels(symbol, side_code, depth + len(changed))}
+        for price in changed:
+            amount = values[(symbol, side_code, price)][0]
+            if amount:
+                rows[price] = amount
+            else:
+                rows.pop(price, None)
+        ordered = sorted(rows.items(), reverse=(side_code == BUY))
+        return ordered[:depth]
+
+    # -- tombstones ---------------------------------------------------------------
+    def _expire(self, meta: Meta, changes: Changes) -> None:
+        ttl, watermark = self.config.closed_ttl_s, meta.clock.watermark()
+        if ttl is None or watermark is None:
+            return
+        horizon = watermark - ttl
+        if meta.expired_through is None or horizon > meta.expired_through:
+            changes.expire_before = horizon
+            meta.expired_through = horizon
+            # Tombstones of this very batch older than the horizon go too.
+            for order_id in [i for i, (_seg, tau) in changes.tombs.items() if tau <= horizon]:
+                del changes.tombs[order_id]
+
+    # -- journal and segment snapshots -------------------------------------------
+    def _journal(self, meta: Meta, state: StateBackend, changes: Changes) -> int:
+        """Write the batch's entry; returns the sequence number the state is at."""
+        if not len(changes) and changes.expire_before is None:
+            return meta.journal_next - 1
+        seq, token = meta.journal_next, uuid.uuid4().hex
+        state.journal_put(seq, token, json.dumps(changes.to_json(), separators=(",", ":")))
+        meta.journal_next, meta.last_token = seq + 1, token
+        meta.rows = max(0, meta.rows + len(changes.opened) - len(changes.closed) + len(changes.tombs))
+        meta.credit += 2 * len(changes)
+        return seq
+
+    def _rewrite(self, index: OrderIndex, meta: Meta, state: StateBackend, changes: Changes, seq: int) -> None:
+        if seq < 0:
+            return
+        per_segment = max(MIN_SEGMENT_ROWS, meta.rows // SEGMENTS)
+        meta.credit = min(meta.credit, per_segment * SEGMENTS)
+        rewrites = []
+        while meta.credit >= per_segment and len(rewrites) < SEGMENTS:
+            meta.credit -= per_segment
+            rewrites.append(meta.cursor)
+            meta.cursor = (meta.cursor + 1) % SEGMENTS
+        if meta.journal_next - meta.journal_first > MAX_JOURNAL_ENTRIES and meta.cursor not in rewrites:
+            rewrites.append(meta.cursor)
+            meta.cursor = (meta.cursor + 1) % SEGMENTS
+        for seg in rewrites:
+            orders, tombs = index.segment(seg)
+            for order_id, (s, _symbol) in changes.closed.items():
+                if s == seg:
+                    orders.pop(order_id, None)
+            for order_id, (s, order) in changes.opened.items():
+                if s == seg:
+                    orders[order_id] = order
+            if changes.expire_before is not None:
+                tombs = {i: tau for i, tau in tombs.items() if tau > changes.expire_before}
+            for order_id, (s, tau) in changes.tombs.items():
+                if s == seg:
+                    tombs[order_id] = tau
+            chunk = Changes({i: (seg, o) for i, o in orders.items()}, {}, {i: (seg, t) for i, t in tombs.items()},
+                            None, {})
+            state.chunk_put(seg, seq, json.dumps(chunk.to_json(), separators=(",", ":")))
+            meta.chunk_versions[seg] = seq
+        # Entries every segment snapshot includes are no longer needed.
+        covered = min(meta.chunk_versions)
+        if covered >= meta.journal_first:
+            meta.base_token = state.journal_get(covered)[0]
+            for old in range(meta.journal_first, covered + 1):
+                state.journal_remove(old)
+            meta.journal_first = covered + 1
+
+
+class DictState:
+    """``StateBackend`` in memory, with commit/rollback like Spark's state (tests, and the
+    benchmark's reference)."""
+
+    def __init__(self):
+        self.meta: str | None = None
+        self.journal: dict[int, tuple[str, str]] = {}
+        self.chunk_map: dict[int, tuple[int, str]] = {}
+        self._saved = (None, {}, {})
+        self.calls = 0
+
+    def meta_get(self):
+        self.calls += 1
+        return self.meta
+
+    def meta_put(self, text):
+        self.calls += 1
+        self.meta = text
+
+    def journal_get(self, seq):
+        self.calls += 1
+        return self.journal.get(seq)
+
+    def journal_put(self, seq, token, text):
+        self.calls += 1
+        self.journal[seq] = (token, text)
+
+    def journal_remove(self, seq):
+        self.calls += 1
+        self.journal.pop(seq, None)
+
+    def chunks(self):
+        self.calls += 1
+        return iter([(seg, v, text) for seg, (v, text) in sorted(self.chunk_map.items())])
+
+    def chunk_put(self, segment, version, text):
+        self.calls += 1
+        self.chunk_map[segment] = (version, text)
+
+    def commit(self) -> None:
+        self._saved = (self.meta, dict(self.journal), dict(self.chunk_map))
+
+    def rollback(self) -> None:
+        self.meta, journal, chunks = self._saved
+        self.journal, self.chunk_map = dict(journal), dict(chunks)

@@ -1,0 +1,196 @@
+"""The job's stages without Spark (parse -> state partitions -> combine) against a plain
+replay of the input: every snapshot equals the book at its declared offsets, one per
+second, none twice, across failed batches, lost local indexes and outages."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+
+from marketstream.orderbook.events import event_to_json
+from marketstream.orderbook.replay import read_event_file
+from marketstream.spark.clock import second_of
+from tests.job_sim import Job, Topic, config, reference_snapshot
+from tests.support import OFFICIAL_CSV
+
+T0 = 1_764_000_000_000  # ms
+
+
+def official_topic(partitions: int = 3, per_second: int = 400) -> Topic:
+    topic = Topic(partitions)
+    for i, event in enumerate(read_event_file(OFFICIAL_CSV)):
+        topic.append(i % partitions, T0 + (i // per_second) * 1000 + (i % per_second), event_to_json(event).encode())
+    return topic
+
+
+def assert_exact(job: Job, topic: Topic, skip=frozenset()) -> None:
+    for message in job.published:
+        value, open_orders = reference_snapshot(topic, message.input_offsets, job.config, skip)
+        assert message.value == value, f"second {message.snapshot_time}"
+        assert message.open_orders == open_orders
+
+
+def assert_one_per_second(messages) -> None:
+    seconds = [m.snapshot_time for m in messages]
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds)))
+    assert [m.sequence for m in messages] == list(range(1, len(messages) + 1))
+
+
+def assert_prefix_by_record_time(topic: Topic, messages) -> None:
+    """Each snapshot's offsets cover exactly the records whose record time is <= its second."""
+    for message in messages:
+        for partition, records in topic.records.items():
+            end = message.input_offsets.get(partition, 0)
+            tau = None
+            for record in records:
+                second = second_of(record.timestamp_ms)
+                tau = second if tau is None else max(tau, second)
+                inside = record.offset < end
+                assert inside == (tau <= message.snapshot_time), (message.snapshot_time, partition, record.offset)
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 3])
+def test_official_sample_in_batches_every_snapshot_equals_the_replay(tmp_path, partitions):
+    topic = official_topic()
+    job = Job(topic, config(tmp_path, partitions=partitions))
+    for second in range(0, 25):
+        job.batch(T0 + second * 1000 + 37)
+    assert_one_per_second(job.published)
+    assert_exact(job, topic)
+    assert_prefix_by_record_time(topic, job.published)
+    final = json.loads(job.published[-1].value)
+    assert (final[0]["side"], final[0]["price"], final[0]["amount"]) == ("buy_1", 33990, 120.05)
+    assert (final[1]["side"], final[1]["price"], final[1]["amount"]) == ("sell_1", 34010, 134.91)
+    assert job.published[-1].open_orders == 4174
+
+
+def test_a_failed_batch_replays_to_the_same_messages(tmp_path):
+    topic = official_topic()
+    clean = Job(topic, config(tmp_path / "a"))
+    crashed = Job(topic, config(tmp_path / "b"))
+    for second in range(0, 25):
+        clean.batch(T0 + second * 1000 + 11)
+        if second % 4 == 1:
+            assert crashed.batch(T0 + second * 1000 + 11, fail_after_partition=1) == []
+        crashed.batch(T0 + second * 1000 + 11)
+    assert [(m.key, m.value, m.headers()) for m in crashed.published] == \
+        [(m.key, m.value, m.headers()) for m in clean.published]
+
+
+def test_a_lost_or_stale_local_index_is_rebuilt_or_caught_up(tmp_path):
+    topic = official_topic()
+    clean = Job(topic, config(tmp_path / "a"))
+    other = Job(topic, config(tmp_path / "b"))
+    saved = tmp_path / "saved"
+    for second in range(0, 25):
+        now = T0 + second * 1000 + 5
+        clean.batch(now)
+        if second == 6:
+            shutil.copytree(tmp_path / "b" / "index", saved)  # a worker that falls behind
+        if second == 9:
+            shutil.rmtree(tmp_path / "b" / "index")
+            shutil.copytree(saved, tmp_path / "b" / "index")  # ... comes back stale
+        if second == 15:
+            shutil.rmtree(tmp_path / "b" / "index")  # an executor lost with its disk
+        other.batch(now)
+    assert [m.value for m in other.published] == [m.value for m in clean.published]
+
+
+def test_an_outage_is_backfilled_second_by_second_with_the_true_books(tmp_path):
+    topic = official_topic(per_second=100)
+    job = Job(topic, config(tmp_path))
+    for second in list(range(0, 10)) + list(range(55, 80)):  # down from 10 s to 55 s
+        job.batch(T0 + second * 1000 + 40)
+    assert_one_per_second(job.published)
+    recovered = [m for m in job.published if m.recovered]
+    assert [m.snapshot_time for m in recovered] == list(range(T0 // 1000 + 9, T0 // 1000 + 54))
+    assert_exact(job, topic)
+    assert_prefix_by_record_time(topic, job.published)
+
+
+def test_beyond_the_backfill_bound_the_gap_is_reported_not_filled(tmp_path):
+    topic = official_topic(per_second=100)
+    job = Job(topic, config(tmp_path, max_backfill_s=20))
+    for second in list(range(0, 5)) + list(range(60, 70)):
+        job.batch(T0 + second * 1000 + 40)
+    seconds = [m.snapshot_time - T0 // 1000 for m in job.published]
+    assert seconds == list(range(0, 4)) + list(range(40, 69))
+    assert job.gaps == [(T0 // 1000 + 4, T0 // 1000 + 39)]
+    assert_exact(job, topic)
+
+
+def test_a_capped_backlog_publishes_only_complete_seconds(tmp_path):
+    topic = official_topic(per_second=400)
+    job = Job(topic, config(tmp_path), max_events_per_batch=700)
+    for second in range(30, 60):  # the whole sample is already there when the job starts
+        job.batch(T0 + second * 1000)
+    assert_one_per_second(job.published)
+    assert_exact(job, topic)
+    assert job.published[-1].open_orders == 4174
+
+
+def test_random_streams_with_duplicates_early_closes_and_garbage(tmp_path):
+    rng = random.Random(7)
+    topic = Topic(3)
+    live, sent, next_id, now = [], {}, 0, T0
+    for i in range(6000):
+        now += rng.randint(0, 3)
+        partition = rng.randrange(3)
+        roll = rng.random()
+        if roll < 0.05:
+            value = rng.choice([b"{", b"", None, b'{"order_id":1e5000,"status":"CLOSED"}', b"[]"])
+        elif roll < 0.35 and live:
+            value = json.dumps({"order_id": rng.choice(live), "status": "CLOSED"}).encode()
+        elif roll < 0.40:
+            value = json.dumps({"order_id": next_id + rng.randint(1, 5), "status": "CLOSED"}).encode()
+        elif live and roll < 0.45:
+            value = sent[rng.choice(live)]  # a duplicate (producers retry): the same bytes again
+        else:
+            live.append(next_id)
+            value = sent[next_id] = json.dumps({
+                "order_id": next_id, "symbol": rng.choice(["A-B", "C-D"]), "order_side": rng.choice(["BUY", "SELL"]),
+                "size": rng.randint(1, 10**9) / 10**8, "price": rng.randint(90, 110) / 4, "status": "OPEN"}).encode()
+            next_id += 1
+        topic.append(partition, now, value)
+    job = Job(topic, config(tmp_path, partitions=3, depth=5), max_events_per_batch=2000)
+    for second in range(0, 40):
+        job.batch(T0 + second * 1000 + 500)
+    assert_one_per_second(job.published)
+    assert_exact(job, topic)
+    assert {d.code for d in job.dead_letters} <= {"bad_json", "missing_field", "out_of_range", "not_object"}
+    assert len(job.dead_letters) == sum(
+        1 for records in topic.records.values() for r in records
+        if r.value in (b"{", b"", None, b'{"order_id":1e5000,"status":"CLOSED"}', b"[]"))
+
+
+def test_symbol_limit_dead_letters_the_open_and_the_replay_agrees(tmp_path):
+    topic = Topic(2)
+    for i in range(300):
+        topic.append(i % 2, T0 + i * 10, json.dumps({
+            "order_id": i, "symbol": f"S{i:04d}", "order_side": "BUY", "size": 1, "price": 10,
+            "status": "OPEN"}).encode())
+    job = Job(topic, config(tmp_path, partitions=2, max_symbols=10))
+    for second in range(0, 6):
+        job.batch(T0 + second * 1000 + 1)
+    rejected = {(d.partition, d.offset) for d in job.dead_letters if d.code == "symbol_limit"}
+    assert len(rejected) == 300 - 20  # 10 symbols in each of the 2 state partitions
+    assert all("symbol limit" in d.reason for d in job.dead_letters)
+    assert_exact(job, topic, skip=rejected)
+    assert len({row["symbol"] for row in json.loads(job.published[-1].value)}) == 20
+
+
+def test_tombstones_expire_by_record_time(tmp_path):
+    topic = Topic(1)
+    day = 86_400_000
+    topic.append(0, T0, b'{"order_id":1,"status":"CLOSED"}')
+    topic.append(0, T0 + 1000, b'{"order_id":1,"symbol":"X","order_side":"BUY","size":1,"price":5,"status":"OPEN"}')
+    topic.append(0, T0 + day + 5000, b'{"order_id":1,"symbol":"X","order_side":"BUY","size":2,"price":5,"status":"OPEN"}')
+    job = Job(topic, config(tmp_path, partitions=1, closed_ttl_s=86_400))
+    for now in (T0 + 2000, T0 + 3000, T0 + day + 6000, T0 + day + 7000):
+        job.batch(now)
+    books = [json.loads(m.value) for m in job.published]
+    assert books[0] == [] and books[-1][0]["amount"] == 2
+    assert_exact(job, topic)
