@@ -107,7 +107,8 @@ def bench_core(n: int, repeats: int) -> dict:
 
 
 def bench_send(n: int, repeats: int) -> dict:
-    from marketstream.broker import tansu_command, wait_until_ready
+    from marketstream.embedded.broker import tansu_command
+    from marketstream.kafka_io import wait_until_ready
     from marketstream.settings import load_settings
     from marketstream.topics import ensure_topics
 
