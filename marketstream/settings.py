@@ -118,7 +118,18 @@ class Settings(BaseSettings):
     # A pong queues behind every deal the exchange sent before it: when the listener is
     # behind (a burst), a short timeout would drop a live connection and the deals in flight.
     exchange_ping_timeout_seconds: float = Field(60.0, gt=0)
+    # A connection that lived this long resets the reconnect backoff; one closed sooner (an
+    # exchange that accepts and closes at once) makes the next reconnect wait longer.
+    exchange_reconnect_reset_seconds: float = Field(10.0, gt=0)
     loader_batch_size: int = Field(500, ge=1)
+
+    # Prometheus endpoints (http://ADDRESS:PORT/metrics) of the long-running processes; 0 = none.
+    producer_metrics_port: int = Field(9101, ge=0, le=65535)
+    listener_metrics_port: int = Field(9102, ge=0, le=65535)
+    loader_metrics_port: int = Field(9103, ge=0, le=65535)
+    # Where they listen: 0.0.0.0 in containers (Prometheus scrapes them by service name);
+    # the embedded run stays on loopback.
+    metrics_address: str = "127.0.0.1"
 
     # Dashboard
     dashboard_port: int = Field(8501, ge=1, le=65535)

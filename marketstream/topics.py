@@ -36,7 +36,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.deadletter_topic, 1, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
         TopicSpec(settings.metrics_topic, 1),
         TopicSpec(settings.deals_topic, 1),
-        TopicSpec(settings.deals_deadletter_topic, 1),
+        TopicSpec(settings.deals_deadletter_topic, 1, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
     ]
 
 

@@ -65,7 +65,8 @@ class DealReasonCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"  # a number outside its bounds
     BAD_VALUE = "bad_value"  # right type, not allowed: direction, date, hour, time, text
     # Not from the parser:
-    TOO_LARGE_FOR_TOPIC = "too_large_for_topic"  # the listener: the broker/producer refused the record's size
+    TOO_LARGE_FOR_TOPIC = "too_large_for_topic"  # the producer or the broker refused the record's size
+    REFUSED_BY_BROKER = "refused_by_broker"  # the broker refused the record otherwise (invalid, corrupt)
     FRAME_TOO_LARGE = "frame_too_large"  # the listener: a websocket message over MAX_FRAME_BYTES (connection closed)
     REFUSED_BY_DATABASE = "refused_by_database"  # the loader: a rule of the database the contract does not know
     INTERNAL_ERROR = "internal_error"  # an unexpected exception while handling one message

@@ -5,8 +5,10 @@ Partitions are assigned explicitly (no consumer group); where to resume comes fr
 rows. A crash before the commit replays the batch, a crash after it resumes past it, and
 ``INSERT … ON CONFLICT (deal_id) DO NOTHING`` absorbs any replay of a deal already
 stored. When the database is down the loader keeps the batch, waits with backoff and
-retries; the deals wait in Kafka. A record that is not a valid deal (the listener
-validates, so only a foreign writer produces one) is dead-lettered and skipped.
+retries; the deals wait in Kafka. Nothing in one record can stop the loader: a record that
+is not a valid deal (the listener validates, so only a foreign writer produces one), a deal
+the database refuses, any unexpected error while handling one record: each is dead-lettered
+(bounded, with its reason code) and skipped, the rest of its batch stored.
 
 Before the consumer is positioned, each stored offset is checked against the partition's
 real range (earliest offset, and the high watermark of a fetch response: Tansu's
@@ -17,6 +19,8 @@ makes safe. A stored offset below the earliest (retention) starts at the earlies
 are logged as warnings and the corrected offset is stored at once, so a crash before the
 first batch cannot bring the stale offset back.
 
+Metrics at ``http://METRICS_ADDRESS:LOADER_METRICS_PORT/metrics`` (``LoaderMetrics``).
+
     python -m marketstream.energy.loader
 """
 
@@ -25,28 +29,63 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from marketstream.deadletter import DeadLetter
 from marketstream.energy import db
-from marketstream.energy.deals import InvalidDeal, parse_deal
+from marketstream.energy.deals import DealReasonCode, InvalidDeal, parse_deal
+from marketstream.energy.delivery import make_deadletter_producer, send_dead_letter
+from marketstream.prometheus import LastEventClock
 from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoaderStats:
-    batches: int = 0
-    records: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    db_failures: int = 0
+class LoaderMetrics:
+    """The loader's Prometheus figures (names as exposed):
+
+    - ``marketstream_loader_deals_consumed_total``: records read from the deals topic;
+    - ``marketstream_loader_deals_stored_total``: new rows in ``trades``;
+    - ``marketstream_loader_deals_duplicates_total``: deals already stored (replays);
+    - ``marketstream_loader_deals_dead_lettered_total{reason_code}``: by ``DealReasonCode``;
+    - ``marketstream_loader_dead_letter_failures_total``: dead letters the broker refused;
+    - ``marketstream_loader_batches_total``, ``marketstream_loader_database_retries_total``
+      (writes retried while the database was away);
+    - ``marketstream_loader_lag_deals``: records on the topic not loaded yet (as of the last
+      poll);
+    - ``marketstream_loader_deal_last_timestamp_seconds`` and
+      ``marketstream_loader_deal_seconds_since_last``: the last new deal stored.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("marketstream_loader_deals_consumed", "Records read from the deals topic", registry=r)
+        self.stored = Counter("marketstream_loader_deals_stored", "New deals stored in the trades table", registry=r)
+        self.duplicates = Counter("marketstream_loader_deals_duplicates", "Deals read again that were already stored",
+                                  registry=r)
+        self.dead_lettered = Counter("marketstream_loader_deals_dead_lettered", "Records sent to the deals "
+                                     "dead-letter topic, by reason code", ["reason_code"], registry=r)
+        for code in DealReasonCode:
+            if code not in (DealReasonCode.FRAME_TOO_LARGE, DealReasonCode.TOO_LARGE_FOR_TOPIC,
+                            DealReasonCode.REFUSED_BY_BROKER):  # the listener's
+                self.dead_lettered.labels(code.value)
+        self.dead_letter_failures = Counter("marketstream_loader_dead_letter_failures", "Dead letters the broker "
+                                            "refused (lost)", registry=r)
+        self.batches = Counter("marketstream_loader_batches", "Batches committed", registry=r)
+        self.database_retries = Counter("marketstream_loader_database_retries", "Database operations retried "
+                                        "(database away)", registry=r)
+        self.lag = Gauge("marketstream_loader_lag_deals", "Records on the deals topic not loaded yet (as of the "
+                         "last poll)", registry=r)
+        self.last_deal = LastEventClock("marketstream_loader_deal", "new deal stored", r)
+
+    def value(self, name: str, **labels) -> float:
+        """A figure as exposed, e.g. ``value("marketstream_loader_deals_stored_total")``."""
+        return self.registry.get_sample_value(name, labels or None) or 0.0
 
 
 def stored_offsets(engine: sa.Engine, topic: str) -> dict[int, int]:
@@ -110,17 +149,17 @@ def store_batch(engine: sa.Engine, topic: str, rows: list[dict], next_offsets: d
 
 
 class TradeLoader:
-    def __init__(self, settings: Settings, engine: sa.Engine | None = None):
+    def __init__(self, settings: Settings, engine: sa.Engine | None = None, metrics: LoaderMetrics | None = None):
         self.settings = settings
         self.engine = engine or db.make_engine(settings.database_url)
         self.topic = settings.deals_topic
-        self.stats = LoaderStats()
+        self.metrics = metrics or LoaderMetrics()
         self._consumer = None
         self._dlq_producer = None
 
     def _retrying(self, what: str) -> Retrying:
         def report(state):
-            self.stats.db_failures += 1
+            self.metrics.database_retries.inc()
             log.warning("%s failed (%s); retry %d, deals wait in Kafka", what,
                         str(state.outcome.exception()).splitlines()[0], state.attempt_number)
 
@@ -213,11 +252,15 @@ class TradeLoader:
         for record in records:
             next_offsets[record.partition] = max(next_offsets.get(record.partition, 0), record.offset + 1)
             try:
-                deal = parse_deal(record.value or b"")
+                rows.append(parse_deal(record.value or b"").row() | {"loaded_at": loaded_at})
             except InvalidDeal as exc:
-                self._dead_letter(record, exc.reason)
+                self._dead_letter(record, exc.reason, exc.code)
                 continue
-            rows.append(deal.row() | {"loaded_at": loaded_at})
+            except Exception as exc:  # a bug costs this record (dead-lettered), never the loader
+                log.exception("unexpected error while reading %s[%d]@%d", record.topic, record.partition, record.offset)
+                self._dead_letter(record, f"unexpected error: {type(exc).__name__}: {exc}",
+                                  DealReasonCode.INTERNAL_ERROR)
+                continue
             sources.append(record)
         try:
             for attempt in self._retrying("writing deals to the database"):
@@ -228,13 +271,24 @@ class TradeLoader:
             # find it, dead-letter it with the database's reason, store the rest.
             log.warning("the database refused a batch (%s); storing it row by row", _first_line(exc))
             inserted = self._store_row_by_row(rows, sources, next_offsets)
-        self.stats.batches += 1
-        self.stats.records += len(records)
-        self.stats.inserted += inserted
-        self.stats.duplicates += len(rows) - inserted
+        self.metrics.batches.inc()
+        self.metrics.consumed.inc(len(records))
+        self.metrics.stored.inc(inserted)
+        self.metrics.duplicates.inc(len(rows) - inserted)
+        if inserted:
+            self.metrics.last_deal.mark()
+        self._measure_lag()
         log.info("stored %d new deals (%d already present) up to offsets %s", inserted, len(rows) - inserted,
                  next_offsets)
         return len(records)
+
+    def _measure_lag(self) -> None:
+        lag = 0
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                lag += max(0, end - self._consumer.position(tp))
+        self.metrics.lag.set(lag)
 
     def _store_row_by_row(self, rows: list[dict], sources: list, next_offsets: dict[int, int]) -> int:
         """Each row on its own (rows are idempotent, so a crash midway only replays), then the
@@ -246,23 +300,23 @@ class TradeLoader:
                     with attempt:
                         inserted += store_batch(self.engine, self.topic, [row], {})
             except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-                self._dead_letter(record, f"refused by the database: {_first_line(exc)}")
+                self._dead_letter(record, f"refused by the database: {_first_line(exc)}",
+                                  DealReasonCode.REFUSED_BY_DATABASE)
         for attempt in self._retrying("writing loader offsets"):
             with attempt:
                 store_batch(self.engine, self.topic, [], next_offsets)
         return inserted
 
-    def _dead_letter(self, record, reason: str) -> None:
-        from marketstream.kafka_io import make_producer
-
-        log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+    def _dead_letter(self, record, reason: str, code: DealReasonCode) -> None:
+        log.warning("dead-lettering %s[%d]@%d [%s]: %s", record.topic, record.partition, record.offset, code, reason)
         if self._dlq_producer is None:
-            self._dlq_producer = make_producer(self.settings, enable_idempotence=True)
-        letter = DeadLetter(record.value or b"", reason, record.topic, record.partition, record.offset)
+            self._dlq_producer = make_deadletter_producer(self.settings)
+        letter = DeadLetter(record.value or b"", reason, code.value, record.topic, record.partition, record.offset)
         # Before the offsets move past it: a crash in between re-sends it (at least once).
-        self._dlq_producer.send(self.settings.deals_deadletter_topic, value=letter.value,
-                                headers=letter.headers()).get(timeout=30)
-        self.stats.dead_lettered += 1
+        if send_dead_letter(self._dlq_producer, self.settings.deals_deadletter_topic, letter):
+            self.metrics.dead_lettered.labels(code.value).inc()
+        else:
+            self.metrics.dead_letter_failures.inc()
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
@@ -272,7 +326,10 @@ class TradeLoader:
                 self.poll_once()
         finally:
             self.close()
-            log.info("loader stopped: %s", self.stats)
+            log.info("loader stopped: %d deals stored, %d duplicates, %d records consumed",
+                     self.metrics.value("marketstream_loader_deals_stored_total"),
+                     self.metrics.value("marketstream_loader_deals_duplicates_total"),
+                     self.metrics.value("marketstream_loader_deals_consumed_total"))
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -290,15 +347,21 @@ def _first_line(exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from prometheus_client import REGISTRY
+
+    from marketstream.prometheus import serve_metrics
     from marketstream.settings import get_settings
 
     argparse.ArgumentParser(prog="python -m marketstream.energy.loader", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    metrics = LoaderMetrics(REGISTRY)
+    serve_metrics(settings, "loader_metrics_port", metrics.registry)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    TradeLoader(get_settings()).run(stop)
+    TradeLoader(settings, metrics=metrics).run(stop)
     return 0
 
 

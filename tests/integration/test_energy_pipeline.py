@@ -41,7 +41,9 @@ def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
     settings = kafka_settings.model_copy(update={
         "database_url": pg_url, "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}",
     })
-    env = settings_env(settings)
+    # Connections here live 0.3 s between forced drops: count that as a healthy connection,
+    # so each drop is a reconnect at once (short-lived ones back off: test_energy_hostile.py).
+    env = settings_env(settings, EXCHANGE_RECONNECT_RESET_SECONDS="0.2")
     listener = Service("listener", env, tmp_path / "listener.log")
     loader = Service("loader", env, tmp_path / "loader.log")
     try:
