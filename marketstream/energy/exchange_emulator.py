@@ -5,7 +5,12 @@ after a disconnect), one deal every 5–10 s by default, traders ``flex_trader_1
 price 10–30, quantity 1.0–5.0, delivery hour in the tradable range. On top of that:
 a rate knob (``--deals-per-minute``, exact pace for load tests) and fault injection
 (``--drop-probability`` closes the connection after a deal, ``--malformed-probability``
-sends a broken message instead of a deal).
+sends a broken message instead of a deal, ``closing_at_once`` accepts a connection and
+closes it at once with 1011, as a failing exchange does).
+
+What it sent is counted, and the last ``--history`` deals (and malformed messages, connect
+and drop times) are kept for tests and benchmarks to check against: bounded, so an emulator
+that runs for days does not grow.
 
 Building a message (``DealFactory``) is separate from sending it (``ExchangeEmulator``);
 ``--seed`` makes every connection's stream repeatable.
@@ -21,7 +26,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from marketstream.energy.deals import deal_message, tradable_hours
@@ -43,6 +49,7 @@ class ExchangeConfig:
     seed: int | None = None
     drop_probability: float = 0.0
     malformed_probability: float = 0.0
+    history: int = 10_000  # deals (and malformed messages, connects, drops) remembered
 
     def __post_init__(self):
         if self.deals_per_minute is not None and self.deals_per_minute <= 0:
@@ -52,6 +59,8 @@ class ExchangeConfig:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.traders < 1:
             raise ValueError(f"traders must be at least 1, got {self.traders}")
+        if self.history < 1:
+            raise ValueError(f"history must be at least 1, got {self.history}")
 
 
 class DealFactory:
@@ -110,23 +119,29 @@ class SentDeal:
     sent_at: float  # time.time() when the frame was handed to the socket
 
 
-@dataclass
 class ExchangeStats:
-    connections_opened: int = 0
-    connect_times: list[float] = field(default_factory=list)
-    drop_times: list[float] = field(default_factory=list)
-    sent: list[SentDeal] = field(default_factory=list)
-    malformed: list[tuple[str, str]] = field(default_factory=list)
+    """Totals since start, and the most recent ``history`` of each kind of event."""
+
+    def __init__(self, history: int):
+        self.connections_opened = 0
+        self.deals_sent = 0
+        self.malformed_sent = 0
+        self.connect_times: deque[float] = deque(maxlen=history)
+        self.drop_times: deque[float] = deque(maxlen=history)
+        self.sent: deque[SentDeal] = deque(maxlen=history)
+        self.malformed: deque[tuple[str, str]] = deque(maxlen=history)
 
 
 class ExchangeEmulator:
     def __init__(self, config: ExchangeConfig):
         self.config = config
-        self.stats = ExchangeStats()
+        self.stats = ExchangeStats(config.history)
         self._connections: set = set()
         self._server = None
         # Tests and benchmarks stop the flow before reading the final counts.
         self.paused = False
+        # A failing exchange: every new connection is accepted, then closed with 1011 at once.
+        self.closing_at_once = False
 
     @property
     def port(self) -> int:
@@ -167,6 +182,9 @@ class ExchangeEmulator:
         self.stats.connect_times.append(time.time())
         seed = None if self.config.seed is None else f"{self.config.seed}:{number}"
         factory = DealFactory(random.Random(seed), self.config.traders)
+        if self.closing_at_once:
+            await connection.close(1011, "emulated failure: closing at once")
+            return
         self._connections.add(connection)
         log.info("connection %d from %s", number, connection.remote_address)
         next_at = time.monotonic()
@@ -186,10 +204,12 @@ class ExchangeEmulator:
                     kind, text = factory.malformed(now)
                     await connection.send(text)
                     self.stats.malformed.append((kind, text))
+                    self.stats.malformed_sent += 1
                     continue
                 deal = factory.deal(now)
                 await connection.send(deal_message(deal))
                 self.stats.sent.append(SentDeal(deal["id"], number, time.time()))
+                self.stats.deals_sent += 1
                 if factory.rng.random() < self.config.drop_probability:
                     log.info("fault: dropping connection %d", number)
                     self.stats.drop_times.append(time.time())
@@ -225,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--drop-probability", type=float, default=0.0, help="after each deal, close the connection")
     parser.add_argument("--malformed-probability", type=float, default=0.0, help="send a broken message instead")
+    parser.add_argument("--history", type=int, default=10_000, help="recent deals remembered (bounded memory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ExchangeConfig(
             host=args.host, port=args.port, deals_per_minute=args.deals_per_minute, traders=args.traders,
             seed=args.seed, drop_probability=args.drop_probability, malformed_probability=args.malformed_probability,
+            history=args.history,
         )
     except ValueError as exc:
         parser.error(str(exc))

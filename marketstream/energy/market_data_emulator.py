@@ -14,8 +14,9 @@ real API's publication delay), so ``last_update`` is the publication time.
 Switchable faults: ``--error-rate`` (500/503), ``--slow-rate``/``--slow-seconds``, the
 rate limit (429 with ``Retry-After`` above ``--per-minute`` requests in any 60 s, or
 ``--per-hour``), ``--throttle-rate`` (random 429s even under the limit) and
-``--garbage-rate`` (a 200 whose body is not a reference price). Every request is logged
-in memory; ``GET /_emulator/stats`` reports the counts and the busiest 60 s window, so a
+``--garbage-rate`` (a 200 whose body is not a reference price). Requests are counted, and
+the arrival times of the last ``--history`` (10,000: bounded memory) kept;
+``GET /_emulator/stats`` reports the counts and the busiest 60 s window among them, so a
 test can check that a client kept the limit.
 
     python -m marketstream.energy.market_data_emulator --error-rate 0.2 --seed 3
@@ -31,7 +32,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -63,11 +64,14 @@ class MarketDataConfig:
     garbage_rate: float = 0.0  # share of requests answered 200 with a body that is no price
     per_minute: int | None = 50  # None: no rate limit
     per_hour: int | None = 1000
+    history: int = 10_000  # request arrival times remembered for the stats
 
     def __post_init__(self):
         for name in ("error_rate", "slow_rate", "throttle_rate", "garbage_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.history < 1:
+            raise ValueError(f"history must be at least 1, got {self.history}")
         if self.regen_seconds <= 0 or not 0 <= self.publication_delay_max < self.regen_seconds:
             raise ValueError("need regen_seconds > 0 and 0 <= publication_delay_max < regen_seconds")
 
@@ -94,23 +98,31 @@ def reference_price(config: MarketDataConfig, day: date, hour: str, now: float) 
     }
 
 
-@dataclass
 class RequestLog:
-    times: list[float] = field(default_factory=list)  # arrival of every request, any status
-    statuses: Counter = field(default_factory=Counter)
+    """How many requests arrived (by answer), and the arrival times of the last ``history``."""
+
+    def __init__(self, history: int = 10_000):
+        self.times: deque[float] = deque(maxlen=history)  # arrival of the recent requests, any status
+        self.requests = 0
+        self.statuses: Counter = Counter()  # one key per status code (and "garbage"): bounded
+
+    def arrived(self, now: float) -> None:
+        self.times.append(now)
+        self.requests += 1
 
     def max_in_window(self, window_s: float = 60.0) -> int:
-        """Most requests that arrived within any ``window_s`` seconds."""
+        """Most requests that arrived within any ``window_s`` seconds (of those remembered)."""
+        times = list(self.times)
         best = 0
-        for i, start in enumerate(self.times):
-            best = max(best, bisect.bisect_left(self.times, start + window_s) - i)
+        for i, start in enumerate(times):
+            best = max(best, bisect.bisect_left(times, start + window_s) - i)
         return best
 
 
 class MarketDataEmulator:
     def __init__(self, config: MarketDataConfig):
         self.config = config
-        self.log = RequestLog()
+        self.log = RequestLog(config.history)
         self.rng = random.Random(config.seed)
         self._accepted_minute: deque[float] = deque()
         self._accepted_hour: deque[float] = deque()
@@ -159,7 +171,7 @@ class MarketDataEmulator:
 
     async def reference_price(self, request: web.Request) -> web.Response:
         now = time.time()
-        self.log.times.append(now)
+        self.log.arrived(now)
         wait = self._rate_limited(now)
         if wait is None and self.rng.random() < self.config.throttle_rate:
             wait = 1.0
@@ -185,7 +197,7 @@ class MarketDataEmulator:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "requests": len(self.log.times),
+            "requests": self.log.requests,
             "statuses": {str(k): v for k, v in sorted(self.log.statuses.items(), key=lambda kv: str(kv[0]))},
             "max_requests_in_60s": self.log.max_in_window(60.0),
         })
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--garbage-rate", type=float, default=0.0, help="share of 200s whose body is garbage")
     parser.add_argument("--per-minute", type=int, default=50, help="rate limit; 0 = none")
     parser.add_argument("--per-hour", type=int, default=1000, help="rate limit; 0 = none")
+    parser.add_argument("--history", type=int, default=10_000, help="request times remembered (bounded memory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             publication_delay_max=min(30.0, args.regen_seconds / 2), error_rate=args.error_rate,
             slow_rate=args.slow_rate, slow_seconds=args.slow_seconds, throttle_rate=args.throttle_rate,
             garbage_rate=args.garbage_rate,
-            per_minute=args.per_minute or None, per_hour=args.per_hour or None,
+            per_minute=args.per_minute or None, per_hour=args.per_hour or None, history=args.history,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -81,3 +81,44 @@ def test_config_rejects_nonsense():
         ExchangeConfig(drop_probability=1.5)
     with pytest.raises(ValueError, match="deals_per_minute"):
         ExchangeConfig(deals_per_minute=0)
+
+
+def test_the_exchange_remembers_a_bounded_history():
+    async def scenario():
+        emulator = await ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=60_000, seed=2, history=5)).start()
+        try:
+            messages = await receive(f"ws://127.0.0.1:{emulator.port}", 40)
+            emulator.paused = True
+            await asyncio.sleep(0.05)
+        finally:
+            await emulator.stop()
+        return emulator, messages
+
+    emulator, messages = asyncio.run(scenario())
+    assert emulator.stats.deals_sent >= 40  # counted, all of them ...
+    assert len(emulator.stats.sent) == 5  # ... remembered, the last five
+    remembered = {d.deal_id for d in emulator.stats.sent}
+    received = [parse_deal(m).id for m in messages]
+    assert len(remembered) == 5 and not remembered & set(received[:30])  # the early ones are forgotten
+    with pytest.raises(ValueError, match="history"):
+        ExchangeConfig(history=0)
+
+
+def test_the_market_data_emulator_remembers_a_bounded_history():
+    import httpx
+
+    from marketstream.energy.background import BackgroundLoop
+    from marketstream.energy.market_data_emulator import MarketDataConfig, MarketDataEmulator
+
+    with BackgroundLoop() as loop:
+        emulator = MarketDataEmulator(MarketDataConfig(port=0, per_minute=None, per_hour=None, history=3))
+        loop.run(emulator.start())
+        try:
+            for _ in range(10):
+                httpx.get(f"http://127.0.0.1:{emulator.port}/reference-price",
+                          params={"delivery_day": "2026-11-23", "delivery_hour": "10-11"}, timeout=5)
+            stats = httpx.get(f"http://127.0.0.1:{emulator.port}/_emulator/stats", timeout=5).json()
+        finally:
+            loop.run(emulator.stop())
+    assert stats["requests"] == 10 and stats["statuses"] == {"200": 10}
+    assert len(emulator.log.times) == 3 and stats["max_requests_in_60s"] == 3
