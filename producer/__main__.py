@@ -7,7 +7,8 @@
 
 Defaults come from the settings (KAFKA_BOOTSTRAP_SERVERS, ORDERS_TOPIC,
 PRODUCER_EVENTS_PER_TICK, PRODUCER_TICK_SECONDS, PRODUCER_SYMBOLS, PRODUCER_CLOSE_SHARE,
-PRODUCER_MAX_LIVE_ORDERS).
+PRODUCER_MAX_LIVE_ORDERS). While it sends to Kafka, its Prometheus metrics are at
+http://METRICS_ADDRESS:PRODUCER_METRICS_PORT/metrics (producer/metrics.py).
 Messages are keyed by order id, so an order's open and close share a partition;
 ``--no-key`` sends them unkeyed (spread over partitions, closes may overtake opens).
 """
@@ -168,31 +169,42 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    pacer = None if args.unpaced else Pacer(args.tick_seconds)
     target = None if args.unpaced else args.events_per_tick / args.tick_seconds
 
     if args.stdout:
+        pacer = None if args.unpaced else Pacer(args.tick_seconds)
         report = send_events(events, lambda e: print(e.value.decode(), flush=True), args.events_per_tick,
                              pacer, args.max_events, target_rate=target, stop=lambda: stopping)
         log.info(report.line(target))
         return 0
 
     from kafka.errors import KafkaError
+    from prometheus_client import REGISTRY
 
     from marketstream.kafka_io import make_producer, wait_until_ready
+    from marketstream.prometheus import serve_metrics
     from marketstream.settings import load_settings
+    from producer.metrics import ProducerMetrics
 
     target_settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    metrics = ProducerMetrics(REGISTRY)
+    metrics.target_rate.set(target or 0)
+    if not args.replay:
+        metrics.follow_live_orders(lambda: flow.live_orders)
+    serve_metrics(target_settings, "producer_metrics_port", metrics.registry)
+    pacer = None if args.unpaced else Pacer(args.tick_seconds, on_late=metrics.late_ticks.inc)
     try:
         wait_until_ready(target_settings, timeout_s=args.broker_timeout)
     except TimeoutError as exc:
         log.error("%s; is the broker running (make run starts it)?", exc)
         return 1
     producer = make_producer(target_settings, linger_ms=5, retries=5)
-    failures: list[Exception] = []
 
     def send(event: OutgoingEvent) -> None:
-        producer.send(args.topic, key=event.key, value=event.value).add_errback(failures.append)
+        metrics.handed.inc()
+        future = producer.send(args.topic, key=event.key, value=event.value)
+        future.add_callback(metrics.acknowledged)
+        future.add_errback(metrics.gave_up)
 
     log.info("sending to %s on %s", args.topic, args.bootstrap_servers)
     try:
@@ -204,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         producer.close(timeout=10)
-    report.failed = len(failures)
+    report.failed = int(metrics.value("marketstream_producer_events_failed_total"))
     report.sent -= report.failed
     log.info(report.line(target))
-    if failures:
-        log.error("%d events were not delivered; first error: %s", len(failures), failures[0])
+    if report.failed:
+        log.error("%d events were not delivered; first error: %s", report.failed, metrics.first_error)
         return 1
     return 0
 

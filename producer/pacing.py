@@ -19,6 +19,7 @@ class Pacer:
     sleep: Callable[[float], None] = time.sleep
     ticks: int = 0
     late_ticks: int = 0
+    on_late: Callable[[], None] | None = None  # told of each late tick (metrics)
     _start: float | None = field(default=None, repr=False)
 
     def wait_for_next_tick(self) -> None:
@@ -30,6 +31,8 @@ class Pacer:
             self.sleep(due - now)
         elif now - due > self.interval_s:
             self.late_ticks += 1
+            if self.on_late is not None:
+                self.on_late()
         self.ticks += 1
 
     def elapsed(self) -> float:

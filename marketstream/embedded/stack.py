@@ -7,7 +7,19 @@ import signal
 import sys
 
 from marketstream.kafka_io import wait_until_ready
-from marketstream.settings import PROJECT_ROOT, get_settings
+from marketstream.prometheus import metrics_url
+from marketstream.settings import PROJECT_ROOT, Settings, get_settings
+
+
+def metrics_rows(s: Settings) -> list[tuple[str, str]]:
+    """The Prometheus endpoints, one row each ("off" for a port set to 0)."""
+    endpoints = [("order emulator", s.producer_metrics_port), ("trade listener", s.listener_metrics_port),
+                 ("trade loader", s.loader_metrics_port)]
+    # The Spark driver's endpoint: its port setting comes with the order-book job's metrics.
+    orderbook_port = getattr(s, "orderbook_metrics_port", None)
+    if orderbook_port is not None:
+        endpoints.append(("order-book job (while it runs)", orderbook_port))
+    return [(f"Metrics: {name}", metrics_url(s, port) if port else "off") for name, port in endpoints]
 
 
 def describe() -> str:
@@ -22,6 +34,7 @@ def describe() -> str:
         ("Exchange websocket", s.exchange_ws_url),
         ("Market-data API", f"{s.market_data_url}/reference-price"),
         ("Exports", str(s.export_dir)),
+        *metrics_rows(s),
     ]
     width = max(len(name) for name, _ in rows)
     lines = ["", "marketstream embedded stack:"] + [f"  {name:<{width}}  {where}" for name, where in rows]

@@ -201,3 +201,46 @@ def test_stdout_mode_prints_seeded_events_in_the_seed_format():
     assert set(json.loads(lines[0])) == {"order_id", "symbol", "order_side", "size", "price", "status", "created_at"}
     assert "sent 30 events" in first.stderr
     assert isinstance(parse_event(lines[0]).price, Decimal)
+
+
+def test_late_ticks_are_told_to_the_metrics():
+    from producer.metrics import ProducerMetrics
+
+    now = [0.0]
+    metrics = ProducerMetrics()
+    pacer = Pacer(0.1, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
+                  on_late=metrics.late_ticks.inc)
+    for _ in range(3):
+        pacer.wait_for_next_tick()
+    now[0] += 1.0  # the sender stalled for ten intervals
+    pacer.wait_for_next_tick()
+    assert pacer.late_ticks == 1 == metrics.value("marketstream_producer_late_ticks_total")
+
+
+def test_producer_metrics_count_failures_and_keep_only_the_first_error():
+    from producer.metrics import ProducerMetrics
+
+    metrics = ProducerMetrics()
+    metrics.follow_live_orders(lambda: 42)
+    for attempt in range(1000):
+        metrics.gave_up(RuntimeError(f"failure {attempt}"))
+    metrics.acknowledged()
+    assert metrics.value("marketstream_producer_events_failed_total") == 1000
+    assert str(metrics.first_error) == "failure 0"
+    assert metrics.value("marketstream_producer_events_sent_total") == 1
+    assert metrics.value("marketstream_producer_live_orders") == 42
+    assert metrics.value("marketstream_producer_event_seconds_since_last") < 1
+
+
+def test_make_run_prints_every_metrics_endpoint():
+    from marketstream.embedded.stack import metrics_rows
+    from marketstream.settings import load_settings
+
+    rows = dict(metrics_rows(load_settings()))
+    assert rows["Metrics: order emulator"] == "http://127.0.0.1:9101/metrics"
+    assert rows["Metrics: trade listener"] == "http://127.0.0.1:9102/metrics"
+    assert rows["Metrics: trade loader"] == "http://127.0.0.1:9103/metrics"
+    # Inside a container they listen on every interface; scraped from the host by loopback.
+    rows = dict(metrics_rows(load_settings(metrics_address="0.0.0.0", loader_metrics_port=0)))
+    assert rows["Metrics: trade listener"] == "http://127.0.0.1:9102/metrics"
+    assert rows["Metrics: trade loader"] == "off"
