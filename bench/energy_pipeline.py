@@ -11,7 +11,9 @@ private schema of the machine's PostgreSQL (default) or any URL given.
 2. listener throughput: the emulator pushes ``--burst-deals`` as fast as the sockets take
    them (loader stopped): deals acknowledged by Kafka per second;
 3. loader throughput: the loader starts on that backlog: deals committed per second.
-Between 1 and 2, 20 forced disconnects measure how fast the listener is back.
+Between 1 and 2, 20 forced disconnects measure how fast the listener is back, and an
+exchange that accepts and closes every connection at once (1011) for 10 s counts the
+listener's attempts (its backoff).
 Results: ``bench/results/energy_pipeline.json`` and a summary on stdout.
 """
 
@@ -58,7 +60,11 @@ def start_service(name: str, settings, log_dir: Path) -> subprocess.Popen:
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
                DEALS_TOPIC=settings.deals_topic, DEALS_DEADLETTER_TOPIC=settings.deals_deadletter_topic,
-               DATABASE_URL=settings.database_url, EXCHANGE_WS_URL=settings.exchange_ws_url)
+               DATABASE_URL=settings.database_url, EXCHANGE_WS_URL=settings.exchange_ws_url,
+               # The forced disconnects drop connections that lived 0.2 s: healthy ones here,
+               # so the figure is the reconnect after a drop, not the short-lived backoff.
+               EXCHANGE_RECONNECT_RESET_SECONDS="0.1",
+               LISTENER_METRICS_PORT="0", LOADER_METRICS_PORT="0")
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen([sys.executable, "-m", f"marketstream.energy.{name}"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -114,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     broker = subprocess.Popen(tansu_command(broker_settings), stdout=open(log_dir / "tansu.log", "wb"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
     loop = BackgroundLoop()
-    emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=args.rate, seed=1))
+    # Remembers every deal of the run, so the benchmark can check each one was stored.
+    emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=args.rate, seed=1,
+                                               history=args.burst_deals + int(args.rate * args.seconds / 60) + 1000))
     processes: list[subprocess.Popen] = []
     result: dict = {"rate_per_minute": args.rate, "steady_seconds": args.seconds, "database": db.make_engine(
         database_url).dialect.name}
@@ -163,19 +171,33 @@ def main(argv: list[str] | None = None) -> int:
                                "max_ms": round(1000 * max(reconnects), 1)}
         print("reconnect:", result["reconnect"], flush=True)
 
+        # An exchange that accepts and closes at once: attempts in 10 s (backoff, no hot loop).
+        before = emulator.stats.connections_opened
+        emulator.closing_at_once = True
+        loop.run(emulator.drop_all())
+        time.sleep(10)
+        emulator.closing_at_once = False
+        attempts = emulator.stats.connections_opened - before
+        recovered_at = time.time()
+        wait_until(lambda: emulator.open_connections == 1, 10, "the listener after the failing exchange")
+        result["closing_at_once"] = {"seconds": 10, "connections": attempts,
+                                     "back_after_recovery_ms": round(1000 * (emulator.stats.connect_times[-1]
+                                                                             - recovered_at), 1)}
+        print("closing at once:", result["closing_at_once"], flush=True)
+
         # 2. listener alone: a burst of N deals as fast as the sockets take them. Bounded,
         # because an endless flood queues in socket buffers ahead of the keepalive pongs.
         stop(loader)
         consumer = make_consumer(settings)
         base = high_watermarks(consumer, settings.deals_topic, [0])[0]
-        sent_before = len(emulator.stats.sent)
+        sent_before = emulator.stats.deals_sent
         emulator.config = dataclasses.replace(emulator.config, deals_per_minute=600_000.0)
         start_time = time.monotonic()
         emulator.paused = False
-        while len(emulator.stats.sent) - sent_before < args.burst_deals:
+        while emulator.stats.deals_sent - sent_before < args.burst_deals:
             time.sleep(0.005)
         emulator.paused = True
-        burst = len(emulator.stats.sent) - sent_before
+        burst = emulator.stats.deals_sent - sent_before
         wait_until(lambda: high_watermarks(consumer, settings.deals_topic, [0])[0] >= base + burst, 300,
                    "the listener to produce the burst")
         burst_elapsed = time.monotonic() - start_time
@@ -201,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         with engine.connect() as connection:
             total = connection.execute(sa.select(sa.func.count()).select_from(db.trades)).scalar()
         result["duplicates"] = total - len(set(loaded(engine)))
+        assert len(emulator.stats.sent) == emulator.stats.deals_sent, "the history must hold every deal of the run"
         result["all_sent_stored"] = {d.deal_id for d in emulator.stats.sent} <= set(loaded(engine))
         engine.dispose()
     finally:
