@@ -296,7 +296,9 @@ def _number(raw: msgspec.Raw, name: str, positive: bool) -> Decimal:
         raise InvalidDeal(f"{name} out of range ({bound}), got {_show(shown)}", DealReasonCode.OUT_OF_RANGE)
     if positive and number <= 0:
         raise InvalidDeal(f"{name} out of range ({bound}), got {_show(shown)}", DealReasonCode.OUT_OF_RANGE)
-    if number.as_tuple().exponent < -MAX_DECIMALS:
+    dot = text.find(b".")
+    plain = dot < 0 or len(text) - dot - 1 <= MAX_DECIMALS  # e.g. 20.64: few enough decimals as written
+    if not (plain and b"e" not in text and b"E" not in text) and number.as_tuple().exponent < -MAX_DECIMALS:
         try:  # exact or an error: trailing zeros do not count (20.640000000 is 20.64)
             number = _EXACT.quantize(number, _SMALLEST)
         except DecimalException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from kafka.errors import (
     CorruptRecordError,
@@ -43,9 +44,11 @@ def _broker_trouble(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and not isinstance(exc, _RECORD_ERRORS)
 
 
-def send_until_acknowledged(producer, topic: str, value: bytes, key: bytes | None = None, headers=None,
-                            on_retry: Callable[[BaseException, int], None] | None = None) -> None:
-    """Send and wait for the broker's acknowledgement; see the module docstring."""
+def send_until_acknowledged(producer: Callable[[], Any], topic: str, value: bytes, key: bytes | None = None,
+                            headers=None, on_retry: Callable[[BaseException, int], None] | None = None) -> None:
+    """Send and wait for the broker's acknowledgement; see the module docstring.
+    ``producer`` returns the producer to use, and is asked again on every attempt: creating
+    one fails while the broker is away, which is broker trouble like any other."""
 
     def before_sleep(state) -> None:
         error = state.outcome.exception()
@@ -58,7 +61,7 @@ def send_until_acknowledged(producer, topic: str, value: bytes, key: bytes | Non
                                 wait=wait_exponential_jitter(initial=0.2, max=10), before_sleep=before_sleep,
                                 reraise=True):
             with attempt:
-                producer.send(topic, key=key, value=value, headers=headers or []).get(timeout=ACK_TIMEOUT_S)
+                producer().send(topic, key=key, value=value, headers=headers or []).get(timeout=ACK_TIMEOUT_S)
     except _RECORD_ERRORS as exc:
         code = DealReasonCode.TOO_LARGE_FOR_TOPIC if isinstance(exc, _TOO_LARGE) else DealReasonCode.REFUSED_BY_BROKER
         raise RecordRefused(f"{topic} refused the record of {len(value):,} bytes: {type(exc).__name__}: {exc}",
@@ -73,7 +76,7 @@ def make_deadletter_producer(settings):
                          max_request_size=DEADLETTER_MAX_MESSAGE_BYTES)
 
 
-def send_dead_letter(producer, topic: str, letter: DeadLetter) -> bool:
+def send_dead_letter(producer: Callable[[], Any], topic: str, letter: DeadLetter) -> bool:
     """Send ``letter`` (bounded first) until acknowledged; ``False`` (and an ERROR log) when
     even the bounded letter is refused, which only a dead-letter topic configured below
     ``DEADLETTER_MAX_MESSAGE_BYTES`` can do."""

@@ -152,7 +152,7 @@ class TradeListener:
         try:
             deal = parse_deal(data)
             received_at = datetime.now(UTC).isoformat()
-            send_until_acknowledged(self.producer, self.settings.deals_topic, data, key=deal.id.encode(),
+            send_until_acknowledged(lambda: self.producer, self.settings.deals_topic, data, key=deal.id.encode(),
                                     headers=[("received_at", received_at.encode())], on_retry=self._retried)
         except (InvalidDeal, RecordRefused) as exc:
             self.dead_letter(data, exc.reason, exc.code)
@@ -172,7 +172,7 @@ class TradeListener:
         log.warning("dead-lettering a bad exchange message [%s]: %s (%.200r)", code, reason, data)
         letter = DeadLetter(data, reason, code.value, source=self.settings.exchange_ws_url)
         try:
-            sent = send_dead_letter(self.deadletter_producer, self.settings.deals_deadletter_topic, letter)
+            sent = send_dead_letter(lambda: self.deadletter_producer, self.settings.deals_deadletter_topic, letter)
         except Exception:  # noqa: BLE001 - losing one letter is logged and counted, never fatal
             log.exception("could not dead-letter an exchange message")
             sent = False

@@ -309,14 +309,17 @@ class TradeLoader:
 
     def _dead_letter(self, record, reason: str, code: DealReasonCode) -> None:
         log.warning("dead-lettering %s[%d]@%d [%s]: %s", record.topic, record.partition, record.offset, code, reason)
-        if self._dlq_producer is None:
-            self._dlq_producer = make_deadletter_producer(self.settings)
         letter = DeadLetter(record.value or b"", reason, code.value, record.topic, record.partition, record.offset)
         # Before the offsets move past it: a crash in between re-sends it (at least once).
-        if send_dead_letter(self._dlq_producer, self.settings.deals_deadletter_topic, letter):
+        if send_dead_letter(self._deadletter_producer, self.settings.deals_deadletter_topic, letter):
             self.metrics.dead_lettered.labels(code.value).inc()
         else:
             self.metrics.dead_letter_failures.inc()
+
+    def _deadletter_producer(self):
+        if self._dlq_producer is None:
+            self._dlq_producer = make_deadletter_producer(self.settings)
+        return self._dlq_producer
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()

@@ -212,3 +212,32 @@ def test_an_exchange_that_closes_at_once_is_reconnected_to_at_a_bounded_rate_the
             listener.stop()
             loader.stop()
             loop.run(exchange.stop())
+
+
+def test_a_deal_waits_for_a_broker_that_is_away_and_is_not_dead_lettered(unique, tmp_path):
+    """Broker trouble is not the deal's fault: the listener keeps it (creating its producer
+    included) until a broker answers, then produces it; nothing is dead-lettered."""
+    import threading
+
+    from marketstream.energy.listener import TradeListener
+    from marketstream.settings import load_settings
+    from tests.energy_support import Broker
+
+    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", deals_topic=f"deals-{unique}",
+                             deals_deadletter_topic=f"deals-dlq-{unique}")
+    listener = TradeListener(settings)
+    outcome: dict = {}
+    handling = threading.Thread(target=lambda: outcome.update(deal_id=listener.handle(deal_text("waited"))),
+                                daemon=True)
+    handling.start()
+    time.sleep(4)
+    assert handling.is_alive()  # still waiting for the broker, not dead-lettered
+    broker = Broker(settings, tmp_path / "tansu.log")
+    try:
+        handling.join(120)
+        assert outcome == {"deal_id": "waited"}
+        assert [r.key for r in read_range(settings, settings.deals_topic)] == [b"waited"]
+        assert letters(settings) == []
+    finally:
+        listener.close()
+        broker.stop()

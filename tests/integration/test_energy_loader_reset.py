@@ -16,7 +16,7 @@ import pytest
 from marketstream.energy import db
 from marketstream.energy.loader import TradeLoader, resume_positions, stored_offsets
 from marketstream.settings import Settings, load_settings
-from tests.energy_support import Service, db_deal_ids, private_schema, settings_env
+from tests.energy_support import Broker, Service, db_deal_ids, private_schema, settings_env
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,30 +68,6 @@ def offsets_in_db(url: str, topic: str) -> dict[int, int]:
         return stored_offsets(engine, topic)
     finally:
         engine.dispose()
-
-
-class Broker:
-    """A Tansu broker (memory storage) of this test's own, so it can be restarted."""
-
-    def __init__(self, settings: Settings, log_path):
-        from marketstream.embedded.broker import tansu_command
-        from marketstream.kafka_io import wait_until_ready
-        from marketstream.topics import ensure_topics
-
-        self._log = open(log_path, "w")  # noqa: SIM115 - the broker writes to it for its whole life
-        self.process = subprocess.Popen(tansu_command(settings), stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until_ready(settings, timeout_s=30)
-        ensure_topics(settings)  # as the listener does at start
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
