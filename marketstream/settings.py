@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+_EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 
 
 def _default_python() -> str:
@@ -139,6 +141,15 @@ class Settings(BaseSettings):
     dashboard_stale_seconds: float = Field(5.0, gt=0)
     # How far back the health page charts snapshots and batches.
     dashboard_health_window_seconds: int = Field(300, ge=10, le=3600)
+    # Where people open the dashboard (alerts link to its pages); empty: http://127.0.0.1:<DASHBOARD_PORT>.
+    dashboard_url: str = ""
+
+    # Alerts (marketstream/alerts): a Slack-compatible webhook ({"text": ...}); empty = none.
+    alert_webhook_url: str = ""
+    # Also by email, through Airflow's SMTP provider (the smtp_default connection): comma-separated addresses.
+    alert_email_to: str = ""
+    # Which incidents are open (one row per open alert key), shared by every task process.
+    alert_state_path: Path = PROJECT_ROOT / "var" / "alerts.sqlite"
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -157,6 +168,23 @@ class Settings(BaseSettings):
         if not _TOPIC_NAME.match(value):
             raise ValueError(f"not a valid Kafka topic name: {value!r}")
         return value
+
+    @field_validator("alert_webhook_url", "dashboard_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _HTTP_URL.match(value):
+            raise ValueError(f"expected an http:// or https:// URL (or nothing), got {value!r}")
+        return value
+
+    @field_validator("alert_email_to")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        addresses = [a.strip() for a in value.split(",") if a.strip()]
+        bad = [a for a in addresses if not _EMAIL.match(a)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(repr(a) for a in bad)}")
+        return ",".join(addresses)
 
     @field_validator("export_interval_minutes")
     @classmethod
@@ -184,6 +212,15 @@ class Settings(BaseSettings):
     @property
     def symbols(self) -> list[str]:
         return [s.strip() for s in self.producer_symbols.split(",") if s.strip()]
+
+    @property
+    def dashboard_link(self) -> str:
+        """The dashboard's address as people open it (``DASHBOARD_URL`` or the local port)."""
+        return (self.dashboard_url or f"http://127.0.0.1:{self.dashboard_port}").rstrip("/")
+
+    @property
+    def alert_emails(self) -> list[str]:
+        return [a for a in self.alert_email_to.split(",") if a]
 
 
 def load_settings(**overrides) -> Settings:
