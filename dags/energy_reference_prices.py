@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from marketstream.alerts.notifier import CloseIncident, OpenIncident
+
 DOC = """
 ### Energy reference prices
 
@@ -20,7 +22,8 @@ is the newest per hour), so a re-run stores nothing new.
 
 The run **fails** after storing everything it could when some hours could not be fetched;
 the log and the error name each missing hour and why. The return value (XCom) counts new,
-unchanged and missing values.
+unchanged and missing values. A failed run sends one alert (`ALERT_WEBHOOK_URL`), the
+next successful one a recovery message.
 """
 
 with DAG(
@@ -34,7 +37,9 @@ with DAG(
     doc_md=DOC,
     tags=["energy", "reference-prices"],
     # The next run fetches everything again in 10 minutes: no task retries needed.
-    default_args={"owner": "power-desk", "retries": 0},
+    default_args={"owner": "power-desk", "retries": 0,
+                  "on_failure_callback": OpenIncident(dashboard_page="desk"),
+                  "on_success_callback": CloseIncident(dashboard_page="desk")},
 ) as dag:
 
     @task(task_id="fetch_reference_prices")

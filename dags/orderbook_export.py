@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from marketstream.alerts.notifier import CloseIncident, OpenIncident
+from marketstream.exports.asset import ASSET_GROUP, ASSET_NAME, asset_uri
 from marketstream.settings import get_settings
 
 DOC = """
@@ -40,12 +42,22 @@ interval `[start, end)`:
    Gaps after it, duplicates and sequence jumps (a `sequence` back to 1 after other
    snapshots included) still fail.
 
+**Asset.** A passing `validate` records an event of the asset `orderbook_export`
+(`file://<EXPORT_DIR>/orderbook`) whose extra names the interval and its files, so DAGs
+can be scheduled on new exports (see `orderbook_daily_rollup`).
+
+**Alerts** (`ALERT_WEBHOOK_URL`, see the README): a task that fails for good (after its
+retries; at once for a failed validation) sends one alert with its error and log, and
+its next success one recovery message.
+
 See `docs/exports.md` for the file formats.
 """
 
 settings = get_settings()
 minutes = settings.export_interval_minutes
 cron = "0 * * * *" if minutes == 60 else f"*/{minutes} * * * *"
+# Updated once per interval that passed validation (marketstream.exports.asset: the extra).
+exports_asset = Asset(name=ASSET_NAME, uri=asset_uri(settings.export_dir), group=ASSET_GROUP)
 
 with DAG(
     dag_id="orderbook_export",
@@ -59,7 +71,11 @@ with DAG(
     tags=["orderbook", "export"],
     # An interval that is not final yet (the job is down or backfilling) is retried:
     # 3 x (30 s apart + the grace period) covers an outage of a minute or two.
-    default_args={"owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=30)},
+    default_args={
+        "owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": OpenIncident(dashboard_page="exports"),
+        "on_success_callback": CloseIncident(dashboard_page="exports"),
+    },
 ) as dag:
 
     @task(task_id="export")
@@ -74,15 +90,22 @@ with DAG(
             # Before the job's first snapshot: nothing to export, nothing wrong.
             raise AirflowSkipException(str(exc)) from exc
 
-    @task(task_id="validate")
-    def validate(summary: dict, data_interval_start=None, data_interval_end=None) -> dict:
+    @task(task_id="validate", outlets=[exports_asset])
+    def validate(summary: dict, data_interval_start=None, data_interval_end=None, outlet_events=None) -> dict:
+        from marketstream.exports.asset import event_extra
+        from marketstream.exports.layout import export_paths
         from marketstream.exports.validation import ValidationFailed, validate_interval
 
+        settings = get_settings()
         undecodable = [f"undecodable record on the topic at {where}" for where in summary.get("undecodable", [])]
         try:
-            return validate_interval(get_settings(), data_interval_start, data_interval_end, undecodable)
+            report = validate_interval(settings, data_interval_start, data_interval_end, undecodable)
         except ValidationFailed as exc:
             # The data is wrong, a retry would not change it: fail without retrying.
-            raise AirflowFailException(str(exc)) from exc
+            report_path = export_paths(settings.export_dir, data_interval_start, data_interval_end).validation
+            raise AirflowFailException(f"{exc}\nreport: {report_path}") from exc
+        outlet_events[exports_asset].extra = event_extra(
+            settings.export_dir, data_interval_start, data_interval_end, report)
+        return report
 
     validate(export())

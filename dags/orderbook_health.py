@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from marketstream.alerts.notifier import STREAM_INCIDENT, CloseIncident, OpenIncident
+
 DOC = """
 ### Order-book health
 
@@ -24,6 +26,11 @@ saying what is wrong when:
 
 A red run here while `orderbook_pipeline` is not running is expected. The dashboard's
 health page charts the same figures.
+
+**Alerts** (`ALERT_WEBHOOK_URL`, see the README): a failed check opens the
+`orderbook-stream` incident, which the order-book job's death opens too, and sends one
+alert with the problems; later failed checks send nothing. The first passing check whose
+last snapshot is newer than the incident's start closes it with one recovery message.
 """
 
 with DAG(
@@ -40,7 +47,12 @@ with DAG(
     default_args={"owner": "market-data", "retries": 0},
 ) as dag:
 
-    @task(task_id="check_health")
+    @task(
+        task_id="check_health",
+        on_failure_callback=OpenIncident(STREAM_INCIDENT),
+        # A pass closes the incident only with a snapshot published after it began.
+        on_success_callback=CloseIncident(STREAM_INCIDENT, evidence="last_snapshot"),
+    )
     def check_health() -> dict:
         from marketstream.health import HealthCheckFailed, check_health
         from marketstream.settings import get_settings

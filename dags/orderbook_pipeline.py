@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, task
 
+from marketstream.alerts.notifier import STREAM_INCIDENT, CloseIncident, OpenIncident
 from marketstream.settings import get_settings
 from marketstream.spark.config import JOB_APPLICATION, QUERY_NAME, job_env, spark_conf
 
@@ -25,6 +26,11 @@ again and it resumes from its checkpoint (no snapshot sequence lost or repeated)
 To stop the job, mark the task failed (or success) in the UI: Airflow kills spark-submit.
 
 Health: see the `orderbook_health` DAG and the dashboard's health page.
+
+**Alerts** (`ALERT_WEBHOOK_URL`, see the README): the job's death, retried or not, opens
+the `orderbook-stream` incident and sends one alert with the task's error and log; the
+health check closes it (one recovery message) once snapshots flow again. A failed
+`create_topics` is an incident of its own, closed by its next success.
 """
 
 settings = get_settings()  # reads the environment only: nothing touches Kafka or Spark here
@@ -38,7 +44,10 @@ with DAG(
     is_paused_upon_creation=False,
     doc_md=DOC,
     tags=["orderbook", "spark", "streaming"],
-    default_args={"owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=20)},
+    default_args={
+        "owner": "market-data", "retries": 3, "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": OpenIncident(), "on_success_callback": CloseIncident(),
+    },
 ) as dag:
 
     @task(task_id="create_topics", doc_md="Create missing Kafka topics (idempotent).")
@@ -59,6 +68,11 @@ with DAG(
         execution_timeout=None,
         retry_exponential_backoff=True,
         max_retry_delay=timedelta(minutes=5),
+        # A death is an outage of the stream, whether Airflow restarts the job or not; the
+        # health check tells when it is over (the job "succeeds" only when stopped by hand).
+        on_retry_callback=OpenIncident(STREAM_INCIDENT),
+        on_failure_callback=OpenIncident(STREAM_INCIDENT),
+        on_success_callback=[],
     )
 
     create_topics() >> job

@@ -15,6 +15,7 @@ DAGS = {
     "orderbook_pipeline": ("market-data", "orderbook"),
     "orderbook_export": ("market-data", "orderbook"),
     "orderbook_health": ("market-data", "orderbook"),
+    "orderbook_daily_rollup": ("market-data", "orderbook"),
     "energy_reference_prices": ("power-desk", "energy"),
 }
 
@@ -167,3 +168,62 @@ def test_export_interval_is_configurable(monkeypatch):
     finally:
         get_settings.cache_clear()
     assert module.dag.timetable.expression == "*/15 * * * *"
+
+
+def test_daily_rollup_is_scheduled_on_the_exports_asset(dagbag):
+    """The example consumer runs on the asset the export's ``validate`` task updates."""
+    from airflow.sdk import Asset
+
+    from marketstream.exports.asset import ASSET_NAME, asset_uri
+    from marketstream.settings import get_settings
+
+    expected = Asset(name=ASSET_NAME, uri=asset_uri(get_settings().export_dir))
+    validate = dagbag.dags["orderbook_export"].get_task("validate")
+    assert [(a.name, a.uri) for a in validate.outlets] == [(expected.name, expected.uri)]
+    assert expected.uri.startswith("file:///") and expected.uri.endswith("/exports/orderbook")
+    # Only validate: an export that fails validation is no new asset version.
+    assert dagbag.dags["orderbook_export"].get_task("export").outlets == []
+
+    dag = dagbag.dags["orderbook_daily_rollup"]
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [(a.name, a.uri) for a in dag.timetable.asset_condition.objects] == [(expected.name, expected.uri)]
+    assert [t.task_id for t in dag.tasks] == ["rollup"]
+
+
+def notifiers(task, kind: str) -> list:
+    callbacks = getattr(task, f"on_{kind}_callback") or []
+    return callbacks if isinstance(callbacks, list) else [callbacks]
+
+
+def test_every_task_alerts_through_the_incident_notifiers(dagbag):
+    """Each task opens an incident when it fails for good and closes it when it succeeds
+    (its own, "<dag_id>/<task_id>"); the job's death and the health check share the
+    order-book stream incident, which only the health check closes, with evidence."""
+    from marketstream.alerts.notifier import STREAM_INCIDENT, CloseIncident, OpenIncident
+
+    shared = {("orderbook_pipeline", "orderbook_job"), ("orderbook_health", "check_health")}
+    for dag_id in DAGS:
+        for task in dagbag.dags[dag_id].tasks:
+            [opens] = notifiers(task, "failure")
+            assert isinstance(opens, OpenIncident), (dag_id, task.task_id)
+            if (dag_id, task.task_id) in shared:
+                assert opens.incident == STREAM_INCIDENT
+                continue
+            assert opens.incident is None  # the task's own incident
+            [closes] = notifiers(task, "success")
+            assert isinstance(closes, CloseIncident) and closes.incident is None, (dag_id, task.task_id)
+
+    job = dagbag.dags["orderbook_pipeline"].get_task("orderbook_job")
+    [on_retry] = notifiers(job, "retry")
+    assert isinstance(on_retry, OpenIncident) and on_retry.incident == STREAM_INCIDENT
+    assert notifiers(job, "success") == []  # stopping the job by hand recovers nothing
+    health = dagbag.dags["orderbook_health"].get_task("check_health")
+    [closes] = notifiers(health, "success")
+    assert isinstance(closes, CloseIncident) and closes.incident == STREAM_INCIDENT
+    assert closes.evidence == "last_snapshot"
+    # The pages the messages link to exist on the dashboard.
+    pages = (ROOT / "dashboard" / "app.py").read_text()
+    for dag_id in DAGS:
+        for task in dagbag.dags[dag_id].tasks:
+            for notifier in notifiers(task, "failure") + notifiers(task, "success"):
+                assert f'url_path="{notifier.dashboard_page}"' in pages, (dag_id, task.task_id)
