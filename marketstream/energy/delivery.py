@@ -58,7 +58,7 @@ def send_until_acknowledged(producer: Callable[[], Any], topic: str, value: byte
 
     try:
         for attempt in Retrying(retry=retry_if_exception(_broker_trouble),
-                                wait=wait_exponential_jitter(initial=0.2, max=10), before_sleep=before_sleep,
+                                wait=wait_exponential_jitter(multiplier=0.2, max=10), before_sleep=before_sleep,
                                 reraise=True):
             with attempt:
                 producer().send(topic, key=key, value=value, headers=headers or []).get(timeout=ACK_TIMEOUT_S)

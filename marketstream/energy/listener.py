@@ -210,7 +210,7 @@ class TradeListener:
             # attempt is immediate, every failed or short-lived one waits longer.
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((OSError, InvalidHandshake, TimeoutError, ConnectionEndedEarly)),
-                wait=wait_exponential_jitter(initial=RECONNECT_INITIAL_SECONDS,
+                wait=wait_exponential_jitter(multiplier=RECONNECT_INITIAL_SECONDS,
                                              max=self.settings.exchange_reconnect_max_seconds,
                                              jitter=self.settings.exchange_reconnect_max_seconds / 4),
                 sleep=sleep_unless_stopped,
