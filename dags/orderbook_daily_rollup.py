@@ -15,7 +15,8 @@ DOC = """
 ### Order-book daily roll-up (example asset consumer)
 
 Scheduled on the asset `orderbook_export`: a run starts when `orderbook_export` has
-validated a new interval (the events that arrived meanwhile are consumed together). For
+validated a new interval (it gets the events since the previous run, up to the one that
+queued it; one recorded while it was queued goes with the next run). For
 each UTC day the events' intervals fall in, **rollup** rewrites
 `exports/orderbook-daily/<YYYY-MM-DD>.parquet`: the rows of every interval of that day
 whose validation passed, in time order, with the interval Parquet files' columns

@@ -250,3 +250,19 @@ def test_email_goes_through_airflows_smtp_connection(tmp_path):
     [html_part] = [part for part in mail.walk() if part.get_content_type() == "text/html"]
     body = html_part.get_payload(decode=True).decode()
     assert body == "<pre>ALERT marketstream: x is broken\nWhat broke: &lt;y&gt;</pre>"  # the text, escaped
+
+
+def test_the_test_command_reaches_each_channel_and_says_so():
+    command = [sys.executable, "-m", "marketstream.alerts", "test"]
+    with WebhookReceiver() as receiver:
+        sent = subprocess.run(command, env=python_env(ALERT_WEBHOOK_URL=receiver.url, ALERT_EMAIL_TO=""), cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert (sent.returncode, sent.stdout) == (0, "webhook: sent\n")
+        assert receiver.texts()[0].startswith("TEST marketstream: alerts from ")
+        receiver.status = 404
+        refused = subprocess.run(command, env=python_env(ALERT_WEBHOOK_URL=receiver.url, ALERT_EMAIL_TO=""), cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "webhook: FAILED: RuntimeError: webhook answered 404" in refused.stderr
+    none = subprocess.run(command, env=python_env(ALERT_WEBHOOK_URL="", ALERT_EMAIL_TO=""), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert none.returncode == 2 and "set ALERT_WEBHOOK_URL" in none.stderr
