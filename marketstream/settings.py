@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     producer_max_live_orders: int = Field(5_000, ge=0, description="open orders at most, all symbols; 0 = unbounded")
 
     # Spark
-    spark_master: str = "local[2]"
+    # local[cores,attempts]: in local mode Spark gives up on a task at its first failure
+    # unless told otherwise; a killed Python worker must cost a retry, not the stream.
+    spark_master: str = "local[2,4]"
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
     spark_max_events_per_batch: int = Field(50_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
@@ -129,6 +131,8 @@ class Settings(BaseSettings):
     producer_metrics_port: int = Field(9101, ge=0, le=65535)
     listener_metrics_port: int = Field(9102, ge=0, le=65535)
     loader_metrics_port: int = Field(9103, ge=0, le=65535)
+    # The order-book job's driver (while the job runs); Spark's own endpoints are on its UI.
+    orderbook_metrics_port: int = Field(9104, ge=0, le=65535)
     # Where they listen: 0.0.0.0 in containers (Prometheus scrapes them by service name);
     # the embedded run stays on loopback.
     metrics_address: str = "127.0.0.1"

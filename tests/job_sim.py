@@ -57,6 +57,7 @@ class Job:
     published: list[SnapshotMessage] = field(default_factory=list)
     dead_letters: list = field(default_factory=list)
     gaps: list = field(default_factory=list)
+    rebuilds: int = 0  # local indexes rebuilt from the state's segment snapshots
 
     def __post_init__(self):
         self.states = [DictState() for _ in range(self.config.partitions)]
@@ -86,6 +87,7 @@ class Job:
                 PartitionBatch(now_ms, events, dead_in, runs, progress), state)
             parts += out.parts
             dead += out.dead_letters
+            self.rebuilds += out.stats.get("index_rebuilds", 0)
             if index == 0 and out.gap:
                 self.gaps.append(out.gap)
         messages = combine(parts, self.config.partitions, self.config.depth)

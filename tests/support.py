@@ -27,7 +27,8 @@ def python_env(**extra: str) -> dict[str, str]:
     env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
     # No Prometheus endpoint on a fixed port (a running `make run` holds them, tests run in
     # parallel); a test that scrapes one passes a free port.
-    env.update(PRODUCER_METRICS_PORT="0", LISTENER_METRICS_PORT="0", LOADER_METRICS_PORT="0")
+    env.update(PRODUCER_METRICS_PORT="0", LISTENER_METRICS_PORT="0", LOADER_METRICS_PORT="0",
+               ORDERBOOK_METRICS_PORT="0")
     env.update(extra)
     return env
 

@@ -14,12 +14,11 @@ from marketstream.settings import PROJECT_ROOT, Settings, get_settings
 def metrics_rows(s: Settings) -> list[tuple[str, str]]:
     """The Prometheus endpoints, one row each ("off" for a port set to 0)."""
     endpoints = [("order emulator", s.producer_metrics_port), ("trade listener", s.listener_metrics_port),
-                 ("trade loader", s.loader_metrics_port)]
-    # The Spark driver's endpoint: its port setting comes with the order-book job's metrics.
-    orderbook_port = getattr(s, "orderbook_metrics_port", None)
-    if orderbook_port is not None:
-        endpoints.append(("order-book job (while it runs)", orderbook_port))
-    return [(f"Metrics: {name}", metrics_url(s, port) if port else "off") for name, port in endpoints]
+                 ("trade loader", s.loader_metrics_port), ("order-book job (while it runs)", s.orderbook_metrics_port)]
+    rows = [(f"Metrics: {name}", metrics_url(s, port) if port else "off") for name, port in endpoints]
+    ui = s.spark_ui_url.rstrip("/")
+    return rows + [("Metrics: Spark (while the job runs)",
+                    f"{ui}/metrics/prometheus (driver, streaming), {ui}/metrics/executors/prometheus")]
 
 
 def describe() -> str:

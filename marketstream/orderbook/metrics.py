@@ -16,7 +16,20 @@ A JSON object:
   ``start_offsets``, ``end_offsets``, ``latest_offsets``
                                    ``{"<partition>": offset}`` of the input topic: where
                                    the batch started and ended, and the newest offsets;
-  ``lag``                          events published but not yet read (latest - end).
+  ``lag``                          events published but not yet read (latest - end);
+
+and what the batch published (the job observes it on its own output):
+
+  ``snapshots``                    snapshots published, ``recovered`` of them late
+                                   (seconds missed during an outage or an overrun);
+  ``last_second``                  the newest second published (epoch seconds; null
+                                   when the batch published none), ``open_orders`` in it;
+  ``dead_letters``                 dead letters published, ``dead_letters_by_code`` per
+                                   reason code;
+  ``gap_first``, ``gap_last``      seconds the job missed and could not backfill (more
+                                   than SNAPSHOT_BACKFILL_MAX_SECONDS ago): the first and
+                                   last of them, null when there is no gap;
+  ``events_applied``               parsed events the state partitions applied.
 """
 
 from __future__ import annotations
@@ -54,6 +67,11 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
     rows = int(progress.get("numInputRows") or 0)
     events = sum(max(0, offset - start.get(p, 0)) for p, offset in end.items())
     per_row = events / rows if rows else 0.0
+    observed = (progress.get("observedMetrics") or {})
+    published = observed.get(OBSERVED_OUTPUT) or {}
+    batch = observed.get(OBSERVED_BATCH) or {}
+    by_code = {name.removeprefix(_DEAD_LETTER_PREFIX): int(count) for name, count in published.items()
+               if name.startswith(_DEAD_LETTER_PREFIX) and count}
     return {
         "query": query,
         "batch_id": int(progress["batchId"]),
@@ -67,7 +85,26 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
         "end_offsets": end,
         "latest_offsets": latest,
         "lag": sum(max(0, latest.get(p, 0) - end.get(p, 0)) for p in latest),
+        "snapshots": int(published.get("snapshots") or 0),
+        "recovered": int(published.get("recovered") or 0),
+        "last_second": _int_or_none(published.get("last_second")),
+        "open_orders": _int_or_none(published.get("open_orders")),
+        "dead_letters": int(published.get("dead_letters") or 0),
+        "dead_letters_by_code": by_code,
+        "gap_first": _int_or_none(batch.get("gap_first")),
+        "gap_last": _int_or_none(batch.get("gap_last")),
+        "events_applied": int(batch.get("events_applied") or 0),
     }
+
+
+# The names under which the job observes its output and its batch (``Dataset.observe``).
+OBSERVED_OUTPUT = "orderbook"
+OBSERVED_BATCH = "orderbook_batch"
+_DEAD_LETTER_PREFIX = "dead_letters_"
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def encode_metric(metrics: dict[str, Any]) -> bytes:
@@ -77,6 +114,8 @@ def encode_metric(metrics: dict[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------- reader side
 
+# Fields every metrics message has (older messages may lack the output figures: readers
+# take ``OPTIONAL_FIELDS`` as absent then).
 METRIC_FIELDS = {
     "batch_id": int,
     "timestamp": str,
@@ -87,6 +126,10 @@ METRIC_FIELDS = {
     "state_rows": int,
     "lag": int,
 }
+
+
+OPTIONAL_FIELDS = {"snapshots": int, "recovered": int, "last_second": int, "open_orders": int,
+                   "dead_letters": int, "gap_first": int, "gap_last": int, "events_applied": int}
 
 
 class BadMetric(ValueError):
@@ -113,6 +156,14 @@ def parse_metric(value: bytes | str) -> dict:
             raise BadMetric(f"field {name!r} is not {kind.__name__}: {raw!r}") from None
         if kind is float and not math.isfinite(out[name]):
             out[name] = float("nan")
+    for name, kind in OPTIONAL_FIELDS.items():
+        raw = data.get(name)
+        try:
+            out[name] = None if raw is None or isinstance(raw, bool) else kind(raw)
+        except (TypeError, ValueError):
+            raise BadMetric(f"field {name!r} is not {kind.__name__}: {raw!r}") from None
+    codes = data.get("dead_letters_by_code") or {}
+    out["dead_letters_by_code"] = {str(k): int(v) for k, v in codes.items()} if isinstance(codes, dict) else {}
     text = out.pop("timestamp")
     try:
         stamp = datetime.fromisoformat(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from marketstream.settings import PROJECT_ROOT, Settings
 
@@ -21,7 +22,7 @@ _JOB_SETTINGS = (
     "book_depth", "book_max_symbols", "closed_id_ttl_seconds", "snapshot_backfill_max_seconds",
     "orderbook_max_message_bytes", "orderbook_state_partitions", "spark_master", "spark_checkpoint_dir",
     "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
-    "spark_ui_enabled", "spark_python",
+    "spark_ui_enabled", "spark_ui_url", "spark_python", "orderbook_metrics_port", "metrics_address",
 )
 
 
@@ -38,6 +39,15 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "true" if settings.spark_ui_enabled else "false",
+        "spark.ui.port": str(urlparse(settings.spark_ui_url).port or 4040),
+        # Prometheus: executors at /metrics/executors/prometheus, the driver's metrics
+        # (streaming query rates and latencies included) at /metrics/prometheus, both on
+        # the UI's port; names under the namespace instead of the application id.
+        "spark.ui.prometheus.enabled": "true",
+        "spark.metrics.conf.*.sink.prometheusServlet.class": "org.apache.spark.metrics.sink.PrometheusServlet",
+        "spark.metrics.conf.*.sink.prometheusServlet.path": "/metrics/prometheus",
+        "spark.sql.streaming.metricsEnabled": "true",
+        "spark.metrics.namespace": "orderbook",
         "spark.python.worker.reuse": "true",
         "spark.pyspark.python": settings.spark_python,
         "spark.pyspark.driver.python": settings.spark_python,

@@ -30,12 +30,18 @@ EVENTS, DEAD, RUNS, HEARTBEAT = "events", "dead", "runs", "heartbeat"
 ROWS_PER_PACK = 5_000
 
 
+_EVENT_COLUMNS = ("offsets", "lmax", "order_ids", "opens", "symbols", "sides", "prices", "sizes")
+_DEAD_COLUMNS = ("partitions_of", "offsets", "reasons", "codes", "values")
+
+
 @dataclass
 class Routed:
-    """One read task's output, grouped for packing."""
+    """One read task's output, grouped for packing: column lists per group."""
 
-    events: dict[tuple[int, int], list[Event]] = field(default_factory=dict)  # (state part, kafka part)
-    dead: dict[int, list[DeadLetterRef]] = field(default_factory=dict)  # state part -> dead letters
+    # (state partition, kafka partition) -> column -> values (``_EVENT_COLUMNS``)
+    events: dict[tuple[int, int], dict[str, list]] = field(default_factory=dict)
+    # state partition -> column -> values (``_DEAD_COLUMNS``)
+    dead: dict[int, dict[str, list]] = field(default_factory=dict)
     runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # kafka part -> [(lmax, end)]
     heartbeat: bytes | None = None
 
@@ -49,52 +55,54 @@ def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], 
             out.heartbeat = values[0]
             continue
         runs = out.runs.setdefault(partition, [])
+        groups = [out.events.setdefault((target, partition), {c: [] for c in _EVENT_COLUMNS})
+                  for target in range(partitions)]
         running = lmax.get(partition)
         for offset, timestamp, value in zip(offsets, timestamps, values):
             second = second_of(timestamp) if timestamp is not None and timestamp >= 0 else 0
-            running = second if running is None else max(running, second)
-            if runs and runs[-1][0] == running:
-                runs[-1] = (running, offset + 1)
-            else:
+            if running is None or second > running:
+                running = second
                 runs.append((running, offset + 1))
+            else:
+                runs[-1] = (running, offset + 1)
             try:
-                event = parse_record(value)
+                event = parse_event(value)
             except InvalidEvent as exc:
-                target = offset % partitions
-                out.dead.setdefault(target, []).append(
-                    DeadLetterRef(partition, offset, exc.reason, exc.code, value if value is not None else b""))
+                dead = out.dead.setdefault(offset % partitions, {c: [] for c in _DEAD_COLUMNS})
+                for column, item in zip(_DEAD_COLUMNS, (partition, offset, exc.reason, str(exc.code),
+                                                        value if value is not None else b"")):
+                    dead[column].append(item)
                 continue
-            target = state_partition_of(event.order_id, partitions)
-            out.events.setdefault((target, partition), []).append(Event(
-                partition, offset, running, event.order_id, event.is_open, event.symbol,
-                None if event.side is None else (BUY_CODE if event.side == BUY else SELL_CODE),
-                None if event.price is None else to_units(event.price),
-                None if event.size is None else to_units(event.size),
-            ))
+            group = groups[state_partition_of(event.order_id, partitions)]
+            group["offsets"].append(offset)
+            group["lmax"].append(running)
+            group["order_ids"].append(event.order_id)
+            if event.is_open:
+                group["opens"].append(True)
+                group["symbols"].append(event.symbol)
+                group["sides"].append(BUY_CODE if event.side == BUY else SELL_CODE)
+                group["prices"].append(to_units(event.price))
+                group["sizes"].append(to_units(event.size))
+            else:
+                group["opens"].append(False)
+                group["symbols"].append(None)
+                group["sides"].append(None)
+                group["prices"].append(None)
+                group["sizes"].append(None)
         lmax[partition] = running
+    out.events = {key: columns for key, columns in out.events.items() if columns["offsets"]}
     return out
 
 
-def parse_record(value: bytes | None):
-    return parse_event(value)
-
-
 def pack(routed: Routed, partitions: int) -> Iterator[dict]:
-    """The routed output as ``ROUTED_SCHEMA`` rows (dicts of column -> value)."""
-    for (target, partition), events in sorted(routed.events.items()):
-        for start in range(0, len(events), ROWS_PER_PACK):
-            chunk = events[start:start + ROWS_PER_PACK]
-            yield _row(target, EVENTS, partition,
-                       offsets=[e.offset for e in chunk], lmax=[e.lmax for e in chunk],
-                       order_ids=[e.order_id for e in chunk], opens=[e.is_open for e in chunk],
-                       symbols=[e.symbol for e in chunk], sides=[e.side for e in chunk],
-                       prices=[e.price for e in chunk], sizes=[e.size for e in chunk])
-    for target, dead in sorted(routed.dead.items()):
-        for start in range(0, len(dead), ROWS_PER_PACK):
-            chunk = dead[start:start + ROWS_PER_PACK]
-            yield _row(target, DEAD, -1, partitions_of=[d.partition for d in chunk],
-                       offsets=[d.offset for d in chunk], reasons=[d.reason for d in chunk],
-                       codes=[d.code for d in chunk], values=[d.value for d in chunk])
+    """The routed output as ``ROUTED_SCHEMA`` rows (dicts of column -> value), each packing
+    up to ``ROWS_PER_PACK`` records."""
+    for (target, partition), columns in sorted(routed.events.items()):
+        for start in range(0, len(columns["offsets"]), ROWS_PER_PACK):
+            yield _row(target, EVENTS, partition, **{c: v[start:start + ROWS_PER_PACK] for c, v in columns.items()})
+    for target, columns in sorted(routed.dead.items()):
+        for start in range(0, len(columns["offsets"]), ROWS_PER_PACK):
+            yield _row(target, DEAD, -1, **{c: v[start:start + ROWS_PER_PACK] for c, v in columns.items()})
     for target in range(partitions):
         for partition, runs in sorted(routed.runs.items()):
             yield _row(target, RUNS, partition, lmax=[r[0] for r in runs], offsets=[r[1] for r in runs])
@@ -102,15 +110,20 @@ def pack(routed: Routed, partitions: int) -> Iterator[dict]:
             yield _row(target, HEARTBEAT, HEARTBEAT_PARTITION, values=[routed.heartbeat])
 
 
-_COLUMNS = ("partitions_of", "offsets", "lmax", "order_ids", "opens", "symbols", "sides", "prices", "sizes",
-            "reasons", "codes", "values")
+ROUTED_COLUMNS = ("target", "kind", "partition", "partitions_of", "offsets", "lmax", "order_ids", "opens", "symbols",
+                  "sides", "prices", "sizes", "reasons", "codes", "values")
 
 
 def _row(target: int, kind: str, partition: int, **arrays) -> dict:
     row = {"target": target, "kind": kind, "partition": partition}
-    for name in _COLUMNS:
+    for name in ROUTED_COLUMNS[3:]:
         row[name] = arrays.get(name)
     return row
+
+
+def to_columns(rows: list[dict]) -> dict[str, list]:
+    """Rows of ``pack`` as columns (what Arrow builds a record batch from quickly)."""
+    return {name: [row[name] for row in rows] for name in ROUTED_COLUMNS}
 
 
 def unpack(rows: Iterable) -> tuple[list[Event], list[DeadLetterRef], dict[int, list[tuple[int, int]]], bytes | None]:

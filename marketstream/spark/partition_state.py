@@ -221,7 +221,8 @@ class StatePartition:
         assigned = meta.clock.assign(clock_input)
         stats: dict[str, int] = {"events": len(batch.events)}
         with OrderIndex(index_path(self.config.index_dir, meta.stream_id, self.index)) as index:
-            self._sync(index, meta, state)
+            if self._sync(index, meta, state):
+                stats["index_rebuilds"] = 1
             changes, deltas, dead = self._apply(index, meta, batch.events, assigned, stats)
             for second, levels in deltas.items():
                 pending = meta.pending.setdefault(second, {})
@@ -241,25 +242,27 @@ class StatePartition:
         return PartitionOutput(parts, list(batch.dead_letters) + dead, publication.gap, stats)
 
     # -- the working copy -----------------------------------------------------
-    def _sync(self, index: OrderIndex, meta: Meta, state: StateBackend) -> None:
-        """Bring the local index to the last committed journal entry."""
+    def _sync(self, index: OrderIndex, meta: Meta, state: StateBackend) -> bool:
+        """Bring the local index to the last committed journal entry; True when it had to
+        be rebuilt from the segment snapshots (missing, damaged, or too far behind)."""
         want = (meta.journal_next - 1, meta.last_token) if meta.journal_next else None
-        have = index.version()
+        have = index.version() or (-1, "")  # an empty index is at "before the first entry"
         if have == want:
-            return
-        if want is not None and have is not None and have[0] < want[0] and self._chain_ok(have, meta, state):
+            return False
+        if want is None:
+            index.reset()
+            return False
+        if have[0] < want[0] and self._chain_ok(have, meta, state):
             for seq in range(have[0] + 1, want[0] + 1):
                 token, text = state.journal_get(seq)
                 index.apply(seq, token, Changes.from_json(json.loads(text)))
-            return
-        if want is None:
-            index.reset()
-            return
+            return False
         log.info("state partition %d: rebuilding the local order index from the checkpointed state", self.index)
         versions = {seg: v for seg, v in enumerate(meta.chunk_versions)}
         chunks = ((seg, Changes.from_json(json.loads(text))) for seg, _v, text in state.chunks())
         journal = ((seq, *self._entry(state, seq)) for seq in range(meta.journal_first, meta.journal_next))
         index.load(chunks, journal, versions, meta.pending_total(), want[0], want[1])
+        return True
 
     @staticmethod
     def _entry(state: StateBackend, seq: int) -> tuple[str, Changes]:
@@ -443,7 +446,7 @@ class StatePartition:
         state.journal_put(seq, token, json.dumps(changes.to_json(), separators=(",", ":")))
         meta.journal_next, meta.last_token = seq + 1, token
         meta.rows = max(0, meta.rows + len(changes.opened) - len(changes.closed) + len(changes.tombs))
-        meta.credit += 2 * len(changes)
+        meta.credit += len(changes)
         return seq
 
     def _rewrite(self, index: OrderIndex, meta: Meta, state: StateBackend, changes: Changes, seq: int) -> None:
@@ -459,25 +462,36 @@ class StatePartition:
         if meta.journal_next - meta.journal_first > MAX_JOURNAL_ENTRIES and meta.cursor not in rewrites:
             rewrites.append(meta.cursor)
             meta.cursor = (meta.cursor + 1) % SEGMENTS
+        if not rewrites:
+            return
+        wanted = set(rewrites)
+        closed_by: dict[int, list[int]] = {}
+        opened_by: dict[int, dict[int, StoredOrder]] = {}
+        tombs_by: dict[int, dict[int, int]] = {}
+        for order_id, (s, _symbol) in changes.closed.items():
+            if s in wanted:
+                closed_by.setdefault(s, []).append(order_id)
+        for order_id, (s, order) in changes.opened.items():
+            if s in wanted:
+                opened_by.setdefault(s, {})[order_id] = order
+        for order_id, (s, tau) in changes.tombs.items():
+            if s in wanted:
+                tombs_by.setdefault(s, {})[order_id] = tau
         for seg in rewrites:
             orders, tombs = index.segment(seg)
-            for order_id, (s, _symbol) in changes.closed.items():
-                if s == seg:
-                    orders.pop(order_id, None)
-            for order_id, (s, order) in changes.opened.items():
-                if s == seg:
-                    orders[order_id] = order
+            for order_id in closed_by.get(seg, ()):
+                orders.pop(order_id, None)
+            orders.update(opened_by.get(seg, {}))
             if changes.expire_before is not None:
                 tombs = {i: tau for i, tau in tombs.items() if tau > changes.expire_before}
-            for order_id, (s, tau) in changes.tombs.items():
-                if s == seg:
-                    tombs[order_id] = tau
+            tombs.update(tombs_by.get(seg, {}))
             chunk = Changes({i: (seg, o) for i, o in orders.items()}, {}, {i: (seg, t) for i, t in tombs.items()},
                             None, {})
             state.chunk_put(seg, seq, json.dumps(chunk.to_json(), separators=(",", ":")))
             meta.chunk_versions[seg] = seq
-        # Entries every segment snapshot includes are no longer needed.
-        covered = min(meta.chunk_versions)
+        # Entries every segment snapshot includes are no longer needed, but for the
+        # newest: the local index applies an entry at the start of the next batch.
+        covered = min(min(meta.chunk_versions), seq - 1)
         if covered >= meta.journal_first:
             meta.base_token = state.journal_get(covered)[0]
             for old in range(meta.journal_first, covered + 1):

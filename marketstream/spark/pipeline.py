@@ -137,12 +137,27 @@ def order_book(records: DataFrame, settings: Settings, labels: list[int], connec
     return observe_records(finish(parts, output_config(settings)), [str(code) for code in ReasonCode])
 
 
+def serve_job_metrics(settings: Settings):
+    """The driver's Prometheus endpoint (``ORDERBOOK_METRICS_PORT``; 0: none)."""
+    from prometheus_client import REGISTRY
+
+    from marketstream.prometheus import serve_metrics
+    from marketstream.spark.job_metrics import OrderBookMetrics
+
+    if not settings.orderbook_metrics_port:
+        return None
+    metrics = OrderBookMetrics(REGISTRY)
+    serve_metrics(settings, "orderbook_metrics_port", REGISTRY)
+    return metrics
+
+
 def start_query(spark: SparkSession, settings: Settings):
     check_state_partitions(settings)
     connector = choose_connector(spark, settings)
     log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
-    spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME))
+    spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
+                                              serve_job_metrics(settings)))
     labels = state_partition_labels(spark, settings.orderbook_state_partitions)
     records = order_book(read_orders(spark, settings, connector), settings, labels, connector)
     return (

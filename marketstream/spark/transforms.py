@@ -23,8 +23,7 @@ from marketstream.spark.partition_state import PartitionConfig
 from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor
 from marketstream.spark.output import OBSERVED_COLUMNS, RECORD_COLUMNS, OutputConfig
 
-OBSERVATION = "orderbook"
-BATCH_OBSERVATION = "orderbook_batch"
+from marketstream.orderbook.metrics import OBSERVED_BATCH as BATCH_OBSERVATION, OBSERVED_OUTPUT as OBSERVATION
 
 ROUTED_SCHEMA = StructType([
     StructField("target", IntegerType(), False),  # the state partition's grouping key
@@ -76,19 +75,19 @@ def parse_events(records: DataFrame, labels: list[int]) -> DataFrame:
     def route_batches(batches: Iterator) -> Iterator:
         import pyarrow as pa
 
-        from marketstream.spark.parse import pack, route
+        from marketstream.spark.parse import pack, route, to_columns
 
         schema = _arrow(ROUTED_SCHEMA)
         rows = (
             (row["partition"], row["offsets"], row["timestamps"], row["values"])
             for batch in batches for row in batch.to_pylist()
         )
-        out = []
-        for row in pack(route(rows, partitions), partitions):
+        out = list(pack(route(rows, partitions), partitions))
+        for row in out:
             row["target"] = labels[row["target"]]
-            out.append(row)
         if out:
-            yield pa.RecordBatch.from_pylist(out, schema=schema)
+            columns = to_columns(out)
+            yield pa.RecordBatch.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
 
     return records.mapInArrow(route_batches, ROUTED_SCHEMA)
 

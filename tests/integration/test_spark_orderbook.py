@@ -31,45 +31,12 @@ from marketstream.orderbook.replay import replay_file
 from marketstream.settings import load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics
-from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, python_env, wait_for
+from tests.spark_job import Job
+from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, free_port, python_env, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEPTH = 15
-
-
-class Job:
-    """The job as a subprocess in its own process group (so kill -9 takes the JVM, the
-    Python driver and its workers down together, like a crashed driver host)."""
-
-    def __init__(self, settings, log_path: Path):
-        self.settings, self.log_path, self.process, self.starts = settings, log_path, None, 0
-
-    def start(self):
-        self.starts += 1
-        log = self.log_path.open("a")
-        log.write(f"\n===== start {self.starts} =====\n")
-        log.flush()
-        self.process = subprocess.Popen(
-            submit_command(self.settings), env=python_env(**job_env(self.settings)), cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def kill9(self):
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def assert_alive(self):
-        assert self.process.poll() is None, f"job exited with {self.process.returncode}; log: {self.log_path}"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +47,9 @@ def settings(broker_bootstrap, tmp_path_factory):
         kafka_bootstrap_servers=broker_bootstrap,
         orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
-        spark_checkpoint_dir=base / "checkpoint", spark_index_dir=base / "index", spark_ui_enabled=False,
+        spark_checkpoint_dir=base / "checkpoint", spark_index_dir=base / "index",
+        # The UI (Spark's own Prometheus endpoints) and the job's endpoint on free ports.
+        spark_ui_enabled=True, spark_ui_url=f"http://127.0.0.1:{free_port()}", orderbook_metrics_port=free_port(),
         orderbook_state_partitions=2,
         book_depth=DEPTH, spark_master="local[2]",
     )
@@ -295,3 +264,33 @@ def test_kill9_and_restart_loses_and_doubles_nothing_and_continues_sequences(set
     for message in everything[-5:]:
         assert (message.value, message.open_orders) == reference_value(records, message.input_offsets)
     job.assert_alive()
+
+
+def scrape(url: str) -> dict[str, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {f"{s.name}{sorted(s.labels.items()) if s.labels else ''}": s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_prometheus_endpoints_answer_with_moving_figures(settings, job):
+    """The job's own figures on ORDERBOOK_METRICS_PORT, Spark's on its UI port."""
+    own = f"http://127.0.0.1:{settings.orderbook_metrics_port}/metrics"
+    first = wait_for(lambda: job.assert_alive() or scrape(own), 60, interval_s=1, what="the job's metrics endpoint")
+    time.sleep(4)
+    later = scrape(own)
+    assert later["marketstream_orderbook_snapshots_published_total"] >= first["marketstream_orderbook_snapshots_published_total"] + 2
+    assert later["marketstream_orderbook_batches_total"] > first["marketstream_orderbook_batches_total"]
+    assert later["marketstream_orderbook_open_orders"] > 0
+    assert later["marketstream_orderbook_snapshot_seconds_since_last"] < 5
+    assert any(k.startswith("marketstream_orderbook_dead_letters_total") for k in later)  # the hostile test's rejects
+    spark = scrape(f"{settings.spark_ui_url}/metrics/prometheus")
+    assert any(k.startswith("metrics_orderbook_driver") for k in spark), sorted(spark)[:5]
+    executors = scrape(f"{settings.spark_ui_url}/metrics/executors/prometheus")
+    assert any("executor" in k for k in executors)
+    job.assert_alive()
+    # One progress callback a second through py4j: its INFO chatter is off.
+    assert "Received command c on object id" not in job.log_path.read_text()

@@ -23,6 +23,13 @@ def test_metrics_message_from_progress():
             "endOffset": json.dumps({"0": 110, "1": 220, "tick": 6}),
             "latestOffset": json.dumps({"0": 150, "1": 220}),
         }],
+        # What the job observes on its output and its batch (Dataset.observe).
+        "observedMetrics": {
+            "orderbook": {"snapshots": 3, "recovered": 2, "dead_letters": 4, "open_orders": 4174,
+                          "last_second": 1795334400, "dead_letters_bad_json": 3, "dead_letters_symbol_limit": 1,
+                          "dead_letters_too_deep": 0},
+            "orderbook_batch": {"gap_first": 1795330000, "gap_last": 1795330799, "events_applied": 290},
+        },
     }
     metrics = metrics_from_progress(progress)
     assert metrics == {
@@ -30,7 +37,13 @@ def test_metrics_message_from_progress():
         "input_events_per_second": 300.0, "processed_events_per_second": 600.0, "batch_duration_ms": 480,
         "state_rows": 1234, "start_offsets": {"0": 10, "1": 20}, "end_offsets": {"0": 110, "1": 220},
         "latest_offsets": {"0": 150, "1": 220}, "lag": 40,
+        "snapshots": 3, "recovered": 2, "last_second": 1795334400, "open_orders": 4174, "dead_letters": 4,
+        "dead_letters_by_code": {"bad_json": 3, "symbol_limit": 1}, "gap_first": 1795330000, "gap_last": 1795330799,
+        "events_applied": 290,
     }
+    parsed = parse_metric(encode_metric(metrics))
+    assert (parsed["snapshots"], parsed["gap_last"], parsed["dead_letters_by_code"]) == (3, 1795330799,
+                                                                                          {"bad_json": 3, "symbol_limit": 1})
     # The JVM source nests offsets under the topic name.
     jvm = dict(progress, sources=[{"startOffset": '{"in":{"0":1}}', "endOffset": '{"in":{"0":2}}',
                                    "latestOffset": '{"in":{"0":9}}'}])

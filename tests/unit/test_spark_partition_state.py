@@ -194,3 +194,54 @@ def test_tombstones_expire_by_record_time(tmp_path):
     books = [json.loads(m.value) for m in job.published]
     assert books[0] == [] and books[-1][0]["amount"] == 2
     assert_exact(job, topic)
+
+
+def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(tmp_path, monkeypatch):
+    """Many batches with changes: the working copy is never rebuilt (it applies each
+    committed entry), and the journal is cut as segment snapshots take its entries in.
+    (Fewer, smaller segments than the job's, so a test run goes round them many times.)"""
+    from marketstream.spark import partition_state
+
+    monkeypatch.setattr(partition_state, "SEGMENTS", 16)
+    monkeypatch.setattr(partition_state, "MIN_SEGMENT_ROWS", 16)
+    monkeypatch.setattr(partition_state, "MAX_JOURNAL_ENTRIES", 30)
+    rng = random.Random(5)
+    topic = Topic(2)
+    live, next_id = [], 0
+    for i in range(10_000):
+        if live and rng.random() < 0.45:
+            value = json.dumps({"order_id": live.pop(rng.randrange(len(live))), "status": "CLOSED"})
+        else:
+            value = json.dumps({"order_id": next_id, "symbol": "A-B", "order_side": rng.choice(["BUY", "SELL"]),
+                                "size": 1, "price": rng.randint(90, 110), "status": "OPEN"})
+            live.append(next_id)
+            next_id += 1
+        topic.append(i % 2, T0 + i * 20, value.encode())  # 50 events a second for 200 s
+    job = Job(topic, config(tmp_path, partitions=2))
+    for second in range(0, 205):
+        job.batch(T0 + second * 1000 + 500)
+    assert job.rebuilds == 0
+    for state in job.states:
+        meta = json.loads(state.meta)
+        assert meta["journal_first"] > 100  # cut many times
+        assert meta["journal_next"] - meta["journal_first"] <= 30 + 16
+        assert len(state.journal) == meta["journal_next"] - meta["journal_first"]
+    shutil.rmtree(tmp_path / "index")
+    job.batch(T0 + 206_000)
+    assert job.rebuilds == 2  # one per state partition, from the segment snapshots
+    assert_one_per_second(job.published)
+    last = job.published[-1]
+    assert (last.value, last.open_orders) == reference_snapshot(topic, last.input_offsets, job.config)
+
+
+def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_still_needs(tmp_path, monkeypatch):
+    from marketstream.spark import partition_state
+
+    monkeypatch.setattr(partition_state, "SEGMENTS", 4)  # few segments: one batch rewrites them all
+    monkeypatch.setattr(partition_state, "MIN_SEGMENT_ROWS", 1)
+    topic = official_topic()
+    job = Job(topic, config(tmp_path, partitions=2))
+    for second in range(40, 45):  # the whole sample in the first batch: every segment rewritten
+        job.batch(T0 + second * 1000)
+    assert job.rebuilds == 0
+    assert_exact(job, topic)
