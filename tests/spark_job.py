@@ -57,10 +57,12 @@ def snapshots(settings) -> list[SnapshotMessage]:
     return [SnapshotMessage.from_record(r.key, r.value, r.headers) for r in read_range(settings, settings.orderbook_topic)]
 
 
-def assert_exact_and_one_per_second(settings, messages: list[SnapshotMessage], records, depth: int) -> int:
+def assert_exact_and_one_per_second(settings, messages: list[SnapshotMessage], records, depth: int,
+                                    refused: set[tuple[int, int]] = frozenset()) -> int:
     """Every snapshot equals the reference replay of the input below its offsets, and
     the seconds follow one another without a gap or a repeat. Returns how many were
-    checked. ``records``: the input topic's records (``kafka_io.Record``)."""
+    checked. ``records``: the input topic's records (``kafka_io.Record``); ``refused``:
+    ``(partition, offset)`` of the OPENs the job dead-lettered for the symbol limit."""
     seconds = [m.snapshot_time for m in messages]
     assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "a second is missing or repeated"
     assert [m.sequence for m in messages] == list(range(messages[0].sequence, messages[0].sequence + len(messages)))
@@ -72,7 +74,7 @@ def assert_exact_and_one_per_second(settings, messages: list[SnapshotMessage], r
         for partition, end in sorted(message.input_offsets.items()):
             start = replay.position.get(partition, 0)
             assert end >= start, f"second {message.snapshot_time}: offsets went back in partition {partition}"
-            replay.apply_all(r for r in by_partition.get(partition, []) if start <= r.offset < end)
+            replay.apply_all((r for r in by_partition.get(partition, []) if start <= r.offset < end), refused)
         expected = levels_to_json(render_book(replay.book, depth))
         assert message.value == expected, f"second {message.snapshot_time} (seq {message.sequence}) differs from the replay"
         assert message.open_orders == replay.book.open_count, f"second {message.snapshot_time}: open orders"
