@@ -79,8 +79,13 @@ def format_duration(seconds: float) -> str:
 
 
 def _shorten(text: str, limit: int) -> str:
+    """``text`` within about ``limit`` characters: its start and its end, where errors put
+    the cause (spark-submit's exception ends with the job's last output and exit code)."""
     text = text.strip()
-    return text if len(text) <= limit else text[: limit - 20].rstrip() + f" ... ({len(text) - limit + 20} more)"
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 3, limit - limit // 3
+    return f"{text[:head].rstrip()}\n... ({len(text) - head - tail} characters left out) ...\n{text[-tail:].lstrip()}"
 
 
 def _where(signal: Signal, dashboard_page_url: str) -> list[str]:

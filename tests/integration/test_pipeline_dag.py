@@ -8,7 +8,9 @@ One pipeline run (one Spark job) serves the module, in order:
    byte-identical re-run, a corrupted export fails validation; the run for the minute
    before the job's first snapshot is skipped without files, and the minute in which the
    stream began validates (the seconds before sequence 1 are no gaps);
-3. the health check reads the live job.
+3. the health check reads the live job;
+4. kill -9 of the job: the task's retry resumes it, and the webhook of ``ALERT_WEBHOOK_URL``
+   (a local receiver) gets exactly one alert and, once the health DAG passes, one recovery.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from marketstream.settings import load_settings
 from marketstream.topics import topic_specs
 from marketstream.exports.validation import ValidationFailed, validate_interval
 from tests.support import ARTIFACTS, OFFICIAL_CSV, ROOT, python_env, wait_for
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -56,7 +59,14 @@ sys.exit(0 if str(run.state) in ("success", "DagRunState.SUCCESS") else 1)
 
 
 @pytest.fixture(scope="module")
-def overrides(broker_bootstrap, tmp_path_factory) -> dict:
+def webhook():
+    """Where the DAGs' alerts go (ALERT_WEBHOOK_URL)."""
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def overrides(broker_bootstrap, tmp_path_factory, webhook) -> dict:
     unique = uuid.uuid4().hex[:8]
     base = tmp_path_factory.mktemp("airflow-dags")
     return dict(
@@ -67,6 +77,7 @@ def overrides(broker_bootstrap, tmp_path_factory) -> dict:
         spark_checkpoint_dir=str(base / "checkpoint"), export_dir=str(base / "exports"),
         airflow_home=str(base / "airflow"), validation_cache_dir=str(base / "validation"), spark_ui_enabled="false", spark_master="local[2]",
         export_interval_minutes="1", export_grace_seconds="20",
+        alert_webhook_url=webhook.url, alert_state_path=str(base / "alerts.sqlite"),
     )
 
 
@@ -240,13 +251,19 @@ def test_health_reads_the_live_job(settings, pipeline):
     assert report.batches > 0 and report.lag_last is not None
 
 
-def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline):
+@pytest.mark.timeout(900)  # the kill, the restart, then health checks until one passes
+def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline, airflow_env, webhook):
     """kill -9 of the job (driver JVM and Python): the task fails with spark-submit's exit
     in its log, Airflow retries it, the job resumes from its checkpoint: the snapshot
-    sequence continues instead of starting over at 1."""
+    sequence continues instead of starting over at 1.
+
+    Alerts: the retry sends exactly one alert to the webhook (a health check during the
+    outage adds nothing), and the first passing health check after the job is back exactly
+    one recovery."""
     import psutil
 
     process, log_path = pipeline
+    assert webhook.texts() == [], "alerts before the kill"
     before = max(m.sequence for m in snapshots(settings))
     def runs_the_job(child) -> bool:
         try:
@@ -260,9 +277,38 @@ def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline):
         victim.kill()
     wait_for(lambda: "Cannot execute: spark-submit" in log_path.read_text(), 60, 1, "the task failure")
     assert process.poll() is None, "dag.test ended instead of retrying the task"
+    wait_for(webhook.texts, 30, 0.5, "the alert")
+    # The job is down (the retry waits 20 s, then Spark starts): the check fails, silently.
+    assert health_check(airflow_env, "outage") == 1
+    assert len(webhook.texts()) == 1
     resumed = wait_for(lambda: [m for m in snapshots(settings) if m.sequence > before], 240, 2, "snapshots after the retry")
     log = log_path.read_text()
     assert log.count("Spark-Submit cmd") >= 2, "the task was not retried"
     sequences = sorted({m.sequence for m in snapshots(settings)})
     assert sequences == list(range(1, sequences[-1] + 1)), "the sequence restarted or skipped after the retry"
     assert resumed[0].sequence == before + 1
+
+    # The first batches after the restart are slow: the check may fail a few minutes more
+    # on a loaded machine (it fails while the median batch is over the 1 s trigger).
+    deadline = time.monotonic() + 480
+    attempt = 0
+    while health_check(airflow_env, f"back-{attempt}") != 0:
+        attempt += 1
+        assert time.monotonic() < deadline, "the health check never passed after the restart"
+        assert len(webhook.texts()) == 1
+        time.sleep(10)
+    alert, recovery = webhook.texts()
+    print(alert, recovery, sep="\n\n")
+    assert alert.startswith("ALERT marketstream: the order-book stream")
+    assert "What broke: orderbook_pipeline/orderbook_job failed on try 1 of " in alert and "Airflow retries it" in alert
+    assert "Cannot execute: spark-submit" in alert
+    assert "/dags/orderbook_pipeline/runs/" in alert and "/tasks/orderbook_job?try_number=1" in alert
+    assert recovery.startswith("RECOVERED marketstream: the order-book stream")
+    assert "orderbook_health/check_health succeeded: last_snapshot " in recovery
+    assert "the first: orderbook_pipeline/orderbook_job failed on try 1 of " in recovery
+
+
+def health_check(env, name: str) -> int:
+    """One ``orderbook_health`` run under ``dag.test()``: 0 when it passed."""
+    checker = run_dag(env, "orderbook_health", ARTIFACTS / f"airflow-orderbook-health-{name}.log")
+    return checker.wait(timeout=180)

@@ -266,3 +266,14 @@ def test_the_test_command_reaches_each_channel_and_says_so():
     none = subprocess.run(command, env=python_env(ALERT_WEBHOOK_URL="", ALERT_EMAIL_TO=""), cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert none.returncode == 2 and "set ALERT_WEBHOOK_URL" in none.stderr
+
+
+def test_a_long_error_keeps_its_start_and_its_end(book):
+    """spark-submit's exception starts with the whole command line and ends with the job's
+    last output and exit code: both ends stay in the alert."""
+    chat = Recording("webhook")
+    error = "Cannot execute: spark-submit " + "--conf x=y " * 800 + "\nLast output: Error code is: -9."
+    report_breach(book, [chat], failure(T0, error=error), PAGE)
+    text = chat.sent[0].text
+    assert "Cannot execute: spark-submit --conf" in text and text.count("Error code is: -9.") == 1
+    assert "characters left out" in text and len(text) < 2500
