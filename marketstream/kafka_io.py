@@ -141,9 +141,10 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     return marks
 
 
-def read_partition(consumer, topic: str, partition: int, start: int, end: int,
-                   timeout_s: float = 60.0) -> Iterator[Record]:
-    """The records of ``topic[partition]`` at offsets ``[start, end)``, in offset order.
+def partition_messages(consumer, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0):
+    """The kafka-python messages of ``topic[partition]`` at offsets ``[start, end)``, in
+    offset order: the one read loop every reader uses (``read_partition`` wraps each in a
+    ``Record``; the Spark source takes the messages as they are, at 100,000 a second).
 
     Stops at ``end`` even when a fetch returns records beyond it (data published since
     ``end`` was taken) and skips records before ``start`` (a fetch can return the whole
@@ -161,15 +162,22 @@ def read_partition(consumer, topic: str, partition: int, start: int, end: int,
     while position < end:
         if time.monotonic() > deadline:
             raise TimeoutError(f"reading {topic}[{partition}] stalled at offset {position} of {end}")
-        for message in consumer.poll(timeout_ms=500).get(tp, []):
+        for message in consumer.poll(timeout_ms=500, max_records=100_000).get(tp, []):
             if message.offset < position:
                 continue
             if message.offset >= end:
                 position = end
                 break
             position = message.offset + 1
-            yield Record(topic, partition, message.offset, message.timestamp, message.key,
-                         message.value, list(message.headers or []))
+            deadline = time.monotonic() + timeout_s
+            yield message
+
+
+def read_partition(consumer, topic: str, partition: int, start: int, end: int,
+                   timeout_s: float = 60.0) -> Iterator[Record]:
+    """The records of ``topic[partition]`` at offsets ``[start, end)`` (``partition_messages``)."""
+    for m in partition_messages(consumer, topic, partition, start, end, timeout_s):
+        yield Record(topic, partition, m.offset, m.timestamp, m.key, m.value, list(m.headers or []))
 
 
 # For a consumer that mostly probes single records (binary searches): one record a poll,

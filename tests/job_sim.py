@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from marketstream.orderbook import OrderBook, levels_to_json, parse_event, render_levels
 from marketstream.orderbook.events import InvalidEvent
@@ -14,6 +13,8 @@ from marketstream.orderbook.message import SnapshotMessage
 from marketstream.spark.clock import PartitionProgress, second_of
 from marketstream.spark.combine import combine
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route, unpack
+from marketstream.spark import partition_state
+from marketstream.spark.memory_index import MemoryIndex
 from marketstream.spark.partition_state import (
     DictState, PartitionBatch, PartitionConfig, StatePartition, state_partition_of,
 )
@@ -59,8 +60,11 @@ class Job:
     gaps: list = field(default_factory=list)
     rebuilds: int = 0  # local indexes rebuilt from the state's segment snapshots
 
+    indexes: list[MemoryIndex] = field(default_factory=list)  # each partition's working copy (its state server)
+
     def __post_init__(self):
         self.states = [DictState() for _ in range(self.config.partitions)]
+        self.indexes = [MemoryIndex(partition_state.SEGMENTS) for _ in range(self.config.partitions)]
 
     def batch(self, now_ms: int, fail_after_partition: int | None = None) -> list[SnapshotMessage]:
         """Run one micro-batch at processing time ``now_ms``. With ``fail_after_partition``
@@ -84,7 +88,7 @@ class Job:
             events, dead_in, runs, heartbeat = unpack(r for r in routed_rows if r["target"] == index)
             progress = {int(p): PartitionProgress(*v) for p, v in json.loads(heartbeat).items()}
             out = StatePartition(self.config, index).process(
-                PartitionBatch(now_ms, events, dead_in, runs, progress), state)
+                PartitionBatch(now_ms, events, dead_in, runs, progress), state, self.indexes[index])
             parts += out.parts
             dead += out.dead_letters
             self.rebuilds += out.stats.get("index_rebuilds", 0)
@@ -136,6 +140,6 @@ def reference_snapshot(topic: Topic, offsets: dict[int, int], config: PartitionC
     return levels_to_json(render_levels(levels, config.depth)), sum(b.open_count for b in books)
 
 
-def config(tmp_path: Path, partitions: int = 2, depth: int = 15, max_symbols: int | None = None,
+def config(partitions: int = 2, depth: int = 15, max_symbols: int | None = None,
            closed_ttl_s: int | None = None, max_backfill_s: int = 3600) -> PartitionConfig:
-    return PartitionConfig(partitions, depth, max_symbols, closed_ttl_s, max_backfill_s, tmp_path / "index")
+    return PartitionConfig(partitions, depth, max_symbols, closed_ttl_s, max_backfill_s)

@@ -16,7 +16,7 @@ from typing import Iterable
 from marketstream.orderbook.events import from_units
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
-from marketstream.spark.order_index import BUY
+from marketstream.spark.memory_index import BUY
 from marketstream.spark.partition_state import BookPart
 
 

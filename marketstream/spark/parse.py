@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 from marketstream.orderbook.events import BUY, InvalidEvent, parse_event, to_units
 from marketstream.spark.clock import second_of
-from marketstream.spark.order_index import BUY as BUY_CODE, SELL as SELL_CODE
+from marketstream.spark.memory_index import BUY as BUY_CODE, SELL as SELL_CODE
 from marketstream.spark.partition_state import DeadLetterRef, Event, state_partition_of
 
 HEARTBEAT_PARTITION = -1

@@ -18,7 +18,10 @@ State, per partition, in Spark (the truth, checkpointed, rolled back with a fail
   them, round robin, in proportion to its changes, so rewriting costs O(changes) a batch
   whatever the state's size, and a journal entry is dropped once every segment has been
   rewritten after it.
-The working copy is a local SQLite file (``order_index``) at the last committed entry.
+The working copy is in memory (``memory_index.MemoryIndex``), kept by the partition's
+state server (``state_server``) across batches; ``process`` brings it to the committed
+state first (settling the previous batch's staged changes, catching up from the journal,
+or rebuilding from the segment snapshots) and stages its own changes last.
 
 Anything that goes wrong with one event (a bug, a broken bound) makes that event a dead
 letter with reason code ``internal_error``; the batch goes on.
@@ -35,7 +38,7 @@ from typing import Iterator, Protocol
 
 from marketstream.orderbook.book import tombstone_hides
 from marketstream.spark.clock import BatchClockInput, Clock, PartitionProgress, Publication
-from marketstream.spark.order_index import BUY, Changes, OrderIndex, StoredOrder, index_path
+from marketstream.spark.memory_index import BUY, Changes, MemoryIndex, StoredOrder
 
 log = logging.getLogger("marketstream.spark.state")
 
@@ -60,8 +63,15 @@ def state_partition_of(order_id: int, partitions: int) -> int:
     return (_mix(order_id) >> 32) % partitions
 
 
-def segment_of(order_id: int) -> int:
-    return (_mix(order_id) >> 16) % SEGMENTS
+def segment_of(order_id: int, segments: int) -> int:
+    return (_mix(order_id) >> 16) % segments
+
+
+def progress_of(heartbeat: bytes | None) -> dict[int, "PartitionProgress"] | None:
+    """The source's heartbeat (``{"<partition>": [start, end, high watermark]}``)."""
+    if heartbeat is None:
+        return None
+    return {int(p): PartitionProgress(*v) for p, v in json.loads(heartbeat).items()}
 
 
 class StatePartitionsChanged(RuntimeError):
@@ -79,7 +89,7 @@ class Event:
     order_id: int
     is_open: bool
     symbol: str | None = None
-    side: int | None = None  # order_index.BUY / SELL
+    side: int | None = None  # memory_index.BUY / SELL
     price: int | None = None  # 1e-8 units
     size: int | None = None
 
@@ -155,6 +165,7 @@ class Meta:
     journal_next: int = 0
     last_token: str = ""
     base_token: str = ""  # token of entry journal_first - 1 (dropped), for chain checks
+    tokens: dict[int, str] = field(default_factory=dict)  # seq -> token of the entries kept
     chunk_versions: list[int] = field(default_factory=lambda: [-1] * SEGMENTS)
     cursor: int = 0
     credit: int = 0
@@ -167,6 +178,7 @@ class Meta:
             "pending": {str(s): [[*k, a, n] for k, (a, n) in levels.items()] for s, levels in self.pending.items()},
             "open_published": self.open_published, "journal_first": self.journal_first,
             "journal_next": self.journal_next, "last_token": self.last_token, "base_token": self.base_token,
+            "tokens": {str(k): v for k, v in self.tokens.items()},
             "chunk_versions": self.chunk_versions, "cursor": self.cursor, "credit": self.credit, "rows": self.rows,
             "expired_through": self.expired_through,
         }, separators=(",", ":"))
@@ -177,7 +189,17 @@ class Meta:
         pending = {int(s): {(sym, side, price): [a, n] for sym, side, price, a, n in levels}
                    for s, levels in data.pop("pending").items()}
         clock = Clock.from_json(data.pop("clock"))
-        return cls(clock=clock, pending=pending, **data)
+        tokens = {int(k): v for k, v in data.pop("tokens").items()}
+        return cls(clock=clock, pending=pending, tokens=tokens, **data)
+
+    @property
+    def segments(self) -> int:
+        return len(self.chunk_versions)
+
+    @property
+    def committed(self) -> tuple[int, str] | None:
+        """The last journal entry of this state (what the working copy must end with)."""
+        return (self.journal_next - 1, self.last_token) if self.journal_next else None
 
     def pending_total(self) -> dict[Level, tuple[int, int]]:
         total: dict[Level, list[int]] = {}
@@ -199,7 +221,6 @@ class PartitionConfig:
     max_symbols: int | None
     closed_ttl_s: int | None
     max_backfill_s: int
-    index_dir: Path
 
 
 class StatePartition:
@@ -209,9 +230,10 @@ class StatePartition:
         self.config, self.index = config, index
 
     # -- entry point ------------------------------------------------------------
-    def process(self, batch: PartitionBatch, state: StateBackend) -> PartitionOutput:
-        text = state.meta_get()
-        meta = Meta.from_text(text) if text else Meta(uuid.uuid4().hex, self.config.partitions)
+    def process(self, batch: PartitionBatch, state: StateBackend, index: MemoryIndex) -> PartitionOutput:
+        """One batch: ``index`` is this partition's working copy (kept between batches;
+        a new one is rebuilt from ``state``)."""
+        meta = self.meta(state)
         if meta.partitions != self.config.partitions:
             raise StatePartitionsChanged(
                 f"the checkpoint was made with {meta.partitions} state partitions, the job is set to "
@@ -220,47 +242,75 @@ class StatePartition:
         clock_input = batch.clock_input()
         assigned = meta.clock.assign(clock_input)
         stats: dict[str, int] = {"events": len(batch.events)}
-        with OrderIndex(index_path(self.config.index_dir, meta.stream_id, self.index)) as index:
-            if self._sync(index, meta, state):
-                stats["index_rebuilds"] = 1
-            changes, deltas, dead = self._apply(index, meta, batch.events, assigned, stats)
-            for second, levels in deltas.items():
-                pending = meta.pending.setdefault(second, {})
-                for key, (amount, orders) in levels.items():
-                    level = pending.setdefault(key, [0, 0])
-                    level[0] += amount
-                    level[1] += orders
-            publication = meta.clock.due(clock_input, self.config.max_backfill_s)
-            parts = self._publish(index, meta, publication, changes)
-            self._expire(meta, changes)
-            meta.clock.advance(publication)
-            seq = self._journal(meta, state, changes)
-            self._rewrite(index, meta, state, changes, seq)
+        if self.sync(index, meta, state):
+            stats["index_rebuilds"] = 1
+        changes, deltas, dead = self._apply(index, meta, batch.events, assigned, stats)
+        for second, levels in deltas.items():
+            pending = meta.pending.setdefault(second, {})
+            for key, (amount, orders) in levels.items():
+                level = pending.setdefault(key, [0, 0])
+                level[0] += amount
+                level[1] += orders
+        publication = meta.clock.due(clock_input, self.config.max_backfill_s)
+        parts = self._publish(index, meta, publication, changes)
+        self._expire(meta, changes)
+        meta.clock.advance(publication)
+        entries_before = meta.journal_next
+        seq = self._journal(meta, state, changes)
+        self._rewrite(index, meta, state, changes, seq)
+        if meta.journal_next > entries_before:
+            index.stage(seq, meta.last_token, changes)  # kept if the batch commits (next ``sync``)
         state.meta_put(meta.to_text())
         stats["published"] = len(parts)
         stats["recovered"] = sum(1 for p in parts if p.recovered)
         return PartitionOutput(parts, list(batch.dead_letters) + dead, publication.gap, stats)
 
     # -- the working copy -----------------------------------------------------
-    def _sync(self, index: OrderIndex, meta: Meta, state: StateBackend) -> bool:
-        """Bring the local index to the last committed journal entry; True when it had to
-        be rebuilt from the segment snapshots (missing, damaged, or too far behind)."""
-        want = (meta.journal_next - 1, meta.last_token) if meta.journal_next else None
-        have = index.version() or (-1, "")  # an empty index is at "before the first entry"
+    def meta(self, state: StateBackend) -> Meta:
+        text = state.meta_get()
+        meta = Meta.from_text(text) if text else Meta(uuid.uuid4().hex, self.config.partitions,
+                                                      chunk_versions=[-1] * SEGMENTS)
+        if meta.partitions != self.config.partitions:
+            raise StatePartitionsChanged(
+                f"the checkpoint was made with {meta.partitions} state partitions, the job is set to "
+                f"{self.config.partitions}: set ORDERBOOK_STATE_PARTITIONS={meta.partitions} or start with a new "
+                "checkpoint (SPARK_CHECKPOINT_DIR)")
+        return meta
+
+    def need(self, index: MemoryIndex, meta: Meta) -> tuple[str, int, int] | None:
+        """What ``sync`` will read from the state for this copy (after ``settle``):
+        None, ``("entries", first, last)`` to catch up, or ``("rebuild", first, last)``:
+        the segment snapshots and the journal entries ``first..last``."""
+        want = meta.committed
+        have = index.version() or (-1, "")
+        if have == want or want is None:
+            return None
+        if have[0] < want[0] and self._chain_ok(have, meta):
+            return ("entries", have[0] + 1, want[0])
+        return ("rebuild", meta.journal_first, want[0])
+
+    def sync(self, index: MemoryIndex, meta: Meta, state: StateBackend) -> bool:
+        """Bring the working copy to the last committed journal entry; True when it had
+        to be rebuilt from the segment snapshots (new, lost, or from another history)."""
+        want = meta.committed
+        index.settle(want)
+        have = index.version() or (-1, "")  # an empty copy is at "before the first entry"
         if have == want:
             return False
         if want is None:
             index.reset()
             return False
-        if have[0] < want[0] and self._chain_ok(have, meta, state):
+        if have[0] < want[0] and self._chain_ok(have, meta):
             for seq in range(have[0] + 1, want[0] + 1):
                 token, text = state.journal_get(seq)
                 index.apply(seq, token, Changes.from_json(json.loads(text)))
             return False
-        log.info("state partition %d: rebuilding the local order index from the checkpointed state", self.index)
+        log.info("state partition %d: rebuilding its working copy from the checkpointed state", self.index)
         versions = {seg: v for seg, v in enumerate(meta.chunk_versions)}
         chunks = ((seg, Changes.from_json(json.loads(text))) for seg, _v, text in state.chunks())
         journal = ((seq, *self._entry(state, seq)) for seq in range(meta.journal_first, meta.journal_next))
+        if index.segments != meta.segments:
+            index.segments = meta.segments
         index.load(chunks, journal, versions, meta.pending_total(), want[0], want[1])
         return True
 
@@ -270,16 +320,13 @@ class StatePartition:
         return token, Changes.from_json(json.loads(text))
 
     @staticmethod
-    def _chain_ok(have: tuple[int, str], meta: Meta, state: StateBackend) -> bool:
-        """Whether the index's last entry is in this state's history (so the entries
-        after it apply on top of it)."""
+    def _chain_ok(have: tuple[int, str], meta: Meta) -> bool:
+        """Whether the copy's last entry is in this state's history (so the entries after
+        it apply on top of it)."""
         seq, token = have
         if seq == meta.journal_first - 1:
             return token == meta.base_token
-        if seq < meta.journal_first:
-            return False
-        stored = state.journal_get(seq)
-        return stored is not None and stored[0] == token
+        return meta.journal_first <= seq and meta.tokens.get(seq) == token
 
     # -- events -----------------------------------------------------------------
     def _apply(self, index, meta, events, assigned, stats):
@@ -287,7 +334,8 @@ class StatePartition:
         changes = Changes.empty()
         deltas: dict[int, dict[Level, list[int]]] = {}
         dead: list[DeadLetterRef] = []
-        stored, tombs = index.lookup({e.order_id for e in events})
+        segments = meta.segments
+        stored, tombs = index.lookup({(e.order_id, segment_of(e.order_id, segments)) for e in events})
         current: dict[int, StoredOrder | None] = dict(stored)
         symbols = index.symbol_orders()
         # In record-time order: the state after the events of second S is the book of S
@@ -315,18 +363,19 @@ class StatePartition:
                     f"(BOOK_MAX_SYMBOLS={config.max_symbols})", "symbol_limit"))
             elif outcome == "opened":
                 current[order_id] = order
-                changes.opened[order_id] = (segment_of(order_id), order)
+                changes.opened[order_id] = (segment_of(order_id, segments), order)
                 symbols[order.symbol] = symbols.get(order.symbol, 0) + 1
                 self._delta(deltas, eff, order, 1)
             elif event.is_open:
                 continue
             else:
+                segment = segment_of(order_id, segments)
                 tombs[order_id] = max(tau, tombs.get(order_id, tau))
-                changes.tombs[order_id] = (segment_of(order_id), tombs[order_id])
+                changes.tombs[order_id] = (segment, tombs[order_id])
                 if outcome == "closed":
                     current[order_id] = None
                     if changes.opened.pop(order_id, None) is None:
-                        changes.closed[order_id] = (segment_of(order_id), order.symbol)
+                        changes.closed[order_id] = (segment, order.symbol)
                     left = symbols[order.symbol] - 1
                     if left:
                         symbols[order.symbol] = left
@@ -361,7 +410,7 @@ class StatePartition:
         level[1] += sign
 
     # -- publishing ---------------------------------------------------------------
-    def _publish(self, index: OrderIndex, meta: Meta, publication: Publication, changes: Changes) -> list[BookPart]:
+    def _publish(self, index: MemoryIndex, meta: Meta, publication: Publication, changes: Changes) -> list[BookPart]:
         if not publication.seconds:
             return []
         depth = self.config.depth
@@ -410,7 +459,7 @@ class StatePartition:
         return parts
 
     @staticmethod
-    def _best(index: OrderIndex, side: tuple[str, int], values, changed: set[int], depth: int) -> list[tuple[int, int]]:
+    def _best(index: MemoryIndex, side: tuple[str, int], values, changed: set[int], depth: int) -> list[tuple[int, int]]:
         """The ``depth`` best (price, amount) of a side: the index's committed levels with
         this batch's changed levels laid over them."""
         symbol, side_code = side
@@ -445,23 +494,25 @@ class StatePartition:
         seq, token = meta.journal_next, uuid.uuid4().hex
         state.journal_put(seq, token, json.dumps(changes.to_json(), separators=(",", ":")))
         meta.journal_next, meta.last_token = seq + 1, token
+        meta.tokens[seq] = token
         meta.rows = max(0, meta.rows + len(changes.opened) - len(changes.closed) + len(changes.tombs))
         meta.credit += len(changes)
         return seq
 
-    def _rewrite(self, index: OrderIndex, meta: Meta, state: StateBackend, changes: Changes, seq: int) -> None:
+    def _rewrite(self, index: MemoryIndex, meta: Meta, state: StateBackend, changes: Changes, seq: int) -> None:
         if seq < 0:
             return
-        per_segment = max(MIN_SEGMENT_ROWS, meta.rows // SEGMENTS)
-        meta.credit = min(meta.credit, per_segment * SEGMENTS)
+        segments = meta.segments
+        per_segment = max(MIN_SEGMENT_ROWS, meta.rows // segments)
+        meta.credit = min(meta.credit, per_segment * segments)
         rewrites = []
-        while meta.credit >= per_segment and len(rewrites) < SEGMENTS:
+        while meta.credit >= per_segment and len(rewrites) < segments:
             meta.credit -= per_segment
             rewrites.append(meta.cursor)
-            meta.cursor = (meta.cursor + 1) % SEGMENTS
+            meta.cursor = (meta.cursor + 1) % segments
         if meta.journal_next - meta.journal_first > MAX_JOURNAL_ENTRIES and meta.cursor not in rewrites:
             rewrites.append(meta.cursor)
-            meta.cursor = (meta.cursor + 1) % SEGMENTS
+            meta.cursor = (meta.cursor + 1) % segments
         if not rewrites:
             return
         wanted = set(rewrites)
@@ -493,9 +544,10 @@ class StatePartition:
         # newest: the local index applies an entry at the start of the next batch.
         covered = min(min(meta.chunk_versions), seq - 1)
         if covered >= meta.journal_first:
-            meta.base_token = state.journal_get(covered)[0]
+            meta.base_token = meta.tokens[covered]
             for old in range(meta.journal_first, covered + 1):
                 state.journal_remove(old)
+                meta.tokens.pop(old, None)
             meta.journal_first = covered + 1
 
 

@@ -21,6 +21,7 @@ from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
+from marketstream.spark.state_server import server_key
 from marketstream.spark.transforms import (
     finish, kafka_records, observe_parts, observe_records, order_state, parse_events,
 )
@@ -92,7 +93,7 @@ def partition_config(settings: Settings) -> PartitionConfig:
     return PartitionConfig(
         partitions=settings.orderbook_state_partitions, depth=settings.book_depth,
         max_symbols=settings.book_max_symbols, closed_ttl_s=settings.closed_id_ttl_seconds,
-        max_backfill_s=settings.snapshot_backfill_max_seconds, index_dir=settings.spark_index_dir,
+        max_backfill_s=settings.snapshot_backfill_max_seconds,
     )
 
 
@@ -104,12 +105,13 @@ def output_config(settings: Settings) -> OutputConfig:
     )
 
 
-def read_orders(spark: SparkSession, settings: Settings, connector: str) -> DataFrame:
-    """The input stream as ``kafka_source.SOURCE_SCHEMA`` rows (the Python source packs
-    many records in a row; the JVM source's one row per record becomes a row of one)."""
+def read_orders(spark: SparkSession, settings: Settings, connector: str, labels: list[int]) -> DataFrame:
+    """The input stream as ``routed.ROUTED_SCHEMA`` rows: the Python source parses and
+    routes as it reads; the JVM source's records (one row each, made a row of one) go
+    through ``transforms.parse_events``."""
     if connector == "jvm":
         # No per-batch cap: the snapshot clock takes a JVM batch as read to the end.
-        return (
+        return parse_events(
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
             .option("subscribe", settings.orders_topic)
@@ -117,8 +119,8 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str) -> Data
             .option("failOnDataLoss", "true")
             .load()
             .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
-                    F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values"))
-        )
+                    F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values")),
+            labels)
     spark.dataSource.register(KafkaDataSource)
     return (
         spark.readStream.format(FORMAT)
@@ -126,14 +128,16 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str) -> Data
         .option("topic", settings.orders_topic)
         .option("maxEventsPerBatch", str(settings.spark_max_events_per_batch))
         .option("readTasks", str(settings.spark_read_tasks))
+        .option("routeTo", ",".join(str(label) for label in labels))
         .load()
     )
 
 
-def order_book(records: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
-    """Input records -> the Kafka records to publish (snapshots and dead letters)."""
-    routed = parse_events(records, labels)
-    parts = observe_parts(order_state(routed, partition_config(settings), labels, timers=connector == "jvm"))
+def order_book(routed: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
+    """Routed order events -> the Kafka records to publish (snapshots and dead letters)."""
+    parts = observe_parts(order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
+                                      server_key=server_key(str(settings.spark_checkpoint_dir)),
+                                      log_dir=str(settings.spark_index_dir)))
     return observe_records(finish(parts, output_config(settings)), [str(code) for code in ReasonCode])
 
 
@@ -159,7 +163,7 @@ def start_query(spark: SparkSession, settings: Settings):
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
                                               serve_job_metrics(settings)))
     labels = state_partition_labels(spark, settings.orderbook_state_partitions)
-    records = order_book(read_orders(spark, settings, connector), settings, labels, connector)
+    records = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
     return (
         kafka_records(records).writeStream.format(FORMAT)
         .option("bootstrap.servers", settings.kafka_bootstrap_servers)

@@ -1,5 +1,6 @@
 """The stateful processor (``transformWithState``, Row API) of one state partition of the
-order book: a thin adapter from Spark's rows and state to ``partition_state``.
+order book: a thin adapter from Spark's rows and state to the partition's state server
+(``state_server``), which does the work (``partition_state``) on its working copy.
 
 State per grouping key (one key per state partition):
 - ``meta`` (a value): the partition's bookkeeping as JSON text (``partition_state.Meta``);
@@ -23,9 +24,9 @@ from pyspark.sql.types import (
     ArrayType, BinaryType, BooleanType, IntegerType, LongType, StringType, StructField, StructType,
 )
 
-from marketstream.spark.clock import PartitionProgress
-from marketstream.spark.parse import unpack
-from marketstream.spark.partition_state import PartitionBatch, PartitionConfig, PartitionOutput, StatePartition
+from marketstream.spark.parse import ROUTED_COLUMNS
+from marketstream.spark.partition_state import PartitionConfig, PartitionOutput
+from marketstream.spark.state_server import StateServerClient, run_batch, socket_path
 
 PART, DEAD, INFO = "part", "dead", "info"
 
@@ -106,11 +107,13 @@ def output_rows(index: int, out: PartitionOutput) -> Iterator[Row]:
 class OrderStateProcessor(StatefulProcessor):
     """``labels``: the grouping-key value of each state partition (index -> label);
     ``timers``: keep a timer for the next batch (the JVM connector, which sends no
-    heartbeat row, would otherwise leave partitions without input uncalled)."""
+    heartbeat row, would otherwise leave partitions without input uncalled);
+    ``server_key`` and ``log_dir``: where the partitions' state servers listen and log."""
 
-    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool):
+    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, server_key: str, log_dir: str):
         self.config, self.timers = config, timers
         self.index_of = {label: index for index, label in enumerate(labels)}
+        self.server_key, self.log_dir = server_key, log_dir
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -119,22 +122,17 @@ class OrderStateProcessor(StatefulProcessor):
 
     def handleInputRows(self, key, rows, timerValues) -> Iterator[Row]:
         index = self.index_of[int(key[0])]
-        events, dead, runs, heartbeat = unpack(rows)
-        progress = None
-        if heartbeat is not None:
-            progress = {int(p): PartitionProgress(*v) for p, v in json.loads(heartbeat).items()}
-        now_ms = timerValues.getCurrentProcessingTimeInMs()
-        out = StatePartition(self.config, index).process(PartitionBatch(now_ms, events, dead, runs, progress),
-                                                        self.state)
-        self._next_timer(now_ms)
-        yield from output_rows(index, out)
+        routed = [{name: row[name] for name in ROUTED_COLUMNS} for row in rows]
+        yield from self._run(index, routed, timerValues.getCurrentProcessingTimeInMs())
 
     def handleExpiredTimer(self, key, timerValues, expiredTimerInfo) -> Iterator[Row]:
         # In a batch where the partition also had input, the input call published
         # already and this one finds nothing due.
-        index = self.index_of[int(key[0])]
-        now_ms = timerValues.getCurrentProcessingTimeInMs()
-        out = StatePartition(self.config, index).process(PartitionBatch(now_ms), self.state)
+        yield from self._run(self.index_of[int(key[0])], [], timerValues.getCurrentProcessingTimeInMs())
+
+    def _run(self, index: int, routed: list[dict], now_ms: int) -> Iterator[Row]:
+        client = _client(socket_path(self.server_key, index), self.log_dir)
+        out = run_batch(client, self.state, self.config, index, routed, now_ms)
         self._next_timer(now_ms)
         yield from output_rows(index, out)
 
@@ -147,3 +145,14 @@ class OrderStateProcessor(StatefulProcessor):
 
     def close(self) -> None:
         pass
+
+
+# One client per state server, per Python worker process (a worker runs many tasks).
+_CLIENTS: dict[str, StateServerClient] = {}
+
+
+def _client(path: str, log_dir: str) -> StateServerClient:
+    client = _CLIENTS.get(path)
+    if client is None:
+        client = _CLIENTS[path] = StateServerClient(path, log_dir)
+    return client

@@ -22,26 +22,9 @@ from pyspark.sql.types import (
 from marketstream.spark.partition_state import PartitionConfig
 from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor
 from marketstream.spark.output import OBSERVED_COLUMNS, RECORD_COLUMNS, OutputConfig
+from marketstream.spark.routed import ROUTED_SCHEMA
 
 from marketstream.orderbook.metrics import OBSERVED_BATCH as BATCH_OBSERVATION, OBSERVED_OUTPUT as OBSERVATION
-
-ROUTED_SCHEMA = StructType([
-    StructField("target", IntegerType(), False),  # the state partition's grouping key
-    StructField("kind", StringType(), False),
-    StructField("partition", IntegerType(), False),
-    StructField("partitions_of", ArrayType(IntegerType())),
-    StructField("offsets", ArrayType(LongType())),
-    StructField("lmax", ArrayType(LongType())),
-    StructField("order_ids", ArrayType(LongType())),
-    StructField("opens", ArrayType(BooleanType())),
-    StructField("symbols", ArrayType(StringType())),
-    StructField("sides", ArrayType(IntegerType())),
-    StructField("prices", ArrayType(LongType())),
-    StructField("sizes", ArrayType(LongType())),
-    StructField("reasons", ArrayType(StringType())),
-    StructField("codes", ArrayType(StringType())),
-    StructField("values", ArrayType(BinaryType())),
-])
 
 HEADERS_TYPE = ArrayType(StructType([
     StructField("key", StringType(), False),
@@ -69,33 +52,28 @@ def _arrow(schema: StructType):
 
 def parse_events(records: DataFrame, labels: list[int]) -> DataFrame:
     """``kafka_source.SOURCE_SCHEMA`` rows -> ``ROUTED_SCHEMA`` rows, ``target`` being the
-    grouping key (``labels[i]``) of state partition ``i``."""
-    partitions = len(labels)
+    grouping key (``labels[i]``) of state partition ``i``. (The Python source does the
+    same while it reads: ``kafka_source`` with ``routeTo``.)"""
 
     def route_batches(batches: Iterator) -> Iterator:
-        import pyarrow as pa
+        from marketstream.spark.routed import routed_batch
 
-        from marketstream.spark.parse import pack, route, to_columns
-
-        schema = _arrow(ROUTED_SCHEMA)
         rows = (
             (row["partition"], row["offsets"], row["timestamps"], row["values"])
             for batch in batches for row in batch.to_pylist()
         )
-        out = list(pack(route(rows, partitions), partitions))
-        for row in out:
-            row["target"] = labels[row["target"]]
-        if out:
-            columns = to_columns(out)
-            yield pa.RecordBatch.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+        batch = routed_batch(rows, labels)
+        if batch is not None:
+            yield batch
 
     return records.mapInArrow(route_batches, ROUTED_SCHEMA)
 
 
-def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], timers: bool) -> DataFrame:
+def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], timers: bool, server_key: str,
+                log_dir: str) -> DataFrame:
     """Routed rows -> each state partition's parts, dead letters and batch info."""
     return routed.groupBy("target").transformWithState(
-        OrderStateProcessor(config, labels, timers), PART_SCHEMA, "Append", "ProcessingTime")
+        OrderStateProcessor(config, labels, timers, server_key, log_dir), PART_SCHEMA, "Append", "ProcessingTime")
 
 
 def finish(parts: DataFrame, config: OutputConfig) -> DataFrame:

@@ -276,10 +276,26 @@ def scrape(url: str) -> dict[str, float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def scrape_when_up(url: str, job) -> dict[str, float]:
+    import urllib.error
+
+    def attempt():
+        job.assert_alive()
+        try:
+            return scrape(url)
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    return wait_for(attempt, 90, interval_s=1, what=f"{url} to answer")
+
+
 def test_prometheus_endpoints_answer_with_moving_figures(settings, job):
     """The job's own figures on ORDERBOOK_METRICS_PORT, Spark's on its UI port."""
     own = f"http://127.0.0.1:{settings.orderbook_metrics_port}/metrics"
-    first = wait_for(lambda: job.assert_alive() or scrape(own), 60, interval_s=1, what="the job's metrics endpoint")
+    scrape_when_up(own, job)
+    first = wait_for(lambda: job.assert_alive() or (
+        (found := scrape(own))["marketstream_orderbook_snapshots_published_total"] > 0 and found), 120,
+        interval_s=1, what="the job to publish")
     time.sleep(4)
     later = scrape(own)
     assert later["marketstream_orderbook_snapshots_published_total"] >= first["marketstream_orderbook_snapshots_published_total"] + 2
@@ -287,7 +303,7 @@ def test_prometheus_endpoints_answer_with_moving_figures(settings, job):
     assert later["marketstream_orderbook_open_orders"] > 0
     assert later["marketstream_orderbook_snapshot_seconds_since_last"] < 5
     assert any(k.startswith("marketstream_orderbook_dead_letters_total") for k in later)  # the hostile test's rejects
-    spark = scrape(f"{settings.spark_ui_url}/metrics/prometheus")
+    spark = scrape_when_up(f"{settings.spark_ui_url}/metrics/prometheus", job)
     assert any(k.startswith("metrics_orderbook_driver") for k in spark), sorted(spark)[:5]
     executors = scrape(f"{settings.spark_ui_url}/metrics/executors/prometheus")
     assert any("executor" in k for k in executors)

@@ -4,15 +4,18 @@ second, none twice, across failed batches, lost local indexes and outages."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
-import shutil
 
 import pytest
 
 from marketstream.orderbook.events import event_to_json
 from marketstream.orderbook.replay import read_event_file
+from marketstream.spark import partition_state
 from marketstream.spark.clock import second_of
+from marketstream.spark.memory_index import MemoryIndex
+from marketstream.spark.partition_state import SEGMENTS
 from tests.job_sim import Job, Topic, config, reference_snapshot
 from tests.support import OFFICIAL_CSV
 
@@ -53,9 +56,9 @@ def assert_prefix_by_record_time(topic: Topic, messages) -> None:
 
 
 @pytest.mark.parametrize("partitions", [1, 2, 3])
-def test_official_sample_in_batches_every_snapshot_equals_the_replay(tmp_path, partitions):
+def test_official_sample_in_batches_every_snapshot_equals_the_replay(partitions):
     topic = official_topic()
-    job = Job(topic, config(tmp_path, partitions=partitions))
+    job = Job(topic, config(partitions=partitions))
     for second in range(0, 25):
         job.batch(T0 + second * 1000 + 37)
     assert_one_per_second(job.published)
@@ -67,10 +70,10 @@ def test_official_sample_in_batches_every_snapshot_equals_the_replay(tmp_path, p
     assert job.published[-1].open_orders == 4174
 
 
-def test_a_failed_batch_replays_to_the_same_messages(tmp_path):
+def test_a_failed_batch_replays_to_the_same_messages():
     topic = official_topic()
-    clean = Job(topic, config(tmp_path / "a"))
-    crashed = Job(topic, config(tmp_path / "b"))
+    clean = Job(topic, config())
+    crashed = Job(topic, config())
     for second in range(0, 25):
         clean.batch(T0 + second * 1000 + 11)
         if second % 4 == 1:
@@ -80,28 +83,26 @@ def test_a_failed_batch_replays_to_the_same_messages(tmp_path):
         [(m.key, m.value, m.headers()) for m in clean.published]
 
 
-def test_a_lost_or_stale_local_index_is_rebuilt_or_caught_up(tmp_path):
+def test_a_lost_or_stale_working_copy_is_rebuilt_or_caught_up():
     topic = official_topic()
-    clean = Job(topic, config(tmp_path / "a"))
-    other = Job(topic, config(tmp_path / "b"))
-    saved = tmp_path / "saved"
+    clean = Job(topic, config())
+    other = Job(topic, config())
     for second in range(0, 25):
         now = T0 + second * 1000 + 5
         clean.batch(now)
         if second == 6:
-            shutil.copytree(tmp_path / "b" / "index", saved)  # a worker that falls behind
+            saved = copy.deepcopy(other.indexes)  # a state server that falls behind
         if second == 9:
-            shutil.rmtree(tmp_path / "b" / "index")
-            shutil.copytree(saved, tmp_path / "b" / "index")  # ... comes back stale
+            other.indexes = saved  # ... comes back stale: it catches up from the journal
         if second == 15:
-            shutil.rmtree(tmp_path / "b" / "index")  # an executor lost with its disk
+            other.indexes = [MemoryIndex(SEGMENTS) for _ in other.indexes]  # lost with its executor
         other.batch(now)
     assert [m.value for m in other.published] == [m.value for m in clean.published]
 
 
-def test_an_outage_is_backfilled_second_by_second_with_the_true_books(tmp_path):
+def test_an_outage_is_backfilled_second_by_second_with_the_true_books():
     topic = official_topic(per_second=100)
-    job = Job(topic, config(tmp_path))
+    job = Job(topic, config())
     for second in list(range(0, 10)) + list(range(55, 80)):  # down from 10 s to 55 s
         job.batch(T0 + second * 1000 + 40)
     assert_one_per_second(job.published)
@@ -111,9 +112,9 @@ def test_an_outage_is_backfilled_second_by_second_with_the_true_books(tmp_path):
     assert_prefix_by_record_time(topic, job.published)
 
 
-def test_beyond_the_backfill_bound_the_gap_is_reported_not_filled(tmp_path):
+def test_beyond_the_backfill_bound_the_gap_is_reported_not_filled():
     topic = official_topic(per_second=100)
-    job = Job(topic, config(tmp_path, max_backfill_s=20))
+    job = Job(topic, config(max_backfill_s=20))
     for second in list(range(0, 5)) + list(range(60, 70)):
         job.batch(T0 + second * 1000 + 40)
     seconds = [m.snapshot_time - T0 // 1000 for m in job.published]
@@ -122,9 +123,9 @@ def test_beyond_the_backfill_bound_the_gap_is_reported_not_filled(tmp_path):
     assert_exact(job, topic)
 
 
-def test_a_capped_backlog_publishes_only_complete_seconds(tmp_path):
+def test_a_capped_backlog_publishes_only_complete_seconds():
     topic = official_topic(per_second=400)
-    job = Job(topic, config(tmp_path), max_events_per_batch=700)
+    job = Job(topic, config(), max_events_per_batch=700)
     for second in range(30, 60):  # the whole sample is already there when the job starts
         job.batch(T0 + second * 1000)
     assert_one_per_second(job.published)
@@ -132,7 +133,7 @@ def test_a_capped_backlog_publishes_only_complete_seconds(tmp_path):
     assert job.published[-1].open_orders == 4174
 
 
-def test_random_streams_with_duplicates_early_closes_and_garbage(tmp_path):
+def test_random_streams_with_duplicates_early_closes_and_garbage():
     rng = random.Random(7)
     topic = Topic(3)
     live, sent, next_id, now = [], {}, 0, T0
@@ -155,7 +156,7 @@ def test_random_streams_with_duplicates_early_closes_and_garbage(tmp_path):
                 "size": rng.randint(1, 10**9) / 10**8, "price": rng.randint(90, 110) / 4, "status": "OPEN"}).encode()
             next_id += 1
         topic.append(partition, now, value)
-    job = Job(topic, config(tmp_path, partitions=3, depth=5), max_events_per_batch=2000)
+    job = Job(topic, config(partitions=3, depth=5), max_events_per_batch=2000)
     for second in range(0, 40):
         job.batch(T0 + second * 1000 + 500)
     assert_one_per_second(job.published)
@@ -166,13 +167,13 @@ def test_random_streams_with_duplicates_early_closes_and_garbage(tmp_path):
         if r.value in (b"{", b"", None, b'{"order_id":1e5000,"status":"CLOSED"}', b"[]"))
 
 
-def test_symbol_limit_dead_letters_the_open_and_the_replay_agrees(tmp_path):
+def test_symbol_limit_dead_letters_the_open_and_the_replay_agrees():
     topic = Topic(2)
     for i in range(300):
         topic.append(i % 2, T0 + i * 10, json.dumps({
             "order_id": i, "symbol": f"S{i:04d}", "order_side": "BUY", "size": 1, "price": 10,
             "status": "OPEN"}).encode())
-    job = Job(topic, config(tmp_path, partitions=2, max_symbols=10))
+    job = Job(topic, config(partitions=2, max_symbols=10))
     for second in range(0, 6):
         job.batch(T0 + second * 1000 + 1)
     rejected = {(d.partition, d.offset) for d in job.dead_letters if d.code == "symbol_limit"}
@@ -182,13 +183,13 @@ def test_symbol_limit_dead_letters_the_open_and_the_replay_agrees(tmp_path):
     assert len({row["symbol"] for row in json.loads(job.published[-1].value)}) == 20
 
 
-def test_tombstones_expire_by_record_time(tmp_path):
+def test_tombstones_expire_by_record_time():
     topic = Topic(1)
     day = 86_400_000
     topic.append(0, T0, b'{"order_id":1,"status":"CLOSED"}')
     topic.append(0, T0 + 1000, b'{"order_id":1,"symbol":"X","order_side":"BUY","size":1,"price":5,"status":"OPEN"}')
     topic.append(0, T0 + day + 5000, b'{"order_id":1,"symbol":"X","order_side":"BUY","size":2,"price":5,"status":"OPEN"}')
-    job = Job(topic, config(tmp_path, partitions=1, closed_ttl_s=86_400))
+    job = Job(topic, config(partitions=1, closed_ttl_s=86_400))
     for now in (T0 + 2000, T0 + 3000, T0 + day + 6000, T0 + day + 7000):
         job.batch(now)
     books = [json.loads(m.value) for m in job.published]
@@ -196,7 +197,7 @@ def test_tombstones_expire_by_record_time(tmp_path):
     assert_exact(job, topic)
 
 
-def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(tmp_path, monkeypatch):
+def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(monkeypatch):
     """Many batches with changes: the working copy is never rebuilt (it applies each
     committed entry), and the journal is cut as segment snapshots take its entries in.
     (Fewer, smaller segments than the job's, so a test run goes round them many times.)"""
@@ -217,7 +218,7 @@ def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(tmp_p
             live.append(next_id)
             next_id += 1
         topic.append(i % 2, T0 + i * 20, value.encode())  # 50 events a second for 200 s
-    job = Job(topic, config(tmp_path, partitions=2))
+    job = Job(topic, config(partitions=2))
     for second in range(0, 205):
         job.batch(T0 + second * 1000 + 500)
     assert job.rebuilds == 0
@@ -226,7 +227,7 @@ def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(tmp_p
         assert meta["journal_first"] > 100  # cut many times
         assert meta["journal_next"] - meta["journal_first"] <= 30 + 16
         assert len(state.journal) == meta["journal_next"] - meta["journal_first"]
-    shutil.rmtree(tmp_path / "index")
+    job.indexes = [MemoryIndex(partition_state.SEGMENTS) for _ in job.indexes]  # state servers lost
     job.batch(T0 + 206_000)
     assert job.rebuilds == 2  # one per state partition, from the segment snapshots
     assert_one_per_second(job.published)
@@ -234,13 +235,13 @@ def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(tmp_p
     assert (last.value, last.open_orders) == reference_snapshot(topic, last.input_offsets, job.config)
 
 
-def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_still_needs(tmp_path, monkeypatch):
+def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_still_needs(monkeypatch):
     from marketstream.spark import partition_state
 
     monkeypatch.setattr(partition_state, "SEGMENTS", 4)  # few segments: one batch rewrites them all
     monkeypatch.setattr(partition_state, "MIN_SEGMENT_ROWS", 1)
     topic = official_topic()
-    job = Job(topic, config(tmp_path, partitions=2))
+    job = Job(topic, config(partitions=2))
     for second in range(40, 45):  # the whole sample in the first batch: every segment rewritten
         job.batch(T0 + second * 1000)
     assert job.rebuilds == 0
