@@ -12,10 +12,11 @@ One job serves the module, in order:
    checkpoint, and over the whole window every second is there once and exact; a second
    published after its batch's time says ``recovered``.
 
-Each worker has a ``TMPDIR`` of its own and ``SPARK_INDEX_DIR`` is relative (it resolves
-in each executor's work directory): what executors keep on local disk stays per worker, as
-each compose worker container has its own disk, so a state partition that moves after the
-kill is rebuilt from the checkpoint, not picked up from a disk the dead executor shared.
+Each worker has a ``TMPDIR`` of its own (where the state partitions' servers listen) and
+``SPARK_INDEX_DIR`` (their logs) is relative, so it resolves in each executor's work
+directory: what executors keep locally stays per worker, as each compose worker container
+has its own disk, so a state partition that moves to the other worker after the kill is
+rebuilt from the checkpoint, not picked up from a server the dead executor shared.
 
 Logs of the master, the workers, the executors and the DAG run are kept under
 ``test-artifacts/spark-cluster/``.
@@ -53,7 +54,7 @@ EVENTS_PER_TICK, TICK_SECONDS = 20, 0.1  # the emulator at 200 events/s
 LOGS = ARTIFACTS / "spark-cluster"
 SPARK_CLASS = str(Path(sys.executable).with_name("spark-class"))
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
-# Relative: each executor's own work directory (see the module docstring).
+# Relative: in each executor's own work directory (see the module docstring).
 INDEX_DIR = "spark-index"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
@@ -182,10 +183,12 @@ class StandaloneCluster:
         return found
 
     def keep_executor_logs(self) -> None:
-        """Each executor's stdout/stderr (``work/<app>/<executor>/``) into ``LOGS``."""
+        """Each executor's stdout/stderr (``work/<app>/<executor>/``) and the logs of what
+        it started (the state partitions' servers: ``SPARK_INDEX_DIR``) into ``LOGS``."""
         for worker in range(1, len(self.workers) + 1):
-            for log in self.work_dir(worker).glob("*/*/std*"):
-                target = LOGS / f"worker-{worker}" / log.relative_to(self.work_dir(worker))
+            work = self.work_dir(worker)
+            for log in [*work.glob("*/*/std*"), *work.glob(f"*/*/{INDEX_DIR}/*.log")]:
+                target = LOGS / f"worker-{worker}" / log.relative_to(work)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, target)
 
@@ -273,7 +276,10 @@ def pipeline(cluster, overrides):
     finally:
         if pipeline.emulator is not None and pipeline.emulator.poll() is None:
             pipeline.emulator.kill()
-        stop_group(run)
+        # At once: on SIGTERM the task fails and dag.test() retries it, starting a second job.
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=30)
 
 
 def orders_topic_exists(settings) -> bool:
