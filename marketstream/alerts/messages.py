@@ -24,7 +24,9 @@ class Signal:
     dag_id: str
     task_id: str
     run_id: str
-    outcome: str  # "failed", "retrying" (failed, Airflow retries it) or "succeeded"
+    # "failed", "retrying" (failed, Airflow retries it), "restarted" (the job died and its
+    # task started it again at once) or "succeeded"
+    outcome: str
     at: float  # epoch seconds
     try_number: int = 1
     max_tries: int = 0
@@ -45,6 +47,8 @@ class Signal:
         """One line: what happened to the task."""
         if self.outcome == "retrying":
             return f"{self.task} failed on try {self.try_number} of {self.max_tries + 1}; Airflow retries it"
+        if self.outcome == "restarted":
+            return f"{self.task}: the job died; its task started it again from its checkpoint"
         if self.outcome == "failed":
             tries = f" (try {self.try_number} of {self.max_tries + 1}, no retry left)" if self.max_tries else ""
             return f"{self.task} failed{tries}"

@@ -24,13 +24,16 @@ class IncidentNotifier(BaseNotifier):
 
     opens: bool = True
 
-    def __init__(self, incident: str | None = None, *, dashboard_page: str = "health", evidence: str | None = None):
+    def __init__(self, incident: str | None = None, *, dashboard_page: str = "health", evidence: str | None = None,
+                 outcome: str | None = None):
         """``dashboard_page``: the dashboard page the messages link to (``health``,
         ``exports``, ``desk``); ``evidence``: for ``CloseIncident``, the field of the
         task's result (a dict) holding the newest data time it saw (UTC text), see
-        ``Signal.evidence_time``."""
+        ``Signal.evidence_time``; ``outcome``: what happened, when the task's state does
+        not tell (``"restarted"``: called while the task is still running)."""
         super().__init__()
         self.incident, self.dashboard_page, self.evidence = incident, dashboard_page, evidence
+        self.outcome = outcome
 
     def notify(self, context) -> None:
         from marketstream.alerts.channels import configured_channels
@@ -55,7 +58,7 @@ class IncidentNotifier(BaseNotifier):
         if self.opens:
             # Airflow sets the state before the callbacks: up_for_retry or failed.
             state = getattr(ti, "state", None)
-            outcome = "retrying" if getattr(state, "value", state) == "up_for_retry" else "failed"
+            outcome = self.outcome or ("retrying" if getattr(state, "value", state) == "up_for_retry" else "failed")
         else:
             outcome = "succeeded"
             result = ti.xcom_pull(task_ids=ti.task_id)

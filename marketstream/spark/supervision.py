@@ -33,8 +33,9 @@ class CrashLoop(RuntimeError):
 
 class Supervisor:
     def __init__(self, policy: RestartPolicy = RestartPolicy(), clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.policy, self.clock, self.sleep = policy, clock, sleep
+                 sleep: Callable[[float], None] = time.sleep, on_restart: Callable[[Exception], None] | None = None):
+        """``on_restart``: told each failure that is followed by a restart (an alert)."""
+        self.policy, self.clock, self.sleep, self.on_restart = policy, clock, sleep, on_restart
         self.restarts = 0
 
     def run(self, start: Callable[[], object], stopping: Callable[[], bool] = lambda: False) -> None:
@@ -59,6 +60,11 @@ class Supervisor:
                         f"{self.policy.healthy_after_s:.0f} s of starting: a crash loop, not a crash; not restarting "
                         f"it again. Last error: {first_line}") from exc
                 self.restarts += 1
+                if self.on_restart is not None:
+                    try:
+                        self.on_restart(exc)
+                    except Exception:  # noqa: BLE001 - a failed alert must not stop the restart
+                        log.exception("could not report the restart")
                 log.warning("the order-book job died after %.0f s (%s); restarting it from its checkpoint "
                             "(restart %d, %d quick failure(s) in a row)", lived, first_line, self.restarts, len(fast))
                 self.sleep(self.policy.delay_s)

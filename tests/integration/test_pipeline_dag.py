@@ -9,7 +9,7 @@ One pipeline run (one Spark job) serves the module, in order:
    before the job's first snapshot is skipped without files, and the minute in which the
    stream began validates (the seconds before sequence 1 are no gaps);
 3. the health check reads the live job;
-4. kill -9 of the job: the task's retry resumes it, and the webhook of ``ALERT_WEBHOOK_URL``
+4. kill -9 of the job: the task starts it again at once and it resumes, and the webhook of ``ALERT_WEBHOOK_URL``
    (a local receiver) gets exactly one alert and, once the health DAG passes, one recovery.
 """
 
@@ -75,7 +75,8 @@ def overrides(broker_bootstrap, tmp_path_factory, webhook) -> dict:
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
         deals_topic=f"deals-{unique}", deals_deadletter_topic=f"deals-dlq-{unique}",
         spark_checkpoint_dir=str(base / "checkpoint"), export_dir=str(base / "exports"),
-        airflow_home=str(base / "airflow"), validation_cache_dir=str(base / "validation"), spark_ui_enabled="false", spark_master="local[2]",
+        airflow_home=str(base / "airflow"), validation_cache_dir=str(base / "validation"), spark_ui_enabled="false", spark_master="local[2,4]",
+        orderbook_metrics_port="0", spark_index_dir=str(base / "index"),
         export_interval_minutes="1", export_grace_seconds="20",
         alert_webhook_url=webhook.url, alert_state_path=str(base / "alerts.sqlite"),
     )
@@ -213,7 +214,9 @@ def test_export_dag_for_a_real_interval(settings, pipeline, airflow_env):
     assert report["status"] == "passed", report["violations"]
     assert report["snapshots"] == len(items) == 60
     assert report["reconciliation"]["matches"] is True
-    assert report["recovered_snapshots"] == 0  # the job ran throughout
+    # Seconds published late (a batch that overran on a loaded machine) are marked; the
+    # report counts what the file says.
+    assert report["recovered_snapshots"] == sum(1 for i in items if i["recovered"])
     assert [i["snapshot_time"] for i in items][0] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert all(b["sequence"] == a["sequence"] + 1 for a, b in zip(items, items[1:]))
     csv_lines = csv_path.read_text().splitlines()
@@ -252,19 +255,19 @@ def test_health_reads_the_live_job(settings, pipeline):
 
 
 @pytest.mark.timeout(900)  # the kill, the restart, then health checks until one passes
-def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline, airflow_env, webhook):
-    """kill -9 of the job (driver JVM and Python): the task fails with spark-submit's exit
-    in its log, Airflow retries it, the job resumes from its checkpoint: the snapshot
-    sequence continues instead of starting over at 1.
+def test_job_death_restarts_it_at_once_and_alerts_once(settings, pipeline, airflow_env, webhook):
+    """kill -9 of the job (driver JVM and Python): the task starts it again at once, within
+    the same try; it resumes from its checkpoint: the sequence continues, the seconds it
+    missed are published afterwards (recovered), none twice.
 
-    Alerts: the retry sends exactly one alert to the webhook (a health check during the
-    outage adds nothing), and the first passing health check after the job is back exactly
-    one recovery."""
+    Alerts: the restart sends exactly one alert to the webhook, and the first passing health
+    check after the job is back exactly one recovery."""
     import psutil
 
     process, log_path = pipeline
     assert webhook.texts() == [], "alerts before the kill"
     before = max(m.sequence for m in snapshots(settings))
+
     def runs_the_job(child) -> bool:
         try:
             return "orderbook_job.py" in " ".join(child.cmdline())
@@ -273,20 +276,25 @@ def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline, airf
 
     job = [p for p in psutil.Process(process.pid).children(recursive=True) if runs_the_job(p)]
     assert job, "no running job process under the pipeline's task"
+    killed_at = time.time()
     for victim in job:
         victim.kill()
-    wait_for(lambda: "Cannot execute: spark-submit" in log_path.read_text(), 60, 1, "the task failure")
-    assert process.poll() is None, "dag.test ended instead of retrying the task"
+    wait_for(lambda: "restarting it from its checkpoint" in log_path.read_text(), 60, 1, "the restart")
+    assert process.poll() is None, "the task ended instead of restarting the job"
+    first_new = wait_for(lambda: [m for m in snapshots(settings) if m.sequence > before], 240, 0.5,
+                         "snapshots after the restart")
+    print(f"kill -9 to the first new snapshot: {time.time() - killed_at:.1f} s")
     wait_for(webhook.texts, 30, 0.5, "the alert")
-    # The job is down (the retry waits 20 s, then Spark starts): the check fails, silently.
-    assert health_check(airflow_env, "outage") == 1
-    assert len(webhook.texts()) == 1
-    resumed = wait_for(lambda: [m for m in snapshots(settings) if m.sequence > before], 240, 2, "snapshots after the retry")
     log = log_path.read_text()
-    assert log.count("Spark-Submit cmd") >= 2, "the task was not retried"
-    sequences = sorted({m.sequence for m in snapshots(settings)})
-    assert sequences == list(range(1, sequences[-1] + 1)), "the sequence restarted or skipped after the retry"
-    assert resumed[0].sequence == before + 1
+    assert log.count("Spark-Submit cmd") >= 2, "the job was not started again"
+    assert "Marking task as UP_FOR_RETRY" not in log and "Marking task as FAILED" not in log
+    messages = snapshots(settings)
+    sequences = [m.sequence for m in messages]
+    assert sequences == list(range(1, len(sequences) + 1)), "the sequence restarted or skipped"
+    seconds = [m.snapshot_time for m in messages]
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), "a second is missing or doubled"
+    assert any(m.recovered and m.snapshot_time >= killed_at - 2 for m in messages) or \
+        first_new[0].snapshot_time <= int(killed_at) + 1, "the outage's seconds were not filled in"
 
     # The first batches after the restart are slow: the check may fail a few minutes more
     # on a loaded machine (it fails while the median batch is over the 1 s trigger).
@@ -300,12 +308,11 @@ def test_job_death_fails_the_task_and_the_retry_resumes(settings, pipeline, airf
     alert, recovery = webhook.texts()
     print(alert, recovery, sep="\n\n")
     assert alert.startswith("ALERT marketstream: the order-book stream")
-    assert "What broke: orderbook_pipeline/orderbook_job failed on try 1 of " in alert and "Airflow retries it" in alert
+    assert "What broke: orderbook_pipeline/orderbook_job: the job died; its task started it again" in alert
     assert "Cannot execute: spark-submit" in alert
     assert "/dags/orderbook_pipeline/runs/" in alert and "/tasks/orderbook_job?try_number=1" in alert
     assert recovery.startswith("RECOVERED marketstream: the order-book stream")
     assert "orderbook_health/check_health succeeded: last_snapshot " in recovery
-    assert "the first: orderbook_pipeline/orderbook_job failed on try 1 of " in recovery
 
 
 def health_check(env, name: str) -> int:

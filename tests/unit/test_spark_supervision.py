@@ -52,3 +52,15 @@ def test_a_job_stopped_on_purpose_is_not_restarted():
     with pytest.raises(RuntimeError):
         supervisor.run(job.start, stopping=lambda: True)
     assert job.starts == 1
+
+
+def test_each_restart_is_reported_and_a_failing_report_does_not_stop_the_restart():
+    job = FakeJob([600, 700, None])
+    reported = []
+
+    def report(error):
+        reported.append(str(error).splitlines()[0])
+        raise ConnectionError("webhook down")
+
+    Supervisor(RestartPolicy(delay_s=0), clock=job.clock, sleep=lambda s: None, on_restart=report).run(job.start)
+    assert reported == ["driver died after 600 s", "driver died after 700 s"] and job.starts == 3
