@@ -476,6 +476,84 @@ def parse_event(raw: bytes | bytearray | memoryview | str | None) -> OrderEvent:
     return _parse_raw_fields(data)
 
 
+# --- The typical event, fast ---------------------------------------------------------
+# The job parses every record; most are plain, well-formed events. For those, msgspec
+# checks the shape in C (typed fields) and a few comparisons do the rest; anything else
+# (an odd spelling, a bound, an error to explain) goes through ``parse_event``, so the
+# answers are the same (the hypothesis suite checks it).
+
+class _Typical(msgspec.Struct, gc=False):
+    order_id: int
+    status: str
+    symbol: str | None = None
+    order_side: str | None = None
+    size: Any = None
+    price: Any = None
+    created_at: Any = None
+
+
+_TYPICAL = msgspec.json.Decoder(_Typical, float_hook=Decimal)
+_UNITS_PER_ONE = 10**PRICE_SIZE_DECIMALS
+_SIMPLE_FAILURES = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, DecimalException, ValueError)
+
+
+def parse_units(raw: bytes | bytearray | memoryview | str | None) -> tuple:
+    """``(order_id, is_open, symbol, side, price, size)`` of a valid event, price and size
+    in 1e-8 units (None for a close); ``InvalidEvent`` exactly when ``parse_event`` raises
+    it, with the same reason and code."""
+    if type(raw) is bytes and len(raw) <= _DECODE_WHOLE_MAX_BYTES and \
+            raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        try:
+            typical = _typical(_TYPICAL.decode(raw))
+        except _SIMPLE_FAILURES:
+            typical = None
+        if typical is not None:
+            return typical
+    event = parse_event(raw)
+    if not event.is_open:
+        return (event.order_id, False, None, None, None, None)
+    return (event.order_id, True, event.symbol, event.side, to_units(event.price), to_units(event.size))
+
+
+def _typical(e: _Typical) -> tuple | None:
+    """The event's tuple when every field has its plain, in-contract form, else None."""
+    if not 0 <= e.order_id <= MAX_ORDER_ID:
+        return None
+    if e.created_at is not None and _plain_units(e.created_at, MAX_CREATED_AT, zero_allowed=True) is None:
+        return None
+    if e.status == CLOSED:
+        return (e.order_id, False, None, None, None, None)
+    symbol, side = e.symbol, e.order_side
+    if e.status != OPEN or side not in SIDES or symbol is None or len(symbol) > MAX_SYMBOL_LENGTH \
+            or not _SYMBOL.fullmatch(symbol):
+        return None
+    price = _plain_units(e.price, MAX_PRICE_SIZE)
+    size = _plain_units(e.size, MAX_PRICE_SIZE)
+    if price is None or size is None:
+        return None
+    return (e.order_id, True, symbol, side, price, size)
+
+
+def _plain_units(value: Any, below: int, zero_allowed: bool = False) -> int | None:
+    """A JSON number in ``(0, below)`` (``[0, below)``) with at most 8 decimal places, as
+    1e-8 units; None otherwise."""
+    kind = type(value)
+    if kind is int:
+        return value * _UNITS_PER_ONE if (0 < value < below or (zero_allowed and value == 0)) else None
+    if kind is not Decimal or not value.is_finite() or value < 0 or (not zero_allowed and not value):
+        return None
+    if value and not -PRICE_SIZE_DECIMALS <= value.adjusted() <= _DIGITS_BELOW[below]:
+        return None  # far out of range or too many decimal places: read off the exponent, no arithmetic
+    numerator, denominator = value.as_integer_ratio()
+    if _UNITS_PER_ONE % denominator:
+        return None  # more than 8 decimal places
+    units = numerator * (_UNITS_PER_ONE // denominator)
+    return units if units < below * _UNITS_PER_ONE else None
+
+
+_DIGITS_BELOW = {MAX_PRICE_SIZE: len(str(MAX_PRICE_SIZE)), MAX_CREATED_AT: len(str(MAX_CREATED_AT))}
+
+
 # --- Other formats -------------------------------------------------------------------
 
 def csv_row_to_fields(row: Mapping[str, str]) -> dict[str, Any]:

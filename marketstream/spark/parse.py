@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from marketstream.orderbook.events import BUY, InvalidEvent, parse_event, to_units
+from marketstream.orderbook.events import BUY, InvalidEvent, parse_units
 from marketstream.spark.clock import second_of
 from marketstream.spark.memory_index import BUY as BUY_CODE, SELL as SELL_CODE
-from marketstream.spark.partition_state import DeadLetterRef, Event, state_partition_of
+from marketstream.spark.partition_state import DeadLetterRef, state_partition_of
 
 HEARTBEAT_PARTITION = -1
 EVENTS, DEAD, RUNS, HEARTBEAT = "events", "dead", "runs", "heartbeat"
@@ -66,29 +66,22 @@ def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], 
             else:
                 runs[-1] = (running, offset + 1)
             try:
-                event = parse_event(value)
+                order_id, is_open, symbol, side, price, size = parse_units(value)
             except InvalidEvent as exc:
                 dead = out.dead.setdefault(offset % partitions, {c: [] for c in _DEAD_COLUMNS})
                 for column, item in zip(_DEAD_COLUMNS, (partition, offset, exc.reason, str(exc.code),
                                                         value if value is not None else b"")):
                     dead[column].append(item)
                 continue
-            group = groups[state_partition_of(event.order_id, partitions)]
+            group = groups[state_partition_of(order_id, partitions)]
             group["offsets"].append(offset)
             group["lmax"].append(running)
-            group["order_ids"].append(event.order_id)
-            if event.is_open:
-                group["opens"].append(True)
-                group["symbols"].append(event.symbol)
-                group["sides"].append(BUY_CODE if event.side == BUY else SELL_CODE)
-                group["prices"].append(to_units(event.price))
-                group["sizes"].append(to_units(event.size))
-            else:
-                group["opens"].append(False)
-                group["symbols"].append(None)
-                group["sides"].append(None)
-                group["prices"].append(None)
-                group["sizes"].append(None)
+            group["order_ids"].append(order_id)
+            group["opens"].append(is_open)
+            group["symbols"].append(symbol)
+            group["sides"].append(None if side is None else (BUY_CODE if side == BUY else SELL_CODE))
+            group["prices"].append(price)
+            group["sizes"].append(size)
         lmax[partition] = running
     out.events = {key: columns for key, columns in out.events.items() if columns["offsets"]}
     return out
@@ -126,20 +119,18 @@ def to_columns(rows: list[dict]) -> dict[str, list]:
     return {name: [row[name] for row in rows] for name in ROUTED_COLUMNS}
 
 
-def unpack(rows: Iterable) -> tuple[list[Event], list[DeadLetterRef], dict[int, list[tuple[int, int]]], bytes | None]:
-    """A state partition's routed rows (Spark ``Row``s or dicts) back into events, dead
+def unpack(rows: Iterable) -> tuple[list[dict], list[DeadLetterRef], dict[int, list[tuple[int, int]]], bytes | None]:
+    """A state partition's routed rows (Spark ``Row``s or dicts) back into event rows
+    (``partition`` and the event columns, as ``PartitionBatch.events`` takes them), dead
     letters, clock runs and the heartbeat."""
-    events: list[Event] = []
+    events: list[dict] = []
     dead: list[DeadLetterRef] = []
     runs: dict[int, list[tuple[int, int]]] = {}
     heartbeat = None
     for row in rows:
         kind, partition = row["kind"], row["partition"]
         if kind == EVENTS:
-            events.extend(
-                Event(partition, o, m, i, op, s, sd, p, sz)
-                for o, m, i, op, s, sd, p, sz in zip(row["offsets"], row["lmax"], row["order_ids"], row["opens"],
-                                                     row["symbols"], row["sides"], row["prices"], row["sizes"]))
+            events.append({"partition": partition, **{column: row[column] for column in _EVENT_COLUMNS}})
         elif kind == DEAD:
             dead.extend(DeadLetterRef(p, o, r, c, bytes(v) if v is not None else None)
                         for p, o, r, c, v in zip(row["partitions_of"], row["offsets"], row["reasons"], row["codes"],

@@ -82,19 +82,6 @@ class StatePartitionsChanged(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    partition: int  # Kafka partition of the input record
-    offset: int
-    lmax: int  # batch-local running maximum record second of its partition (clock runs)
-    order_id: int
-    is_open: bool
-    symbol: str | None = None
-    side: int | None = None  # memory_index.BUY / SELL
-    price: int | None = None  # 1e-8 units
-    size: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class DeadLetterRef:
     """A dead letter: the record's place, why, and its bytes when the stage that
     rejected it had them (else the job reads them back from the input topic)."""
@@ -109,7 +96,10 @@ class DeadLetterRef:
 @dataclass
 class PartitionBatch:
     now_ms: int
-    events: list[Event] = field(default_factory=list)
+    # One dict per Kafka partition's packed row: ``partition`` and the column lists
+    # ``offsets``, ``lmax``, ``order_ids``, ``opens``, ``symbols``, ``sides``, ``prices``,
+    # ``sizes`` (``parse.unpack``).
+    events: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetterRef] = field(default_factory=list)
     runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     progress: dict[int, PartitionProgress] | None = None
@@ -241,7 +231,7 @@ class StatePartition:
                 "checkpoint (SPARK_CHECKPOINT_DIR)")
         clock_input = batch.clock_input()
         assigned = meta.clock.assign(clock_input)
-        stats: dict[str, int] = {"events": len(batch.events)}
+        stats: dict[str, int] = {"events": sum(len(row["order_ids"]) for row in batch.events)}
         if self.sync(index, meta, state):
             stats["index_rebuilds"] = 1
         changes, deltas, dead = self._apply(index, meta, batch.events, assigned, stats)
@@ -329,85 +319,104 @@ class StatePartition:
         return meta.journal_first <= seq and meta.tokens.get(seq) == token
 
     # -- events -----------------------------------------------------------------
-    def _apply(self, index, meta, events, assigned, stats):
-        config = self.config
+    def _apply(self, index, meta, rows, assigned, stats):
+        """Apply the batch's events (``rows``: column lists per Kafka partition, see
+        ``parse.unpack``) in record-time order: the state after the events of second S is
+        the book of S (an open in one partition and its earlier close in another must not
+        meet the wrong way round). The per-event loop is the job's hottest code."""
+        ttl, limit, segments = self.config.closed_ttl_s, self.config.max_symbols, meta.segments
         changes = Changes.empty()
+        opened, closed, tomb_changes = changes.opened, changes.closed, changes.tombs
         deltas: dict[int, dict[Level, list[int]]] = {}
         dead: list[DeadLetterRef] = []
-        segments = meta.segments
-        stored, tombs = index.lookup({(e.order_id, segment_of(e.order_id, segments)) for e in events})
+        runs = []  # (eff, partition, first offset, start, end, tau, row): a run of one second
+        segment_by_id: dict[int, int] = {}
+        for row in rows:
+            partition, lmaxes, offsets = row["partition"], row["lmax"], row["offsets"]
+            start, count = 0, len(lmaxes)
+            while start < count:
+                end, value = start + 1, lmaxes[start]
+                while end < count and lmaxes[end] == value:
+                    end += 1
+                eff, tau = assigned[(partition, value)]
+                runs.append((eff, partition, offsets[start], start, end, tau, row))
+                start = end
+            for order_id in row["order_ids"]:
+                segment_by_id[order_id] = ((order_id * _GOLDEN & _MASK64) >> 16) % segments
+        runs.sort(key=lambda run: run[:3])
+        stored, tombs = index.lookup(segment_by_id.items())
         current: dict[int, StoredOrder | None] = dict(stored)
         symbols = index.symbol_orders()
-        # In record-time order: the state after the events of second S is the book of S
-        # (an open in one partition and its earlier close in another must not meet the
-        # wrong way round).
-        def order(e: Event):
-            return (assigned[(e.partition, e.lmax)][0], e.partition, e.offset)
-
-        for event in sorted(events, key=order):
-            try:
-                effect = self._decide(event, assigned, current, tombs, symbols)
-            except Exception as exc:  # noqa: BLE001 - one event's failure is that event's dead letter
-                log.exception("event %d:%d failed", event.partition, event.offset)
-                dead.append(DeadLetterRef(event.partition, event.offset,
-                                          f"internal error while applying the event: {exc!r}"[:500], "internal_error"))
-                stats["internal_error"] = stats.get("internal_error", 0) + 1
-                continue
-            outcome, eff, tau, order = effect
-            stats[outcome] = stats.get(outcome, 0) + 1
-            order_id = event.order_id
-            if outcome == "symbol_limit":
-                dead.append(DeadLetterRef(
-                    event.partition, event.offset,
-                    f"symbol limit: {event.symbol!r} would be symbol {len(symbols) + 1} in the book "
-                    f"(BOOK_MAX_SYMBOLS={config.max_symbols})", "symbol_limit"))
-            elif outcome == "opened":
-                current[order_id] = order
-                changes.opened[order_id] = (segment_of(order_id, segments), order)
-                symbols[order.symbol] = symbols.get(order.symbol, 0) + 1
-                self._delta(deltas, eff, order, 1)
-            elif event.is_open:
-                continue
-            else:
-                segment = segment_of(order_id, segments)
-                tombs[order_id] = max(tau, tombs.get(order_id, tau))
-                changes.tombs[order_id] = (segment, tombs[order_id])
-                if outcome == "closed":
-                    current[order_id] = None
-                    if changes.opened.pop(order_id, None) is None:
-                        changes.closed[order_id] = (segment, order.symbol)
-                    left = symbols[order.symbol] - 1
-                    if left:
-                        symbols[order.symbol] = left
+        counts = dict.fromkeys(("opened", "closed", "duplicate_open", "open_after_close", "duplicate_close",
+                                "close_before_open", "symbol_limit", "internal_error"), 0)
+        for eff, partition, _first, start, end, tau, row in runs:
+            level_deltas = deltas.setdefault(eff, {})
+            ids, opens, offsets = row["order_ids"], row["opens"], row["offsets"]
+            row_symbols, sides, prices, sizes = row["symbols"], row["sides"], row["prices"], row["sizes"]
+            for i in range(start, end):
+                order_id = ids[i]
+                try:
+                    if opens[i]:
+                        closed_tau = tombs.get(order_id)
+                        if closed_tau is not None and (ttl is None or closed_tau > tau - ttl):
+                            counts["open_after_close"] += 1
+                            continue
+                        if current.get(order_id) is not None:
+                            counts["duplicate_open"] += 1
+                            continue
+                        symbol = row_symbols[i]
+                        if limit is not None and symbol not in symbols and len(symbols) >= limit:
+                            counts["symbol_limit"] += 1
+                            dead.append(DeadLetterRef(
+                                partition, offsets[i],
+                                f"symbol limit: {symbol!r} would be symbol {len(symbols) + 1} in the book "
+                                f"(BOOK_MAX_SYMBOLS={limit})", "symbol_limit"))
+                            continue
+                        order = StoredOrder(symbol, sides[i], prices[i], sizes[i], tau)
+                        key = (symbol, order.side, order.price)
+                        level = level_deltas.get(key)
+                        # All that can fail is above: the state changes below go together.
+                        current[order_id] = order
+                        opened[order_id] = (segment_by_id[order_id], order)
+                        symbols[symbol] = symbols.get(symbol, 0) + 1
+                        if level is None:
+                            level_deltas[key] = [order.size, 1]
+                        else:
+                            level[0] += order.size
+                            level[1] += 1
+                        counts["opened"] += 1
                     else:
-                        del symbols[order.symbol]
-                    self._delta(deltas, eff, order, -1)
+                        order = current.get(order_id)
+                        previous = tombs.get(order_id)
+                        tombs[order_id] = latest = tau if previous is None or tau > previous else previous
+                        tomb_changes[order_id] = (segment_by_id[order_id], latest)
+                        if order is None or not (ttl is None or tau > order.tau - ttl):
+                            counts["duplicate_close" if previous is not None else "close_before_open"] += 1
+                            continue
+                        key = (order.symbol, order.side, order.price)
+                        left = symbols[order.symbol] - 1
+                        current[order_id] = None
+                        if opened.pop(order_id, None) is None:
+                            closed[order_id] = (segment_by_id[order_id], order.symbol)
+                        if left:
+                            symbols[order.symbol] = left
+                        else:
+                            del symbols[order.symbol]
+                        level = level_deltas.get(key)
+                        if level is None:
+                            level_deltas[key] = [-order.size, -1]
+                        else:
+                            level[0] -= order.size
+                            level[1] -= 1
+                        counts["closed"] += 1
+                except Exception as exc:  # noqa: BLE001 - one event's failure is that event's dead letter
+                    log.exception("event %d:%d failed", partition, offsets[i])
+                    dead.append(DeadLetterRef(partition, offsets[i],
+                                              f"internal error while applying the event: {exc!r}"[:500],
+                                              "internal_error"))
+                    counts["internal_error"] += 1
+        stats.update((name, count) for name, count in counts.items() if count)
         return changes, deltas, dead
-
-    def _decide(self, event, assigned, current, tombs, symbols):
-        """The outcome of one event against the state so far (no state is changed here)."""
-        eff, tau = assigned[(event.partition, event.lmax)]
-        ttl = self.config.closed_ttl_s
-        order = current.get(event.order_id)
-        if event.is_open:
-            closed_tau = tombs.get(event.order_id)
-            if closed_tau is not None and tombstone_hides(closed_tau, tau, ttl):
-                return "open_after_close", eff, tau, None
-            if order is not None:
-                return "duplicate_open", eff, tau, None
-            limit = self.config.max_symbols
-            if limit is not None and event.symbol not in symbols and len(symbols) >= limit:
-                return "symbol_limit", eff, tau, None
-            return "opened", eff, tau, StoredOrder(event.symbol, event.side, event.price, event.size, tau)
-        if order is None or not tombstone_hides(tau, order.tau, ttl):
-            return ("duplicate_close" if event.order_id in tombs else "close_before_open"), eff, tau, None
-        return "closed", eff, tau, order
-
-    @staticmethod
-    def _delta(deltas, eff: int, order: StoredOrder, sign: int) -> None:
-        level = deltas.setdefault(eff, {}).setdefault((order.symbol, order.side, order.price), [0, 0])
-        level[0] += sign * order.size
-        level[1] += sign
 
     # -- publishing ---------------------------------------------------------------
     def _publish(self, index: MemoryIndex, meta: Meta, publication: Publication, changes: Changes) -> list[BookPart]:

@@ -6,8 +6,10 @@ the two decoding paths (whole message / raw fields) agree."""
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,8 @@ from marketstream.orderbook.events import (
 
 # No example database (nothing written to the checkout) and no deadline: parse time is
 # asserted by the unit tests, where a loaded machine cannot make it flaky.
-PROPERTIES = settings(max_examples=300, deadline=None, database=None,
+# HYPOTHESIS_EXAMPLES=5000 for a longer search than the suite's.
+PROPERTIES = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "300")), deadline=None, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 FIELDS = ("order_id", "status", "symbol", "order_side", "size", "price", "created_at")
@@ -98,15 +101,22 @@ def valid_events(draw) -> tuple[dict[str, str], OrderEvent]:
 # --- What every outcome must satisfy -------------------------------------------------------
 
 def outcome(raw) -> OrderEvent | InvalidEvent:
-    """The parse result; any exception but ``InvalidEvent`` fails the test."""
+    """The parse result; any exception but ``InvalidEvent`` fails the test. The job's
+    fast path (``parse_units``) must give the same answer every time."""
     try:
         event = parse_event(raw)
     except InvalidEvent as exc:
         assert exc.code in REASON_CODES
         assert exc.reason and len(exc.reason) <= MAX_REASON_LENGTH
+        with pytest.raises(InvalidEvent) as fast:
+            events.parse_units(raw)
+        assert (fast.value.code, fast.value.reason) == (exc.code, exc.reason)
         return exc
     assert_inside_contract(event)
     assert parse_event(event_to_json(event)) == event  # round trip
+    assert events.parse_units(raw) == (
+        (event.order_id, True, event.symbol, event.side, to_units(event.price), to_units(event.size))
+        if event.is_open else (event.order_id, False, None, None, None, None))
     return event
 
 
