@@ -78,7 +78,7 @@ class Job:
             chunk = self.topic.records[p][self.positions.get(p, 0):end]
             if chunk:
                 rows.append((p, [r.offset for r in chunk], [r.timestamp_ms for r in chunk], [r.value for r in chunk]))
-        routed_rows = list(pack(route(rows, self.config.partitions), self.config.partitions))
+        routed_rows = list(pack(route(rows, self.config.partitions, "orders"), self.config.partitions))
         parts, dead = [], []
         for index, state in enumerate(self.states):
             if fail_after_partition is not None and index >= fail_after_partition:

@@ -69,7 +69,7 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
     per_row = events / rows if rows else 0.0
     observed = (progress.get("observedMetrics") or {})
     published = observed.get(OBSERVED_OUTPUT) or {}
-    batch = observed.get(OBSERVED_BATCH) or {}
+    batch = {**published, **(observed.get(OBSERVED_BATCH) or {})}
     by_code = {name.removeprefix(_DEAD_LETTER_PREFIX): int(count) for name, count in published.items()
                if name.startswith(_DEAD_LETTER_PREFIX) and count}
     return {
@@ -97,7 +97,8 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
     }
 
 
-# The names under which the job observes its output and its batch (``Dataset.observe``).
+# The name under which the job observes what a batch publishes (``Dataset.observe``);
+# messages of earlier releases had the gap under a second name.
 OBSERVED_OUTPUT = "orderbook"
 OBSERVED_BATCH = "orderbook_batch"
 _DEAD_LETTER_PREFIX = "dead_letters_"

@@ -259,7 +259,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                     timestamps.append(m.timestamp)
                     values.append(m.value)
                 rows.append((partition, offsets, timestamps, values))
-            batch = routed_batch(rows, self.route_to)
+            batch = routed_batch(rows, self.route_to, self.topic)
             if batch is not None:
                 yield batch
             return

@@ -1,4 +1,4 @@
-"""The last stage of a batch: the state partitions' output -> the Kafka records to write.
+"""The end of a batch: the state partitions' output -> the Kafka records to publish.
 
 - the parts of each second become its snapshot (``combine``);
 - dead letters are put in input order, and those rejected after parsing (which carry no
@@ -8,7 +8,7 @@
   output and dead-letter topics is dropped: snapshots up to the last second on the topic,
   dead letters up to the last one there.
 
-Runs in one task per batch (``mapInArrow`` after ``repartition(1)``); no Spark import.
+Runs on the driver, in the sink's commit (``sink``), once per batch; no Spark import.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ from marketstream.spark.partition_state import BookPart, DeadLetterRef
 
 log = logging.getLogger("marketstream.spark.output")
 
-SNAPSHOT, DEAD_LETTER = "snapshot", "dead_letter"
-# Record columns the Kafka writer takes, plus what the query observes for its metrics.
-RECORD_COLUMNS = ("topic", "key", "value", "headers", "timestamp_ms")
-OBSERVED_COLUMNS = ("kind", "code", "second", "recovered", "open_orders")
 
 
 @dataclass(frozen=True)
@@ -64,13 +60,30 @@ def collect(rows: Iterable[dict]) -> tuple[list[BookPart], list[DeadLetterRef]]:
     return parts, dead
 
 
-def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfig, kafka) -> BatchOutput:
+@dataclass
+class Published:
+    """What this process knows is at the end of the topics: after it published batch
+    ``batch_id`` itself, the next batch needs no look at the topics (the job is their only
+    writer); anything else (another process, a retry) reads them."""
+
+    batch_id: int
+    last_second: int | None
+    last_dead_letter: tuple[int, int] | None
+
+
+def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfig, kafka,
+           known: Published | None = None, batch_id: int | None = None) -> BatchOutput:
     """Snapshots and dead letters of one batch, completed and without what the topics
-    already hold. ``kafka``: a kafka-python consumer (reads only)."""
+    already hold. ``kafka``: a kafka-python consumer (reads only); ``known``: what this
+    process published last (trusted for the batch right after it)."""
     snapshots = combine(parts, config.partitions, config.depth)
     dead = sorted(dead, key=lambda d: (d.partition, d.offset))
     dead = _with_values(dead, TopicReader(kafka, config.orders_topic)) if dead else dead
-    last_second = _last_snapshot_second(TopicReader(kafka, config.orderbook_topic)) if snapshots else None
+    trusted = known is not None and batch_id is not None and known.batch_id == batch_id - 1
+    if trusted:
+        last_second = known.last_second
+    else:
+        last_second = _last_snapshot_second(TopicReader(kafka, config.orderbook_topic)) if snapshots else None
     if last_second is not None:
         skipped = sum(1 for m in snapshots if m.snapshot_time <= last_second)
         if skipped:
@@ -78,7 +91,7 @@ def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfi
                      skipped, last_second, config.orderbook_topic)
         snapshots = [m for m in snapshots if m.snapshot_time > last_second]
     if dead:
-        last = _last_dead_letter(TopicReader(kafka, config.deadletter_topic))
+        last = known.last_dead_letter if trusted else _last_dead_letter(TopicReader(kafka, config.deadletter_topic))
         places = [(d.partition, d.offset) for d in dead]
         if last in places:
             done = places.index(last) + 1
@@ -88,19 +101,22 @@ def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfi
     return BatchOutput(snapshots, dead)
 
 
-def records(output: BatchOutput, config: OutputConfig) -> Iterator[dict]:
-    """The Kafka records (``RECORD_COLUMNS`` + ``OBSERVED_COLUMNS``)."""
+def records(output: BatchOutput, config: OutputConfig) -> Iterator[tuple[str, bytes | None, bytes, list]]:
+    """The Kafka records: ``(topic, key, value, headers)``, snapshots first."""
     for m in output.snapshots:
-        yield {"topic": config.orderbook_topic, "key": m.key.encode(), "value": m.value.encode(),
-               "headers": [{"key": k, "value": v} for k, v in m.headers()], "timestamp_ms": None,
-               "kind": SNAPSHOT, "code": None, "second": m.snapshot_time, "recovered": m.recovered,
-               "open_orders": m.open_orders}
+        yield config.orderbook_topic, m.key.encode(), m.value.encode(), m.headers()
     for d in output.dead_letters:
         letter = DeadLetter(value=d.value or b"", reason=d.reason, code=str(d.code), source_topic=config.orders_topic,
                             source_partition=d.partition, source_offset=d.offset).bounded()
-        yield {"topic": config.deadletter_topic, "key": None, "value": letter.value,
-               "headers": [{"key": k, "value": v} for k, v in letter.headers()], "timestamp_ms": None,
-               "kind": DEAD_LETTER, "code": str(d.code), "second": None, "recovered": None, "open_orders": None}
+        yield config.deadletter_topic, None, letter.value, letter.headers()
+
+
+def published_after(output: BatchOutput, before: Published | None, batch_id: int) -> Published:
+    """What the topics end with once ``output`` (batch ``batch_id``) is published."""
+    last_second = output.snapshots[-1].snapshot_time if output.snapshots else (before.last_second if before else None)
+    last_dead = ((output.dead_letters[-1].partition, output.dead_letters[-1].offset) if output.dead_letters
+                 else (before.last_dead_letter if before else None))
+    return Published(batch_id, last_second, last_dead)
 
 
 def _with_values(dead: list[DeadLetterRef], orders: TopicReader) -> list[DeadLetterRef]:

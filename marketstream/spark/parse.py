@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from marketstream.deadletter import DeadLetter
 from marketstream.orderbook.events import BUY, InvalidEvent, parse_units
 from marketstream.spark.clock import second_of
 from marketstream.spark.memory_index import BUY as BUY_CODE, SELL as SELL_CODE
@@ -46,8 +47,10 @@ class Routed:
     heartbeat: bytes | None = None
 
 
-def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], partitions: int) -> Routed:
-    """Parse and route the records of one read task (rows in offset order per partition)."""
+def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], partitions: int,
+          topic: str = "") -> Routed:
+    """Parse and route the records of one read task (rows in offset order per partition)
+    of the input ``topic``."""
     out = Routed()
     lmax: dict[int, int] = {}
     for partition, offsets, timestamps, values in rows:
@@ -68,9 +71,11 @@ def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], 
             try:
                 order_id, is_open, symbol, side, price, size = parse_units(value)
             except InvalidEvent as exc:
+                # Bounded here already: the bytes travel to the driver, which publishes them.
+                letter = DeadLetter(value if value is not None else b"", exc.reason, str(exc.code), topic or None,
+                                    partition, offset).bounded()
                 dead = out.dead.setdefault(offset % partitions, {c: [] for c in _DEAD_COLUMNS})
-                for column, item in zip(_DEAD_COLUMNS, (partition, offset, exc.reason, str(exc.code),
-                                                        value if value is not None else b"")):
+                for column, item in zip(_DEAD_COLUMNS, (partition, offset, letter.reason, letter.code, letter.value)):
                     dead[column].append(item)
                 continue
             group = groups[state_partition_of(order_id, partitions)]

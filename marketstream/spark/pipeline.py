@@ -22,9 +22,8 @@ from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
 from marketstream.spark.state_server import server_key
-from marketstream.spark.transforms import (
-    finish, kafka_records, observe_parts, observe_records, order_state, parse_events,
-)
+from marketstream.spark.sink import FORMAT as SINK_FORMAT, OrderBookSink
+from marketstream.spark.transforms import observe, order_state, parse_events
 
 log = logging.getLogger("marketstream.spark.job")
 
@@ -120,7 +119,7 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
             .load()
             .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
                     F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values")),
-            labels)
+            labels, settings.orders_topic)
     spark.dataSource.register(KafkaDataSource)
     return (
         spark.readStream.format(FORMAT)
@@ -134,11 +133,11 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
 
 
 def order_book(routed: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
-    """Routed order events -> the Kafka records to publish (snapshots and dead letters)."""
-    parts = observe_parts(order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
-                                      server_key=server_key(str(settings.spark_checkpoint_dir)),
-                                      log_dir=str(settings.spark_index_dir)))
-    return observe_records(finish(parts, output_config(settings)), [str(code) for code in ReasonCode])
+    """Routed order events -> each state partition's parts of the book, dead letters and
+    batch figures (what the sink publishes)."""
+    parts = order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
+                        server_key=server_key(str(settings.spark_checkpoint_dir)), log_dir=str(settings.spark_index_dir))
+    return observe(parts, [str(code) for code in ReasonCode])
 
 
 def serve_job_metrics(settings: Settings):
@@ -163,10 +162,17 @@ def start_query(spark: SparkSession, settings: Settings):
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
                                               serve_job_metrics(settings)))
     labels = state_partition_labels(spark, settings.orderbook_state_partitions)
-    records = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
+    parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
+    spark.dataSource.register(OrderBookSink)
+    output = output_config(settings)
     return (
-        kafka_records(records).writeStream.format(FORMAT)
-        .option("bootstrap.servers", settings.kafka_bootstrap_servers)
+        parts.writeStream.format(SINK_FORMAT)
+        .option("bootstrap.servers", output.bootstrap_servers)
+        .option("ordersTopic", output.orders_topic)
+        .option("orderbookTopic", output.orderbook_topic)
+        .option("deadletterTopic", output.deadletter_topic)
+        .option("partitions", str(output.partitions))
+        .option("depth", str(output.depth))
         .option("maxRequestSize", str(settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES))
         .queryName(QUERY_NAME)
         .outputMode("append")

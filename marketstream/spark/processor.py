@@ -100,7 +100,9 @@ def output_rows(index: int, out: PartitionOutput) -> Iterator[Row]:
         yield _row(DEAD, index, partitions=[d.partition for d in dead], offsets=[d.offset for d in dead],
                    reasons=[d.reason for d in dead], codes=[str(d.code) for d in dead],
                    values=[d.value for d in dead])
+    last = out.parts[-1] if out.parts else None
     yield _row(INFO, index, gap_first=out.gap[0] if out.gap else None, gap_last=out.gap[1] if out.gap else None,
+               second=last.second if last else None, open_orders=last.open_orders if last else None,
                stats=json.dumps(out.stats, separators=(",", ":")))
 
 

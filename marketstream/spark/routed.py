@@ -43,13 +43,15 @@ def arrow_schema():
     return _ARROW
 
 
-def routed_batch(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], labels: list[int]):
-    """Records of one read task (``(partition, offsets, timestamps, values)`` in offset
-    order per partition, plus the heartbeat row) -> one Arrow record batch of routed rows,
-    or None when there is nothing to send. ``labels[i]``: state partition ``i``'s key."""
+def routed_batch(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], labels: list[int],
+                 topic: str):
+    """Records of one read task of ``topic`` (``(partition, offsets, timestamps, values)``
+    in offset order per partition, plus the heartbeat row) -> one Arrow record batch of
+    routed rows, or None when there is nothing to send. ``labels[i]``: state partition
+    ``i``'s key."""
     import pyarrow as pa
 
-    out = list(pack(route(rows, len(labels)), len(labels)))
+    out = list(pack(route(rows, len(labels), topic), len(labels)))
     if not out:
         return None
     for row in out:
