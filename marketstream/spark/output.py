@@ -8,7 +8,7 @@
   output and dead-letter topics is dropped: snapshots up to the last second on the topic,
   dead letters up to the last one there.
 
-Runs on the driver, in the sink's commit (``sink``), once per batch; no Spark import.
+Runs on the driver, in the query's foreachBatch publisher (``sink``), once per batch; no Spark import.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 dead letters -> Kafka out (the steps are ``transforms``).
 
 Input comes through the JVM ``kafka`` format when its classes are on the classpath (the
-Docker image) or else the Python data source (``kafka_source``); output always through the
-Python writer, after ``output`` has left out what a replayed batch already wrote."""
+Docker image) or else the Python data source (``kafka_source``); output always from the
+driver, through the query's ``foreachBatch`` publisher (``sink``), after ``output`` has left
+out what a replayed batch already wrote."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
 from marketstream.spark.state_server import server_key
-from marketstream.spark.sink import FORMAT as SINK_FORMAT, OrderBookSink
+from marketstream.spark.sink import Publisher
 from marketstream.spark.transforms import observe, order_state, parse_events
 
 log = logging.getLogger("marketstream.spark.job")
@@ -163,19 +164,10 @@ def start_query(spark: SparkSession, settings: Settings):
                                               serve_job_metrics(settings)))
     labels = state_partition_labels(spark, settings.orderbook_state_partitions)
     parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
-    spark.dataSource.register(OrderBookSink)
-    output = output_config(settings)
+    publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES)
     return (
-        parts.writeStream.format(SINK_FORMAT)
-        .option("bootstrap.servers", output.bootstrap_servers)
-        .option("ordersTopic", output.orders_topic)
-        .option("orderbookTopic", output.orderbook_topic)
-        .option("deadletterTopic", output.deadletter_topic)
-        .option("partitions", str(output.partitions))
-        .option("depth", str(output.depth))
-        .option("maxRequestSize", str(settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES))
+        parts.writeStream.foreachBatch(publisher)
         .queryName(QUERY_NAME)
-        .outputMode("append")
         .trigger(processingTime="1 second")
         .option("checkpointLocation", str(settings.spark_checkpoint_dir))
         .start()

@@ -8,7 +8,7 @@ State per grouping key (one key per state partition):
   at ``-1 - segment``.
 Every state call is a round trip to the JVM; a batch makes a handful, whatever its size.
 
-Output rows (``PART_SCHEMA``), read by the combine stage: ``part`` (one published second,
+Output rows (``PART_SCHEMA``), combined on the driver (``output``): ``part`` (one published second,
 this partition's best levels as column arrays), ``dead`` (dead letters, packed) and
 ``info`` (the batch's gap and counts).
 """
