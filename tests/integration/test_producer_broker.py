@@ -1,5 +1,6 @@
 """The emulator against a real Tansu broker: what it sends is what a consumer reads back."""
 
+import re
 import subprocess
 import sys
 import time
@@ -52,7 +53,12 @@ def test_emulator_keeps_the_seed_pace_and_keys_by_order_id(kafka_settings):
     result = run_producer(kafka_settings, "--seed", "5", "--max-events", "300")
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert "sent 300 events in 3.0 s: 100.0 events/s (target 100/s); failed 0" in result.stderr
+    summary = re.search(
+        r"sent 300 events in ([\d.]+) s: ([\d.]+) events/s \(target 100/s\); failed 0;", result.stderr
+    )
+    assert summary, result.stderr
+    # the pace is the seed's 100 events/s; a busy machine may tick a few ms late
+    assert 2.9 <= float(summary[1]) <= 3.3 and 90 <= float(summary[2]) <= 103.5
     assert elapsed < 15
     records = list(kafka_io.read_range(kafka_settings, kafka_settings.orders_topic))
     assert len(records) == 300
