@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     orderbook_state_partitions: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
     spark_ui_enabled: bool = True
     spark_read_tasks: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
-    # Each state partition's working copy (a SQLite file per partition on the executor's disk).
+    # Where each executor host's state-partition servers write their logs (a relative
+    # path resolves in the executor's working directory; their working copy is in memory).
     spark_index_dir: Path = PROJECT_ROOT / "var" / "spark-index"
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())

@@ -42,7 +42,9 @@ from pathlib import Path
 log = logging.getLogger("marketstream.spark.state_server")
 
 _AUTHKEY = b"marketstream-state-server"
-IDLE_EXIT_S = 900.0
+# A server outlives a crashed driver so that the restarted job resumes without a rebuild
+# (seconds, well inside this); a job stopped for good frees its memory after this long.
+IDLE_EXIT_S = 300.0
 _START_TIMEOUT_S = 60.0
 _REPLY_TIMEOUT_S = 600.0
 
