@@ -68,6 +68,7 @@ test-unit: install compose-tools
 	$(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
 
 bench: install
+	$(PIP) install -q -c constraints.txt -e ".[bench]"
 	$(PY) -m bench
 
 clean-state:

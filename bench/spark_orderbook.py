@@ -1,48 +1,72 @@
 """Benchmark of the Spark order-book job against a real broker, as it runs in production.
 
-    python -m bench.spark_orderbook [--seed-minutes 10] [--rates 500,1000,2000,3000,5000,10000]
-                                    [--rate-seconds 30] [--history-events 1000000]
+    python -m bench.spark_orderbook [--phases seed,rates,read,backlog,memory,recovery]
+        [--seed-minutes 10] [--rates 15000,30000,50000] [--rate-seconds 30]
+        [--backlog-events 2000000] [--open-orders 10000000] [--kills 10] [--outage-seconds 60]
 
-Starts a Tansu broker on a free port and the job with ``spark-submit`` (the project's
-``submit_command``), then:
-1. seed load: 100 events/s (10 every 100 ms, the emulator's flow, keyed) for N minutes:
-   seconds with 0 or 2+ snapshots (by snapshot key and by arrival second), batch duration
-   p50/p99 (metrics topic), event-to-snapshot latency p50/p99 (record CreateTime of the
-   event -> arrival of the first snapshot whose input offsets include it);
-2. rate steps: each rate for ``--rate-seconds``; a step "keeps up" when no snapshot second
-   is missing and the lag is < 1 s of input when the step ends, and "holds" (strict) when
-   moreover every arrival second has exactly one snapshot (after the first 5 s); steps
-   stop after two that do not keep up; plus the raw consume rate of a kafka-python
-   consumer reading the same topic in the same run;
-3. history: a backlog brings the input to ``--history-events``; after it is worked off,
-   one more minute at seed load: batch time then vs. after the first 10k events.
-Results: ``bench/results/spark_orderbook.json`` and a summary on stdout.
+Each phase starts its own Tansu broker on a free port and the job with the project's
+``spark-submit`` command (``submit_command``, the settings' defaults unless a phase says
+otherwise: ``local[2,4]``, two state partitions, two read tasks, RocksDB state), and
+follows the output and metrics topics live:
+
+- ``seed``: the emulator's order flow at 100 events/s for ``--seed-minutes``: seconds with
+  0 or 2+ snapshots (by the second a snapshot is for, and by the wall-clock second it
+  arrives in), batch duration p50/p99 (metrics topic), the publish delay (end of the
+  second -> arrival of its snapshot) and the event-to-snapshot latency (the event
+  record's CreateTime -> arrival of the first snapshot whose ``input_offsets`` include it);
+- ``rates``: each rate for ``--rate-seconds`` (load from librdkafka when ``confluent-kafka``
+  is installed, the ``bench`` extra; kafka-python otherwise); a step *keeps up* when no
+  snapshot second is missing and less than a second of input is unreflected at its end,
+  and *holds* when moreover exactly one snapshot arrives in every wall-clock second;
+- ``read``: the raw read rate, one kafka-python consumer reading the whole input topic
+  (the same machine, in this run): the ceiling the job's rates are compared with;
+- ``backlog``: ``--backlog-events`` produced before the job starts, drained with
+  ``local[1]`` (one state partition, one read task) and with ``local[2]`` (two of each):
+  events / (end of the drain - start of the first batch), and the ratio;
+- ``memory``: ``--open-orders`` opened and never closed, held; the job's resident memory
+  (the spark-submit process tree and the state servers) and the batch p50 at seed load
+  with 10k and with all of them open;
+- ``recovery``: ``--kills`` times ``kill -9`` of the driver at a random moment under seed
+  load, restarted at once as the pipeline DAG's supervisor does: kill -> first new
+  snapshot (p50), then one outage of ``--outage-seconds``: the backfill rate (recovered
+  seconds published / the time they took); afterwards the topic is checked for seconds
+  missing or doubled over the whole phase.
+
+Results: ``bench/results/spark_orderbook.json`` and a summary on stdout; the report that
+quotes them is ``bench/REPORT-spark.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
-import calendar
+import contextlib
 import json
 import os
+import random
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
+import typing
 import uuid
 from pathlib import Path
 
-from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets
-from marketstream.orderbook.events import event_to_json
+from marketstream.embedded.broker import tansu_command
+from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets, wait_until_ready
+from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
+from marketstream.orderbook.metrics import BadMetric, parse_metric
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics
 from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PHASES = ("seed", "rates", "read", "backlog", "memory", "recovery")
+STATE_SERVER = "marketstream.spark.state_server"
 
 
 def free_port() -> int:
@@ -60,14 +84,40 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+def rounded(value, digits=2):
+    return None if value is None else round(value, digits)
+
+
+class Record(typing.NamedTuple):
+    key: bytes | None
+    value: bytes
+    headers: list
+
+
 class Tail(threading.Thread):
-    """Follows one partition-0 topic from the beginning, noting each record's arrival time."""
+    """Follows a one-partition topic from the beginning, noting each record's arrival time.
+    With librdkafka when it is installed: two idle kafka-python consumers polling every
+    20 ms took ~18 % of a core here, a share the job would miss."""
 
     def __init__(self, settings, topic):
         super().__init__(daemon=True)
         self.settings, self.topic, self.items, self.stopping = settings, topic, [], threading.Event()
 
     def run(self):
+        try:
+            from confluent_kafka import Consumer, TopicPartition as RdTopicPartition
+        except ImportError:
+            return self._run_kafka_python()
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap_servers, "group.id": "bench",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 20})
+        consumer.assign([RdTopicPartition(self.topic, 0, 0)])
+        while not self.stopping.is_set():
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                self.items.append((time.time(), Record(message.key(), message.value(), message.headers() or [])))
+        consumer.close()
+
+    def _run_kafka_python(self):
         from kafka import TopicPartition
 
         consumer = make_consumer(self.settings, fetch_max_wait_ms=20)
@@ -76,277 +126,464 @@ class Tail(threading.Thread):
         consumer.seek(tp, 0)
         while not self.stopping.is_set():
             for message in consumer.poll(timeout_ms=100).get(tp, []):
-                self.items.append((time.time(), message))
+                self.items.append((time.time(), Record(message.key, message.value, message.headers)))
         consumer.close()
 
 
-class Sender:
-    """Sends the emulator's order flow at a given rate (ticks of 100 ms)."""
+class Snapshots(Tail):
+    def messages(self):
+        """(arrival, SnapshotMessage) of every snapshot record so far, copies included."""
+        return [(arrived, SnapshotMessage.from_record(r.key, r.value, r.headers)) for arrived, r in list(self.items)]
 
-    def __init__(self, settings):
+    def newest(self):
+        items = list(self.items)
+        if not items:
+            return None
+        record = items[-1][1]
+        return SnapshotMessage.from_record(record.key, record.value, record.headers)
+
+
+class Metrics(Tail):
+    def between(self, t0, t1):
+        """Metrics messages of batches that started in [t0, t1)."""
+        out = []
+        for _, record in list(self.items):
+            with contextlib.suppress(BadMetric):
+                message = parse_metric(record.value)
+                if t0 <= message["time"].timestamp() < t1:
+                    out.append(message)
+        return out
+
+
+class Load:
+    """The emulator's order flow, sent at a rate in ticks of 100 ms: librdkafka when it is
+    installed (one kafka-python producer cannot send more than ~80,000 events/s here while
+    the job shares the cores), kafka-python otherwise."""
+
+    def __init__(self, settings, first_order_id=1):
         self.settings = settings
-        self.flow = OrderFlow(symbols=settings.symbols, seed=7, first_order_id=1)
-        self.producer = make_producer(settings, linger_ms=5, batch_size=256 * 1024)
-        self.sent = 0
+        self.flow = OrderFlow(symbols=settings.symbols, seed=7, first_order_id=first_order_id)
+        try:
+            from confluent_kafka import Producer
+
+            # murmur2, as kafka-python and the JVM clients: an order's events share a partition
+            self._rdkafka = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5,
+                                      "partitioner": "murmur2_random", "queue.buffering.max.messages": 2_000_000,
+                                      "batch.size": 256 * 1024})
+            self.library = "confluent-kafka"
+        except ImportError:
+            self._rdkafka = None
+            self._producer = make_producer(settings, linger_ms=5, batch_size=256 * 1024)
+            self.library = "kafka-python"
 
     def events(self, n):
         now = int(time.time())
         return [(str(e.order_id).encode(), event_to_json(e).encode())
                 for e in (self.flow.next_event(now) for _ in range(n))]
 
-    def run(self, rate: float, seconds: float):
+    def send(self, key, value):
+        if self._rdkafka is not None:
+            while True:
+                try:
+                    self._rdkafka.produce(self.settings.orders_topic, value=value, key=key)
+                    return
+                except BufferError:
+                    self._rdkafka.poll(0.01)
+        self._producer.send(self.settings.orders_topic, key=key, value=value)
+
+    def flush(self):
+        if self._rdkafka is not None:
+            self._rdkafka.flush(60)
+        else:
+            self._producer.flush()
+
+    def run(self, rate: float, seconds: float, events=None):
         per_tick = max(1, int(round(rate / 10)))
         ticks = int(seconds * 10)
-        batch = self.events(per_tick * ticks)  # built up front: sending is what is timed
+        events = events or self.events(per_tick * ticks)  # built first: sending is what is timed
         start, late = time.monotonic(), 0
         for tick in range(ticks):
-            due = start + tick * 0.1
-            wait = due - time.monotonic()
+            wait = start + tick * 0.1 - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             elif wait < -0.1:
                 late += 1
-            for key, value in batch[tick * per_tick:(tick + 1) * per_tick]:
-                self.producer.send(self.settings.orders_topic, key=key, value=value)
-        self.producer.flush()
-        self.sent += len(batch)
-        return {"sent": len(batch), "seconds": time.monotonic() - start, "late_ticks": late}
+            for key, value in events[tick * per_tick:(tick + 1) * per_tick]:
+                self.send(key, value)
+            if self._rdkafka is not None:
+                self._rdkafka.poll(0)
+        self.flush()
+        return {"sent": len(events), "send_seconds": round(time.monotonic() - start, 1), "late_ticks": late}
 
-    def backlog(self, n):
-        chunk = 20_000
-        while n > 0:
-            for key, value in self.events(min(chunk, n)):
-                self.producer.send(self.settings.orders_topic, key=key, value=value)
-            self.sent += min(chunk, n)
-            n -= chunk
-        self.producer.flush()
-
-
-def snapshots_between(tail, t0, t1):
-    """(arrival, message) of snapshots whose key second is in [t0, t1), first copy only."""
-    seen, out = set(), []
-    for arrived, record in list(tail.items):
-        message = SnapshotMessage.from_record(record.key, record.value, record.headers)
-        if t0 <= message.snapshot_time < t1 and message.sequence not in seen:
-            seen.add(message.sequence)
-            out.append((arrived, message))
-    return out
+    def bulk(self, pairs):
+        count = 0
+        for key, value in pairs:
+            self.send(key, value)
+            count += 1
+            if self._rdkafka is not None and count % 10_000 == 0:
+                self._rdkafka.poll(0)
+        self.flush()
+        return count
 
 
-def cadence(tail, t0, t1):
-    raw = {}
-    for arrived, record in list(tail.items):
-        second = SnapshotMessage.from_record(record.key, record.value, record.headers).snapshot_time
-        if t0 <= second < t1:
-            raw[second] = raw.get(second, 0) + 1
-    by_key_bad = sum(1 for s in range(t0, t1) if raw.get(s, 0) != 1)
-    arrivals = {}
-    for arrived, record in list(tail.items):
-        second = int(arrived)
-        if t0 + 1 <= second < t1 + 1:
-            arrivals[second] = arrivals.get(second, 0) + 1
-    by_arrival_bad = sum(1 for s in range(t0 + 1, t1 + 1) if arrivals.get(s, 0) != 1)
-    return by_key_bad, by_arrival_bad, t1 - t0
+def open_orders(first_id: int, count: int, symbols):
+    """``count`` OPEN events that nothing closes, spread over the symbols and 2,000 prices."""
+    from decimal import Decimal
+
+    for i in range(count):
+        order_id = first_id + i
+        side = "BUY" if i % 2 else "SELL"
+        price = Decimal(10_000 + (i % 1000) * (1 if side == "SELL" else -1))
+        event = OrderEvent(order_id=order_id, status="OPEN", symbol=symbols[i % len(symbols)], side=side,
+                           size=Decimal("0.01"), price=price, created_at=Decimal(1_700_000_000))
+        yield str(order_id).encode(), event_to_json(event).encode()
 
 
-def latencies(settings, tail, start_offsets, stop_offsets):
-    """Event CreateTime -> arrival of the first snapshot including it, in seconds."""
-    snaps = sorted(snapshots_between(tail, 0, 2**40), key=lambda x: x[1].sequence)
-    out = []
-    for partition in stop_offsets:
-        marks = [(m.input_offsets.get(partition, 0), arrived) for arrived, m in snaps]
-        thresholds = [m for m, _ in marks]
-        for record in read_range(settings, settings.orders_topic, {partition: start_offsets.get(partition, 0)},
-                                 {partition: stop_offsets[partition]}):
-            i = bisect.bisect_right(thresholds, record.offset)
-            if i < len(marks):
-                out.append(marks[i][1] - record.timestamp_ms / 1000)
-    return out
+class Stack:
+    """A broker and the job, on fresh topics, with settings overrides."""
 
+    def __init__(self, name: str, **overrides):
+        unique = uuid.uuid4().hex[:6]
+        self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"
+        self.work.mkdir(parents=True)
+        self.settings = load_settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", orders_topic=f"orders-{unique}",
+            orderbook_topic=f"orderbook-{unique}", deadletter_topic=f"dlq-{unique}",
+            metrics_topic=f"metrics-{unique}", spark_checkpoint_dir=self.work / "checkpoint",
+            spark_index_dir=self.work / "index", spark_ui_enabled=False, orderbook_metrics_port=0, **overrides)
+        self.broker = subprocess.Popen(tansu_command(self.settings), stdout=(self.work / "tansu.log").open("w"),
+                                       stderr=subprocess.STDOUT)
+        self.job = None
+        self.runs = 0
+        wait_until_ready(self.settings, timeout_s=30)
+        ensure_topics(self.settings)
+        self.snapshots = Snapshots(self.settings, self.settings.orderbook_topic)
+        self.metrics = Metrics(self.settings, self.settings.metrics_topic)
+        self.snapshots.start()
+        self.metrics.start()
 
-def end_offsets(settings):
-    return topic_end_offsets(settings, settings.orders_topic)
+    def start_job(self):
+        self.runs += 1
+        env = dict(os.environ, **job_env(self.settings))
+        self.job = subprocess.Popen(submit_command(self.settings), env=env, cwd=PROJECT_ROOT,
+                                    start_new_session=True, stdout=(self.work / f"job-{self.runs}.log").open("w"),
+                                    stderr=subprocess.STDOUT)
 
+    def wait_first_snapshot(self, after: float, timeout_s=180) -> float:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            for arrived, _ in reversed(list(self.snapshots.items)):
+                if arrived > after:
+                    return arrived
+                break
+            if self.job is not None and self.job.poll() is not None:
+                raise SystemExit(f"the job exited: see {self.work}")
+            time.sleep(0.05)
+        raise SystemExit(f"no snapshot within {timeout_s} s: see {self.work}")
 
-def metrics_between(metrics_tail, t0, t1):
-    out = []
-    for _, record in list(metrics_tail.items):
-        m = json.loads(record.value)
-        ts = calendar.timegm(time.strptime(m["timestamp"][:19], "%Y-%m-%dT%H:%M:%S"))
-        if t0 <= ts < t1:
-            out.append(m)
-    return out
+    def kill_job(self):
+        if self.job is not None and self.job.poll() is None:
+            os.killpg(self.job.pid, signal.SIGKILL)
+            self.job.wait()
 
+    def input_end(self):
+        return topic_end_offsets(self.settings, self.settings.orders_topic)
 
-def wait_caught_up(settings, tail, timeout_s):
-    target = end_offsets(settings)
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if tail.items:
-            last = SnapshotMessage.from_record(tail.items[-1][1].key, tail.items[-1][1].value, tail.items[-1][1].headers)
-            if all(last.input_offsets.get(p, 0) >= o for p, o in target.items()):
+    def wait_caught_up(self, timeout_s):
+        """When the newest snapshot reflects everything on the input topic now."""
+        target = self.input_end()
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            newest = self.snapshots.newest()
+            if newest and all(newest.input_offsets.get(p, 0) >= o for p, o in target.items()):
                 return time.time()
-        time.sleep(0.5)
-    return None
+            time.sleep(0.2)
+        return None
+
+    def resident_bytes(self) -> dict:
+        import psutil
+
+        jvm = python = 0
+        for process in [psutil.Process(self.job.pid)] + psutil.Process(self.job.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                rss = process.memory_info().rss
+                if "java" in process.name():
+                    jvm += rss
+                else:
+                    python += rss
+        servers = 0
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if STATE_SERVER in " ".join(process.info["cmdline"] or []):
+                    servers += process.memory_info().rss
+        return {"jvm": jvm, "python_workers": python, "state_servers": servers, "total": jvm + python + servers}
+
+    def close(self):
+        self.snapshots.stopping.set()
+        self.metrics.stopping.set()
+        if self.job is not None and self.job.poll() is None:
+            os.killpg(self.job.pid, signal.SIGTERM)
+            try:
+                self.job.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.job.pid, signal.SIGKILL)
+        stop_state_servers()
+        self.broker.terminate()
+        self.broker.wait(timeout=10)
+
+
+def stop_state_servers():
+    subprocess.run(["pkill", "-f", STATE_SERVER], check=False)
+
+
+def cadence(stack: Stack, t0: int, t1: int) -> dict:
+    """Seconds in [t0, t1) without exactly one snapshot, by key and by arrival second."""
+    by_key, by_arrival = {}, {}
+    for arrived, message in stack.snapshots.messages():
+        by_key[message.snapshot_time] = by_key.get(message.snapshot_time, 0) + 1
+        by_arrival[int(arrived)] = by_arrival.get(int(arrived), 0) + 1
+    return {
+        "seconds": t1 - t0,
+        "missing_by_key": sum(1 for s in range(t0, t1) if by_key.get(s, 0) == 0),
+        "doubled_by_key": sum(1 for s in range(t0, t1) if by_key.get(s, 0) > 1),
+        "not_one_by_arrival": sum(1 for s in range(t0 + 1, t1 + 1) if by_arrival.get(s, 0) != 1),
+    }
+
+
+def publish_delays(stack: Stack, t0: int, t1: int) -> list[float]:
+    """End of the second -> arrival of its (live) snapshot."""
+    return [arrived - (m.snapshot_time + 1) for arrived, m in stack.snapshots.messages()
+            if t0 <= m.snapshot_time < t1 and not m.recovered]
+
+
+def latencies(stack: Stack, start_offsets, stop_offsets) -> list[float]:
+    """Event CreateTime -> arrival of the first snapshot that includes it, in seconds."""
+    snaps = sorted(stack.snapshots.messages(), key=lambda x: x[1].sequence)
+    out = []
+    for partition, stop in stop_offsets.items():
+        thresholds = [m.input_offsets.get(partition, 0) for _, m in snaps]
+        arrivals = [arrived for arrived, _ in snaps]
+        for record in read_range(stack.settings, stack.settings.orders_topic,
+                                 {partition: start_offsets.get(partition, 0)}, {partition: stop}):
+            i = bisect.bisect_right(thresholds, record.offset)
+            if i < len(snaps):
+                out.append(arrivals[i] - record.timestamp_ms / 1000)
+    return out
+
+
+def batch_figures(stack: Stack, t0: float, t1: float) -> dict:
+    durations = [m["batch_duration_ms"] for m in stack.metrics.between(t0, t1)]
+    return {"batches": len(durations), "batch_ms_p50": pct(durations, 50), "batch_ms_p99": pct(durations, 99)}
+
+
+def seed_window(stack: Stack, load: Load, seconds: float, settle_s: int = 5) -> dict:
+    before = stack.input_end()
+    t0 = int(time.time()) + 1
+    sent = load.run(100, seconds)
+    t1 = int(time.time())
+    stack.wait_caught_up(60)
+    time.sleep(2)
+    delays = publish_delays(stack, t0 + settle_s, t1)
+    lat = latencies(stack, before, stack.input_end())
+    return {
+        "events": sent["sent"], "late_ticks": sent["late_ticks"], **cadence(stack, t0 + settle_s, t1),
+        **batch_figures(stack, t0 + settle_s, t1),
+        "publish_delay_s_p50": rounded(pct(delays, 50)), "publish_delay_s_p99": rounded(pct(delays, 99)),
+        "latency_s_p50": rounded(pct(lat, 50)), "latency_s_p99": rounded(pct(lat, 99)),
+        "latency_s_max": rounded(max(lat) if lat else None), "latency_events": len(lat),
+    }
+
+
+def warm_up(stack: Stack, load: Load, seconds: float = 30):
+    """The job's first seconds (JVM and Python JIT, first state versions) overrun: not measured."""
+    stack.start_job()
+    started = time.time()
+    stack.wait_first_snapshot(started)
+    load.run(100, seconds)
+    return round(time.time() - started, 1)
+
+
+def phase_seed_rates_read(args, results):
+    stack = Stack("seed")
+    try:
+        load = Load(stack.settings)
+        results["load_generator"] = load.library
+        results["startup_and_warm_up_s"] = warm_up(stack, load)
+        if "seed" in args.phases:
+            results["seed"] = seed_window(stack, load, args.seed_minutes * 60)
+            print("seed:", json.dumps(results["seed"]), flush=True)
+        if "rates" in args.phases:
+            steps = []
+            for rate in [float(r) for r in args.rates.split(",") if r]:
+                events = load.events(int(rate * args.rate_seconds))
+                before = stack.input_end()
+                a = int(time.time()) + 1
+                sent = load.run(rate, args.rate_seconds, events)
+                b = int(time.time())
+                after = stack.input_end()
+                time.sleep(1.5)
+                newest = stack.snapshots.newest()
+                lag = sum(after.values()) - sum(newest.input_offsets.values())
+                lat = latencies(stack, before, after)
+                step = {"rate": rate, **sent, **cadence(stack, a + 5, b), **batch_figures(stack, a + 5, b),
+                        "lag_at_end": lag, "latency_s_p99": rounded(pct(lat, 99))}
+                step["keeps_up"] = step["missing_by_key"] == 0 and step["doubled_by_key"] == 0 and lag < rate
+                step["holds"] = step["keeps_up"] and step["not_one_by_arrival"] == 0
+                steps.append(step)
+                print("step:", json.dumps(step), flush=True)
+                stack.wait_caught_up(600)
+                time.sleep(5)
+            results["rates"] = steps
+            results["highest_rate_holding"] = max((s["rate"] for s in steps if s["holds"]), default=None)
+            results["highest_rate_keeping_up"] = max((s["rate"] for s in steps if s["keeps_up"]), default=None)
+        if "read" in args.phases:
+            if sum(stack.input_end().values()) < 1_000_000:
+                load.bulk(load.events(1_000_000))
+            stack.kill_job()  # the read is measured alone, as the ceiling of the job's rates
+            started = time.time()
+            consumed = sum(1 for _ in read_range(stack.settings, stack.settings.orders_topic))
+            results["raw_read_events_per_s"] = round(consumed / (time.time() - started))
+            results["raw_read_events"] = consumed
+            print("raw read:", results["raw_read_events_per_s"], "events/s over", consumed, flush=True)
+    finally:
+        stack.close()
+
+
+def phase_backlog(args, results):
+    out = {}
+    for cores in (1, 2):
+        stack = Stack(f"backlog{cores}", spark_master=f"local[{cores},4]", orderbook_state_partitions=cores,
+                      spark_read_tasks=cores)
+        try:
+            Load(stack.settings).bulk(Load(stack.settings).events(args.backlog_events))
+            total = sum(stack.input_end().values())
+            stack.start_job()
+            caught = stack.wait_caught_up(3600)
+            time.sleep(2)
+            batches = [m for m in stack.metrics.between(0, caught) if m["num_input_events"]]
+            began = batches[0]["time"].timestamp()
+            rate = total / (caught - began)
+            out[f"local[{cores}]"] = {"events": total, "seconds": round(caught - began, 1),
+                                      "events_per_s": round(rate), "batches": len(batches),
+                                      "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50)}
+            print(f"backlog local[{cores}]:", json.dumps(out[f"local[{cores}]"]), flush=True)
+        finally:
+            stack.close()
+    out["ratio_2_to_1"] = round(out["local[2]"]["events_per_s"] / out["local[1]"]["events_per_s"], 2)
+    results["backlog"] = out
+
+
+def phase_memory(args, results):
+    stack = Stack("memory")
+    try:
+        load = Load(stack.settings, first_order_id=args.open_orders + 1_000_000)
+        symbols = stack.settings.symbols
+        load.bulk(open_orders(1, 10_000, symbols))
+        warm_up(stack, load)
+        small = seed_window(stack, load, 60)
+        small_rss = stack.resident_bytes()
+        started = time.time()
+        count = load.bulk(open_orders(10_001, args.open_orders - 10_000, symbols))
+        produced = time.time()
+        caught = stack.wait_caught_up(3600)
+        time.sleep(10)
+        large = seed_window(stack, load, 60)
+        large_rss = stack.resident_bytes()
+        newest = stack.snapshots.newest()
+        results["memory"] = {
+            "open_orders": newest.open_orders, "produced_s": round(produced - started, 1),
+            "ingested_events_per_s": round(count / (caught - started)),
+            "rss_gib_10k": round(small_rss["total"] / 2**30, 2), "rss_10k": small_rss,
+            "rss_gib_all": round(large_rss["total"] / 2**30, 2), "rss_all": large_rss,
+            "batch_ms_p50_10k": small["batch_ms_p50"], "batch_ms_p50_all": large["batch_ms_p50"],
+            "batch_ratio": round(large["batch_ms_p50"] / small["batch_ms_p50"], 2),
+            "seed_10k": small, "seed_all": large,
+        }
+        print("memory:", json.dumps({k: v for k, v in results["memory"].items() if not k.startswith("seed")}),
+              flush=True)
+    finally:
+        stack.close()
+
+
+def phase_recovery(args, results):
+    stack = Stack("recovery")
+    rng = random.Random(11)
+    try:
+        load = Load(stack.settings)
+        warm_up(stack, load)
+        stopping = threading.Event()
+        sender = threading.Thread(target=lambda: [load.run(100, 1) for _ in iter(stopping.is_set, True)],
+                                  daemon=True)
+        sender.start()
+        t0 = int(time.time()) + 1
+        recoveries = []
+        for _ in range(args.kills):
+            time.sleep(5 + rng.random() * 5)  # anywhere in the second: mid-batch, mid-publish or idle
+            killed = time.time()
+            stack.kill_job()
+            time.sleep(1.0)  # the supervisor's restart delay (RestartPolicy.delay_s)
+            stack.start_job()
+            recoveries.append(stack.wait_first_snapshot(killed + 0.5) - killed)
+            print(f"kill -9: first new snapshot after {recoveries[-1]:.1f} s", flush=True)
+        time.sleep(10)
+        stack.kill_job()
+        down = time.time()
+        time.sleep(args.outage_seconds)
+        stack.start_job()
+        stack.wait_first_snapshot(down + args.outage_seconds)
+        stack.wait_caught_up(600)
+        time.sleep(5)
+        stopping.set()
+        sender.join()
+        t1 = stack.snapshots.newest().snapshot_time  # every second before the newest one is due
+        recovered = sorted(arrived for arrived, m in stack.snapshots.messages()
+                           if m.recovered and m.snapshot_time >= int(down) - 2)
+        backfill_span = recovered[-1] - recovered[0] if len(recovered) > 1 else None
+        results["recovery"] = {
+            "kills": len(recoveries), "kill_to_first_snapshot_s_p50": rounded(statistics.median(recoveries), 1),
+            "kill_to_first_snapshot_s_max": rounded(max(recoveries), 1),
+            "all_s": [round(r, 1) for r in recoveries],
+            "outage_s": args.outage_seconds, "recovered_after_outage": len(recovered),
+            "backfill_seconds_per_s": round((len(recovered) - 1) / backfill_span, 1) if backfill_span else None,
+            **cadence(stack, t0, t1),
+        }
+        print("recovery:", json.dumps(results["recovery"]), flush=True)
+    finally:
+        stack.close()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.spark_orderbook")
+    parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--seed-minutes", type=float, default=10)
-    parser.add_argument("--rates", default="500,1000,2000,3000,5000,10000")
+    parser.add_argument("--rates", default="15000,30000,50000")
     parser.add_argument("--rate-seconds", type=float, default=30)
-    parser.add_argument("--history-events", type=int, default=1_000_000)
-    parser.add_argument("--shuffle-partitions", type=int, default=1)
-    parser.add_argument("--max-events-per-batch", type=int, default=50_000)
-    parser.add_argument("--state-layout", default=None, help="journal | per_order (default: the setting)")
-    parser.add_argument("--read-tasks", type=int, default=1)
+    parser.add_argument("--backlog-events", type=int, default=2_000_000)
+    parser.add_argument("--open-orders", type=int, default=10_000_000)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--outage-seconds", type=int, default=60)
     parser.add_argument("--out", type=Path, default=RESULTS / "spark_orderbook.json")
     args = parser.parse_args(argv)
-
-    from marketstream.broker import tansu_command, wait_until_ready
-
-    work = PROJECT_ROOT / "var" / f"bench-spark-{uuid.uuid4().hex[:6]}"
-    work.mkdir(parents=True)
-    unique = uuid.uuid4().hex[:6]
-    settings = load_settings(
-        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", orders_topic=f"orders-{unique}",
-        orderbook_topic=f"orderbook-{unique}", deadletter_topic=f"dlq-{unique}", metrics_topic=f"metrics-{unique}",
-        spark_checkpoint_dir=work / "checkpoint", spark_ui_enabled=False,
-        spark_shuffle_partitions=args.shuffle_partitions, spark_max_events_per_batch=args.max_events_per_batch,
-        spark_read_tasks=args.read_tasks,
-        **({"spark_state_layout": args.state_layout} if args.state_layout else {}),
-    )
-    broker = subprocess.Popen(tansu_command(settings), stdout=(work / "tansu.log").open("w"), stderr=subprocess.STDOUT)
-    job = None
-    results = {"settings": {"shuffle_partitions": args.shuffle_partitions, "read_tasks": args.read_tasks,
-                            "state_layout": settings.spark_state_layout,
-                            "max_events_per_batch": args.max_events_per_batch}}
+    args.phases = [p for p in args.phases.split(",") if p]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASES)}")
+    stop_state_servers()
+    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "phases": args.phases,
+               "load_average_before": os.getloadavg(), "cpus": os.cpu_count()}
     try:
-        wait_until_ready(settings, timeout_s=30)
-        ensure_topics(settings)
-        env = dict(os.environ, **job_env(settings))
-        job = subprocess.Popen(submit_command(settings), env=env, cwd=PROJECT_ROOT, start_new_session=True,
-                               stdout=(work / "job.log").open("w"), stderr=subprocess.STDOUT)
-        tail, metrics_tail = Tail(settings, settings.orderbook_topic), Tail(settings, settings.metrics_topic)
-        tail.start()
-        metrics_tail.start()
-        sender = Sender(settings)
-        started = time.time()
-        while not tail.items:
-            if job.poll() is not None:
-                raise SystemExit(f"job exited: see {work / 'job.log'}")
-            time.sleep(0.5)
-        results["startup_s"] = round(time.time() - started, 1)
-        print(f"job up after {results['startup_s']} s", flush=True)
-        time.sleep(3)
-
-        # 1. seed load
-        offsets0 = end_offsets(settings)
-        results["load_average_before"] = os.getloadavg()
-        t0 = int(time.time()) + 1
-        sender.run(100, args.seed_minutes * 60)
-        t1 = int(time.time())
-        wait_caught_up(settings, tail, 60)
-        bad_key, bad_arrival, seconds = cadence(tail, t0 + 5, t1)
-        m = metrics_between(metrics_tail, t0 + 5, t1)
-        durations = [x["batch_duration_ms"] for x in m]
-        lat = latencies(settings, tail, offsets0, end_offsets(settings))
-        ten_k = [x["batch_duration_ms"] for x in metrics_between(metrics_tail, t0 + 100, t0 + 160)]
-        results["seed_load"] = {
-            "seconds": seconds, "events": sender.sent, "seconds_not_one_snapshot_by_key": bad_key,
-            "seconds_not_one_snapshot_by_arrival": bad_arrival,
-            "batch_ms_p50": pct(durations, 50), "batch_ms_p99": pct(durations, 99), "batches": len(durations),
-            "latency_s_p50": pct(lat, 50), "latency_s_p99": pct(lat, 99), "latency_s_max": max(lat) if lat else None,
-            "events_measured": len(lat), "batch_ms_p50_after_10k": pct(ten_k, 50),
-        }
-        print("seed load:", json.dumps(results["seed_load"]), flush=True)
-
-        # 2. rate steps + raw consume rate
-        steps = []
-        for rate in [float(r) for r in args.rates.split(",") if r]:
-            before = end_offsets(settings)
-            a = int(time.time()) + 1
-            report = sender.run(rate, args.rate_seconds)
-            b = int(time.time())
-            after = end_offsets(settings)
-            time.sleep(1.5)
-            last = snapshots_between(tail, 0, 2**40)  # the newest snapshot, however late
-            reflected = max((sum(m.input_offsets.values()) for _, m in last), default=0)
-            lag = sum(after.values()) - reflected
-            bad_key, bad_arrival, seconds = cadence(tail, a + 5, b)
-            m = metrics_between(metrics_tail, a + 5, b)
-            lat = latencies(settings, tail, before, after)
-            step = {
-                "rate": rate, "sent": report["sent"], "send_seconds": round(report["seconds"], 1),
-                "late_ticks": report["late_ticks"], "seconds_not_one_by_key": bad_key,
-                "seconds_not_one_by_arrival": bad_arrival, "seconds": seconds, "lag_at_end": lag,
-                "batch_ms_p50": pct([x["batch_duration_ms"] for x in m], 50),
-                "batch_ms_p99": pct([x["batch_duration_ms"] for x in m], 99),
-                "processed_events_per_s_max": max([x["processed_events_per_second"] for x in m], default=None),
-                "latency_s_p99": pct(lat, 99),
-            }
-            # Keeps up: every snapshot second present and less than a second of input behind
-            # at the end; holds (strict): also exactly one snapshot arriving in every second.
-            step["keeps_up"] = bad_key == 0 and lag < rate
-            step["holds"] = step["keeps_up"] and bad_arrival == 0
-            steps.append(step)
-            print("step:", json.dumps(step), flush=True)
-            caught = wait_caught_up(settings, tail, 600)
-            print(f"caught up after step {rate}: {caught is not None}", flush=True)
-            if not step["keeps_up"] and len(steps) >= 2 and not steps[-2]["keeps_up"]:
-                break
-        results["rate_steps"] = steps
-        held = [s["rate"] for s in steps if s["holds"]]
-        results["highest_rate_holding"] = max(held) if held else None
-        kept = [s["rate"] for s in steps if s["keeps_up"]]
-        results["highest_rate_keeping_up"] = max(kept) if kept else None
-        t = time.time()
-        consumed = sum(1 for _ in read_range(settings, settings.orders_topic))
-        results["raw_consume_events_per_s"] = round(consumed / (time.time() - t))
-        print("raw consume:", results["raw_consume_events_per_s"], "events/s over", consumed, flush=True)
-
-        # 3. history
-        if args.history_events:  # 0 skips this phase
-            total = sum(end_offsets(settings).values())
-            if args.history_events > total:
-                t = time.time()
-                sender.backlog(args.history_events - total)
-                results["backlog_produce_s"] = round(time.time() - t, 1)
-                caught = wait_caught_up(settings, tail, 3600)
-                results["backlog_worked_off_s"] = round(caught - t, 1) if caught else None
-                results["backlog_events"] = args.history_events - total
-                m = metrics_between(metrics_tail, t, caught or time.time())
-                results["backlog_rows_per_s"] = round((args.history_events - total) / (caught - t)) if caught else None
-                results["backlog_batch_ms_p50"] = pct([x["batch_duration_ms"] for x in m], 50)
-                print("backlog:", results["backlog_worked_off_s"], "s", flush=True)
-            a = int(time.time()) + 1
-            sender.run(100, 60)
-            b = int(time.time())
-            after_history = [x["batch_duration_ms"] for x in metrics_between(metrics_tail, a + 5, b)]
-            results["history"] = {
-                "events_total": sum(end_offsets(settings).values()),
-                "state_rows": (metrics_between(metrics_tail, a, b) or [{}])[-1].get("state_rows"),
-                "batch_ms_p50_after_10k": results["seed_load"]["batch_ms_p50_after_10k"],
-                "batch_ms_p50_after_history": pct(after_history, 50),
-            }
-            if results["history"]["batch_ms_p50_after_10k"] and results["history"]["batch_ms_p50_after_history"]:
-                results["history"]["ratio"] = round(
-                    results["history"]["batch_ms_p50_after_history"] / results["history"]["batch_ms_p50_after_10k"], 2)
-            print("history:", json.dumps(results["history"]), flush=True)
-        tail.stopping.set()
-        metrics_tail.stopping.set()
+        if {"seed", "rates", "read"} & set(args.phases):
+            phase_seed_rates_read(args, results)
+        if "backlog" in args.phases:
+            phase_backlog(args, results)
+        if "memory" in args.phases:
+            phase_memory(args, results)
+        if "recovery" in args.phases:
+            phase_recovery(args, results)
     finally:
-        if job is not None and job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
-        broker.terminate()
-        broker.wait(timeout=10)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
-        print(f"results: {args.out}; logs: {work}")
+        print(f"results: {args.out}")
 
 
 if __name__ == "__main__":
