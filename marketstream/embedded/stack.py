@@ -18,7 +18,7 @@ def metrics_rows(s: Settings) -> list[tuple[str, str]]:
     rows = [(f"Metrics: {name}", metrics_url(s, port) if port else "off") for name, port in endpoints]
     ui = s.spark_ui_url.rstrip("/")
     return rows + [("Metrics: Spark (while the job runs)",
-                    f"{ui}/metrics/prometheus (driver, streaming), {ui}/metrics/executors/prometheus")]
+                    f"{ui}/metrics/prometheus/ (driver, streaming), {ui}/metrics/executors/prometheus")]
 
 
 def describe() -> str:
