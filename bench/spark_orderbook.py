@@ -61,12 +61,12 @@ from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.metrics import BadMetric, parse_metric
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
+from marketstream.spark.state_server import server_key
 from marketstream.topics import ensure_topics
 from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("seed", "rates", "read", "backlog", "memory", "recovery")
-STATE_SERVER = "marketstream.spark.state_server"
 
 
 def free_port() -> int:
@@ -255,6 +255,7 @@ class Stack:
                                        stderr=subprocess.STDOUT)
         self.job = None
         self.runs = 0
+        self.state_server_tag = f"ms-state-{server_key(str(self.settings.spark_checkpoint_dir))}-"
         wait_until_ready(self.settings, timeout_s=30)
         ensure_topics(self.settings)
         self.snapshots = Snapshots(self.settings, self.settings.orderbook_topic)
@@ -314,7 +315,7 @@ class Stack:
         servers = 0
         for process in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error):
-                if STATE_SERVER in " ".join(process.info["cmdline"] or []):
+                if self.state_server_tag in " ".join(process.info["cmdline"] or []):
                     servers += process.memory_info().rss
         return {"jvm": jvm, "python_workers": python, "state_servers": servers, "total": jvm + python + servers}
 
@@ -327,13 +328,11 @@ class Stack:
                 self.job.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.job.pid, signal.SIGKILL)
-        stop_state_servers()
+        # only this stack's servers (their socket names carry its checkpoint's key): a
+        # test or another job may run state servers of their own on this machine
+        subprocess.run(["pkill", "-f", self.state_server_tag], check=False)
         self.broker.terminate()
         self.broker.wait(timeout=10)
-
-
-def stop_state_servers():
-    subprocess.run(["pkill", "-f", STATE_SERVER], check=False)
 
 
 def cadence(stack: Stack, t0: int, t1: int) -> dict:
@@ -568,7 +567,6 @@ def main(argv=None):
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASES)}")
-    stop_state_servers()
     results = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "phases": args.phases,
                "load_average_before": os.getloadavg(), "cpus": os.cpu_count()}
     try:
