@@ -454,7 +454,8 @@ def phase_backlog(args, results):
         stack = Stack(f"backlog{cores}", spark_master=f"local[{cores},4]", orderbook_state_partitions=cores,
                       spark_read_tasks=cores)
         try:
-            Load(stack.settings).bulk(Load(stack.settings).events(args.backlog_events))
+            load = Load(stack.settings)
+            load.bulk(load.events(args.backlog_events))
             total = sum(stack.input_end().values())
             stack.start_job()
             caught = stack.wait_caught_up(3600)

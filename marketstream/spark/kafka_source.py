@@ -96,6 +96,11 @@ def cached_consumer(bootstrap: str):
     return _consumer(bootstrap)
 
 
+def cached_producer(bootstrap: str, max_request_size: int):
+    """The process's kafka-python producer for ``bootstrap`` (acks=all, one request in flight)."""
+    return _producer(bootstrap, max_request_size)
+
+
 def partition_offsets(offset: dict) -> dict[int, int]:
     """The Kafka partitions of an offset dict (without the tick and the high watermarks)."""
     return {int(p): int(o) for p, o in offset.items() if p not in (TICK, LATEST)}

@@ -16,39 +16,23 @@ and what this process published last stays known between batches (``output.Publi
 
 from __future__ import annotations
 
-import logging
-
+from marketstream.spark.kafka_source import cached_consumer, cached_producer
 from marketstream.spark.output import OutputConfig, Published, collect, finish, published_after, records
-
-log = logging.getLogger("marketstream.spark.sink")
 
 
 class Publisher:
     def __init__(self, config: OutputConfig, max_request_size: int):
         self.config = config
         self.max_request_size = max_request_size
-        self._clients = None
         # What this process published last; None until a batch is out for sure (a batch
         # that fails half-way leaves it unknown: the next one reads the topic tails).
         self._known: Published | None = None
 
-    def _kafka(self):
-        if self._clients is None:
-            from kafka import KafkaConsumer, KafkaProducer
-
-            bootstrap = self.config.bootstrap_servers.split(",")
-            consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                     fetch_max_wait_ms=50)
-            # One request in flight: the records of a batch land in order, so a replayed
-            # batch finds a prefix of them on the topic.
-            producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, retries=5,
-                                     max_in_flight_requests_per_connection=1, max_request_size=self.max_request_size)
-            self._clients = consumer, producer
-        return self._clients
-
     def __call__(self, batch, batch_id: int) -> None:
         parts, dead = collect([row.asDict() for row in batch.collect()])
-        consumer, producer = self._kafka()
+        consumer = cached_consumer(self.config.bootstrap_servers)
+        # one request in flight: a replayed batch finds a prefix of its records on the topics
+        producer = cached_producer(self.config.bootstrap_servers, self.max_request_size)
         known, self._known = self._known, None
         output = finish(parts, dead, self.config, consumer, known, batch_id)
         futures = [producer.send(topic, key=k, value=v, headers=h) for topic, k, v, h in records(output, self.config)]

@@ -16,15 +16,14 @@ from typing import Iterator
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    ArrayType, BinaryType, BooleanType, IntegerType, LongType, StringType, StructField, StructType,
-)
+from pyspark.sql.types import StructType
 
 from marketstream.spark.partition_state import PartitionConfig
 from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor
 from marketstream.spark.routed import ROUTED_SCHEMA
 
 from marketstream.orderbook.metrics import OBSERVED_OUTPUT as OBSERVATION
+
 
 def _arrow(schema: StructType):
     from pyspark.sql.pandas.types import to_arrow_schema
