@@ -22,6 +22,7 @@ from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
+from marketstream.spark.shuffle_hash import state_partition_labels
 from marketstream.spark.state_server import server_key
 from marketstream.spark.sink import Publisher
 from marketstream.spark.transforms import observe, order_state, parse_events
@@ -75,18 +76,6 @@ def check_state_partitions(settings: Settings) -> None:
             f"the checkpoint {settings.spark_checkpoint_dir} was made with {made_with} state partitions, "
             f"ORDERBOOK_STATE_PARTITIONS is {settings.orderbook_state_partitions}: set it back to {made_with}, or "
             "start with a new checkpoint (the job then replays the input topic from its start)")
-
-
-def state_partition_labels(spark: SparkSession, partitions: int) -> list[int]:
-    """For each state partition, a grouping-key value that Spark's hash partitioning sends
-    to that shuffle partition, so every state partition runs in a task of its own."""
-    rows = (spark.range(0, 64 * partitions + 1000)
-            .select(F.col("id").cast("int").alias("label"))
-            .select("label", F.expr(f"pmod(hash(label), {partitions})").alias("shuffle_partition"))
-            .groupBy("shuffle_partition").agg(F.min("label").alias("label"))
-            .collect())
-    labels = {row["shuffle_partition"]: row["label"] for row in rows}
-    return [labels[i] for i in range(partitions)]
 
 
 def partition_config(settings: Settings) -> PartitionConfig:
@@ -162,7 +151,7 @@ def start_query(spark: SparkSession, settings: Settings):
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
                                               serve_job_metrics(settings)))
-    labels = state_partition_labels(spark, settings.orderbook_state_partitions)
+    labels = state_partition_labels(settings.orderbook_state_partitions)
     parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
     publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES)
     return (
