@@ -39,6 +39,8 @@ import traceback
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
 log = logging.getLogger("marketstream.spark.state_server")
 
 _AUTHKEY = b"marketstream-state-server"
@@ -47,6 +49,7 @@ _AUTHKEY = b"marketstream-state-server"
 IDLE_EXIT_S = 300.0
 _START_TIMEOUT_S = 60.0
 _REPLY_TIMEOUT_S = 600.0
+_CALL_ATTEMPTS = 5
 
 
 def socket_path(server_key: str, partition: int) -> str:
@@ -181,6 +184,11 @@ def serve(path: str, idle_exit_s: float = IDLE_EXIT_S) -> None:
             threading.Thread(target=connection, args=(conn,), daemon=True).start()
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    # TimeoutError is an OSError too: a server that does not answer is not asked again.
+    return isinstance(exc, (EOFError, OSError)) and not isinstance(exc, TimeoutError)
+
+
 class StateServerClient:
     """The Spark worker's side: one connection per partition server, starting the server
     when there is none yet (under a file lock, so two workers never start two)."""
@@ -190,20 +198,31 @@ class StateServerClient:
         self.conn = None
 
     def call(self, request: tuple) -> tuple:
-        for attempt in (1, 2):
-            try:
-                if self.conn is None:
-                    self.conn = self._connect()
-                self.conn.send(request)
-                if not self.conn.poll(_REPLY_TIMEOUT_S):
-                    raise TimeoutError(f"state server {self.path} did not answer in {_REPLY_TIMEOUT_S:.0f} s")
-                return self.conn.recv()
-            except (EOFError, OSError, ConnectionError) as exc:
-                self.close()
-                if attempt == 2:
-                    raise RuntimeError(f"state server {self.path} is unreachable: {exc}") from exc
-                log.warning("state server %s connection lost (%s): reconnecting", self.path, exc)
-        raise AssertionError("unreachable")
+        # A server killed a moment ago can still accept a connection (the kernel's backlog)
+        # and then reset it: a few quick attempts let it finish dying, the next one starts
+        # a new server. (The request is idempotent: the server keys it by the Spark state.)
+        retrying = Retrying(
+            retry=retry_if_exception(_connection_lost), stop=stop_after_attempt(_CALL_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.05, max=1.0), before_sleep=self._lost, reraise=True)
+        try:
+            return retrying(self._call_once, request)
+        except (EOFError, OSError, ConnectionError) as exc:
+            raise RuntimeError(f"state server {self.path} is unreachable: {exc}") from exc
+
+    def _call_once(self, request: tuple) -> tuple:
+        try:
+            if self.conn is None:
+                self.conn = self._connect()
+            self.conn.send(request)
+            if not self.conn.poll(_REPLY_TIMEOUT_S):
+                raise TimeoutError(f"state server {self.path} did not answer in {_REPLY_TIMEOUT_S:.0f} s")
+            return self.conn.recv()
+        except (EOFError, OSError, ConnectionError):
+            self.close()
+            raise
+
+    def _lost(self, retry_state) -> None:
+        log.warning("state server %s connection lost (%s): reconnecting", self.path, retry_state.outcome.exception())
 
     def close(self) -> None:
         if self.conn is not None:
