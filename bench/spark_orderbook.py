@@ -540,6 +540,7 @@ def phase_recovery(args, results):
                            if m.recovered and m.snapshot_time >= int(down) - 2)
         backfill_span = recovered[-1] - recovered[0] if len(recovered) > 1 else None
         results["recovery"] = {
+            "class_archive": stack.settings.spark_class_archive.is_file(),
             "kills": len(recoveries), "kill_to_first_snapshot_s_p50": rounded(statistics.median(recoveries), 1),
             "kill_to_first_snapshot_s_max": rounded(max(recoveries), 1),
             "all_s": [round(r, 1) for r in recoveries],

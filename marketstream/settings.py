@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Where each executor host's state-partition servers write their logs (a relative
     # path resolves in the executor's working directory; their working copy is in memory).
     spark_index_dir: Path = PROJECT_ROOT / "var" / "spark-index"
+    # The driver JVM's class-data-sharing archive (``make install`` builds it with
+    # ``python -m marketstream.spark.class_archive``; the job uses it when the file exists).
+    spark_class_archive: Path = PROJECT_ROOT / "var" / "spark" / "orderbook-classes.jsa"
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())
 

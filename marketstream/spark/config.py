@@ -27,7 +27,24 @@ _JOB_SETTINGS = (
 )
 
 
-def spark_conf(settings: Settings) -> dict[str, str]:
+def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:
+    """The driver JVM's flags. They shorten a restart after a crash (bench/REPORT-spark.md,
+    kill -9 to the first new snapshot) without slowing the steady state:
+    - C1 only: on two cores, C2 compiling the cold paths of a new JVM competes with the
+      first batches for a core;
+    - the class-data-sharing archive of the job's classes, when built
+      (``python -m marketstream.spark.class_archive``, run by ``make install``): classes
+      mapped from it, not parsed and verified from the jars at every start.
+    ``dump_classes_to``: write such an archive when the JVM exits (how it is built)."""
+    options = ["-XX:TieredStopAtLevel=1"]
+    if dump_classes_to is not None:
+        options.append(f"-XX:ArchiveClassesAtExit={dump_classes_to}")
+    elif settings.spark_class_archive.is_file():
+        options.append(f"-XX:SharedArchiveFile={settings.spark_class_archive}")
+    return " ".join(options + [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"])
+
+
+def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[str, str]:
     """The ``--conf`` pairs (the job sets the same ones itself when started without them)."""
     return {
         # transformWithState needs RocksDB; changelog checkpointing writes only each
@@ -57,7 +74,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.python.worker.reuse": "true",
         "spark.pyspark.python": settings.spark_python,
         "spark.pyspark.driver.python": settings.spark_python,
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
+        "spark.driver.extraJavaOptions": driver_java_options(settings, dump_classes_to),
         "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
         # Logs and checkpoints stay small on a long-running job.
         "spark.sql.streaming.minBatchesToRetain": "20",
@@ -82,9 +99,9 @@ def spark_submit_binary() -> str:
     return str(candidate) if candidate.exists() else "spark-submit"
 
 
-def submit_command(settings: Settings) -> list[str]:
+def submit_command(settings: Settings, dump_classes_to: Path | None = None) -> list[str]:
     """The full ``spark-submit`` argv (tests, ``make demo``, the Procfile)."""
     argv = [spark_submit_binary(), "--master", settings.spark_master, "--name", QUERY_NAME]
-    for key, value in spark_conf(settings).items():
+    for key, value in spark_conf(settings, dump_classes_to).items():
         argv += ["--conf", f"{key}={value}"]
     return argv + [str(JOB_APPLICATION)]

@@ -104,3 +104,18 @@ def test_records_are_packed_in_rows_of_bounded_size():
     unpacked = [(o, t, v) for row in (r for b in batches for r in b.to_pylist())
                 for o, t, v in zip(row["offsets"], row["timestamps"], row["values"])]
     assert unpacked == records  # null values kept
+
+
+def test_driver_jvm_maps_the_class_archive_only_when_it_exists(tmp_path):
+    archive = tmp_path / "classes.jsa"
+    settings = load_settings(spark_class_archive=archive)
+    options = spark_conf(settings)["spark.driver.extraJavaOptions"].split()
+    assert "-XX:TieredStopAtLevel=1" in options and not any("SharedArchiveFile" in o for o in options)
+    assert any(o.startswith("-Dlog4j2.configurationFile=") for o in options)
+    archive.write_bytes(b"x")
+    assert f"-XX:SharedArchiveFile={archive}" in spark_conf(settings)["spark.driver.extraJavaOptions"].split()
+    # Building one: the JVM writes it at exit instead of mapping the old one.
+    dumping = spark_conf(settings, dump_classes_to=tmp_path / "new.jsa")["spark.driver.extraJavaOptions"].split()
+    assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in dumping
+    assert not any("SharedArchiveFile" in o for o in dumping)
+    assert "spark.driver.extraJavaOptions=" + " ".join(dumping) in submit_command(settings, tmp_path / "new.jsa")
