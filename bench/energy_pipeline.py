@@ -36,18 +36,11 @@ import sqlalchemy as sa
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
+from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "energy_pipeline.json"
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

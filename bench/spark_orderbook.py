@@ -59,6 +59,7 @@ from marketstream.kafka_io import make_consumer, make_producer, read_range, topi
 from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.metrics import BadMetric, parse_metric
+from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.spark.state_server import server_key
@@ -67,14 +68,6 @@ from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("seed", "rates", "read", "backlog", "memory", "recovery")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pct(values, q):

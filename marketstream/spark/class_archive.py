@@ -28,6 +28,7 @@ from pathlib import Path
 
 from marketstream.embedded.broker import tansu_command
 from marketstream.kafka_io import make_producer, topic_end_offsets, wait_until_ready
+from marketstream.ports import free_port
 from marketstream.settings import Settings, get_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.spark.state_server import server_key
@@ -54,14 +55,6 @@ def _training_events(count: int = 300) -> list[bytes]:
                            "order_side": "BUY" if order_id % 2 else "SELL", "size": 1 + order_id % 5,
                            "price": 100 + order_id % 17, "status": "OPEN", "created_at": int(time.time())})
     return [json.dumps(event).encode() for event in events] + [b"{not json"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _snapshot_count(settings: Settings) -> int:
@@ -114,11 +107,11 @@ def build(settings: Settings, out: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="ms-classes-", dir=out.parent) as tmp:
         work = Path(tmp)
         train = settings.model_copy(update={
-            "kafka_bootstrap_servers": f"127.0.0.1:{_free_port()}", "orders_topic": "train-orders",
+            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "orders_topic": "train-orders",
             "orderbook_topic": "train-orderbook", "deadletter_topic": "train-deadletter",
             "metrics_topic": "train-metrics", "spark_checkpoint_dir": work / "checkpoint",
-            "spark_index_dir": work / "index", "spark_ui_enabled": False, "spark_master": "local[2]", "orderbook_metrics_port": 0,
-            "spark_class_archive": work / "none.jsa",
+            "spark_index_dir": work / "index", "spark_ui_enabled": False, "spark_master": "local[2]",
+            "orderbook_metrics_port": 0, "spark_class_archive": work / "none.jsa",
         })
         broker = subprocess.Popen(tansu_command(train), stdout=(work / "broker.log").open("w"),
                                   stderr=subprocess.STDOUT)

@@ -206,7 +206,7 @@ class StateServerClient:
             wait=wait_exponential(multiplier=0.05, max=1.0), before_sleep=self._lost, reraise=True)
         try:
             return retrying(self._call_once, request)
-        except (EOFError, OSError, ConnectionError) as exc:
+        except (EOFError, OSError) as exc:
             raise RuntimeError(f"state server {self.path} is unreachable: {exc}") from exc
 
     def _call_once(self, request: tuple) -> tuple:
@@ -217,7 +217,7 @@ class StateServerClient:
             if not self.conn.poll(_REPLY_TIMEOUT_S):
                 raise TimeoutError(f"state server {self.path} did not answer in {_REPLY_TIMEOUT_S:.0f} s")
             return self.conn.recv()
-        except (EOFError, OSError, ConnectionError):
+        except (EOFError, OSError):  # ConnectionError and TimeoutError included
             self.close()
             raise
 

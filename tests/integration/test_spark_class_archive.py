@@ -3,7 +3,6 @@ spark-submit's driver JVM maps: with ``-Xshare:on`` a JVM that cannot use it doe
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
