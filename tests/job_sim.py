@@ -12,6 +12,7 @@ from marketstream.orderbook.events import InvalidEvent
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.spark.clock import PartitionProgress, second_of
 from marketstream.spark.combine import combine
+from marketstream.spark.kafka_source import split_ranges
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route, unpack
 from marketstream.spark import partition_state
 from marketstream.spark.memory_index import MemoryIndex
@@ -53,6 +54,7 @@ class Job:
     topic: Topic
     config: PartitionConfig
     max_events_per_batch: int | None = None
+    read_tasks: int = 1  # read tasks sharing each batch's records (``kafka_source.split_ranges``)
     positions: dict[int, int] = field(default_factory=dict)
     states: list[DictState] = field(default_factory=list)
     published: list[SnapshotMessage] = field(default_factory=list)
@@ -72,13 +74,18 @@ class Job:
         nothing is published (Spark replays the batch)."""
         marks = self.topic.high_watermarks(now_ms)
         ends = self._cap(marks)
-        rows = [(HEARTBEAT_PARTITION, [], [], [json.dumps(
-            {str(p): [self.positions.get(p, 0), ends[p], marks[p]] for p in marks}).encode()])]
-        for p, end in ends.items():
-            chunk = self.topic.records[p][self.positions.get(p, 0):end]
-            if chunk:
+        heartbeat = (HEARTBEAT_PARTITION, [], [], [json.dumps(
+            {str(p): [self.positions.get(p, 0), ends[p], marks[p]] for p in marks}).encode()])
+        ranges = [(p, self.positions.get(p, 0), end) for p, end in ends.items() if end > self.positions.get(p, 0)]
+        routed_rows = []
+        # Each read task parses and routes its own pieces; the state partitions get the
+        # tasks' rows in no particular order (here: the last task's first).
+        for task, pieces in reversed(list(enumerate(split_ranges(ranges, self.read_tasks, min_events=0)))):
+            rows = [heartbeat] if task == 0 else []
+            for p, start, end in pieces:
+                chunk = self.topic.records[p][start:end]
                 rows.append((p, [r.offset for r in chunk], [r.timestamp_ms for r in chunk], [r.value for r in chunk]))
-        routed_rows = list(pack(route(rows, self.config.partitions, "orders"), self.config.partitions))
+            routed_rows += pack(route(rows, self.config.partitions, "orders"), self.config.partitions)
         parts, dead = [], []
         for index, state in enumerate(self.states):
             if fail_after_partition is not None and index >= fail_after_partition:

@@ -20,8 +20,8 @@ JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
   batch's progress, ``{"<partition>": [start, end, high watermark]}``: the snapshot
   clock's input (which partitions were read to their end), given to every state
   partition (its ``offsets`` hold the tick, its ``values`` the JSON);
-- all partitions are read in one Spark task unless ``readTasks`` asks for more (a task
-  launch per partition cost more than the parallel read saved at this job's rates).
+- ``readTasks`` read tasks share a batch's events equally, a Kafka partition's range cut
+  where needed (``split_ranges``); a small batch uses at most one task per partition.
 
 Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``. It writes
 what it is given; the job leaves out what a replayed batch already wrote
@@ -53,6 +53,8 @@ SOURCE_SCHEMA = StructType([
     StructField("values", ArrayType(BinaryType())),
 ])
 RECORDS_PER_ROW = 5_000
+# Batches smaller than this are read one task per Kafka partition at most (split_ranges).
+SPLIT_MIN_EVENTS = 10_000
 
 log = logging.getLogger("marketstream.spark.kafka")
 
@@ -174,6 +176,33 @@ class KafkaSplit(InputPartition):
         self.ranges, self.tick, self.heartbeat = ranges, tick, heartbeat
 
 
+def split_ranges(ranges: list[tuple[int, int, int]], tasks: int,
+                 min_events: int = SPLIT_MIN_EVENTS) -> list[list[tuple[int, int, int]]]:
+    """Offset ranges ``(partition, start, end)`` -> the ranges of each read task: an equal
+    share of the events each, cutting a partition's range where a share ends (3 Kafka
+    partitions over 2 tasks would otherwise leave one task twice the other's work: the
+    read stage is as slow as its slowest task). Below ``min_events`` a batch is not cut:
+    at most one task per partition (a task launch costs more than it saves there). The
+    parse stage joins the pieces of a partition back in offset order (``parse.unpack``)."""
+    total = sum(end - start for _, start, end in ranges)
+    if total < min_events:
+        count = max(1, min(tasks, len(ranges)))
+        return [ranges[i::count] for i in range(count)]
+    share = -(-total // tasks)
+    splits: list[list[tuple[int, int, int]]] = [[]]
+    room = share
+    for partition, start, end in ranges:
+        while start < end:
+            if room == 0:
+                splits.append([])
+                room = share
+            cut = min(end, start + room)
+            splits[-1].append((partition, start, cut))
+            room -= cut - start
+            start = cut
+    return splits
+
+
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]):
         self.bootstrap = options["bootstrap.servers"]
@@ -244,18 +273,14 @@ class KafkaStreamReader(DataSourceStreamReader):
         return {str(p): o for p, o in sorted(self._latest.items())} if self._latest else None
 
     def partitions(self, start: dict, end: dict):
-        # One read task by default: at this job's rates a task per Kafka partition costs
-        # more in scheduling than the parallel read saves (the book is one task anyway).
         begin, stop = partition_offsets(start), partition_offsets(end)
         latest = {int(p): int(o) for p, o in (end.get(LATEST) or {}).items()}
         ranges = [(p, begin.get(p, 0), stop[p]) for p in sorted(stop) if stop[p] > begin.get(p, 0)]
         heartbeat = json.dumps({str(p): [begin.get(p, 0), o, max(o, latest.get(p, o))]
                                 for p, o in sorted(stop.items())}).encode()
-        tasks = max(1, min(self.read_tasks, len(ranges)))
-        return [
-            KafkaSplit(i, ranges[i::tasks], int(end.get(TICK, 0)), heartbeat if i == 0 else None)
-            for i in range(tasks)
-        ]
+        tick = int(end.get(TICK, 0))
+        return [KafkaSplit(i, chunks, tick, heartbeat if i == 0 else None)
+                for i, chunks in enumerate(split_ranges(ranges, self.read_tasks))]
 
     def read(self, split: KafkaSplit):
         from marketstream.kafka_io import partition_messages

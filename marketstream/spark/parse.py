@@ -17,6 +17,7 @@ Every state partition gets the broadcast rows, so all of them see the same clock
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -145,5 +146,32 @@ def unpack(rows: Iterable) -> tuple[list[dict], list[DeadLetterRef], dict[int, l
         elif kind == HEARTBEAT:
             heartbeat = bytes(row["values"][0])
     for partition in runs:
-        runs[partition].sort(key=lambda run: run[1])
+        runs[partition] = _joined(runs[partition])
+    for row in events:
+        _rebase(row, runs.get(row["partition"], []))
     return events, dead, runs, heartbeat
+
+
+def _joined(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """A Kafka partition's runs from one or more read tasks (each read a contiguous piece
+    of it, ``kafka_source.split_ranges``) as one read would have made them: in offset
+    order, each ``lmax`` the running maximum over the whole batch, equal neighbours one run."""
+    joined: list[tuple[int, int]] = []
+    for lmax, end in sorted(runs, key=lambda run: run[1]):
+        if joined and lmax <= joined[-1][0]:
+            joined[-1] = (joined[-1][0], end)
+        else:
+            joined.append((lmax, end))
+    return joined
+
+
+def _rebase(row: dict, runs: list[tuple[int, int]]) -> None:
+    """An event row's ``lmax`` (the running maximum within its read task's piece) as the
+    running maximum over the batch: raised to the batch's maximum before the piece."""
+    lmaxes = row["lmax"]
+    if not lmaxes:
+        return
+    index = bisect.bisect_right(runs, row["offsets"][0], key=lambda run: run[1])  # the run holding it
+    if index < len(runs) and runs[index][0] > lmaxes[0]:
+        floor = runs[index][0]
+        row["lmax"] = [floor if value < floor else value for value in lmaxes]

@@ -107,3 +107,55 @@ def test_writer_publishes_records_with_headers_and_timestamps(kafka_settings):
     [dead] = list(read_range(kafka_settings, kafka_settings.deadletter_topic))
     assert (dead.key, dead.value, dead.headers) == (None, b"{bad", [("reason", b"bad JSON")])
 
+
+
+def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_settings):
+    """A backlog batch over 3 partitions and 2 read tasks: the tasks read equal shares
+    (a partition cut between them), and what each state partition gets back from
+    ``parse.unpack`` equals what one task reading everything gives, record times that go
+    back within a partition included."""
+    import random
+
+    from marketstream.spark import parse
+
+    rng = random.Random(3)
+    producer = make_producer(kafka_settings)
+    base_ms = int(time.time() * 1000) - 60_000
+    for i in range(12_000):
+        value = json.dumps({"order_id": i, "symbol": "A-B", "order_side": "BUY", "size": 1, "price": 10,
+                            "status": "OPEN"}).encode() if i % 50 else b"{"
+        producer.send(kafka_settings.orders_topic, value=value, partition=i % 3,
+                      timestamp_ms=base_ms + i * 3 + rng.randint(-4000, 4000))
+    producer.flush()
+    producer.close()
+    options = {"bootstrap.servers": kafka_settings.kafka_bootstrap_servers, "topic": kafka_settings.orders_topic,
+               "routeTo": "11,22"}
+    reader = KafkaStreamReader(options)
+    try:
+        start = reader.initialOffset()
+        end = reader.latestOffset(start, ReadAllAvailable())
+
+        def state_partitions(read_tasks):
+            reader.read_tasks = read_tasks
+            splits = reader.partitions(start, end)
+            rows = [row for split in reversed(splits) for batch in reader.read(split) for row in batch.to_pylist()]
+            return splits, {target: parse.unpack(r for r in rows if r["target"] == target) for target in (11, 22)}
+
+        one_split, one = state_partitions(1)
+        splits, two = state_partitions(2)
+        assert len(one_split) == 1 and len(splits) == 2
+        shares = [sum(stop - begin for _, begin, stop in split.ranges) for split in splits]
+        assert shares == [6_000, 6_000] and {p for split in splits for p, _, _ in split.ranges} == {0, 1, 2}
+        for target in (11, 22):
+            events_one, dead_one, runs_one, heartbeat_one = one[target]
+            events_two, dead_two, runs_two, heartbeat_two = two[target]
+            assert runs_two == runs_one and heartbeat_two == heartbeat_one
+            assert sorted(dead_two, key=repr) == sorted(dead_one, key=repr) and len(dead_one) > 0
+
+            def by_record(events):
+                return sorted((row["partition"], offset, lmax) for row in events
+                              for offset, lmax in zip(row["offsets"], row["lmax"]))
+
+            assert by_record(events_two) == by_record(events_one)
+    finally:
+        reader.stop()

@@ -55,10 +55,10 @@ def assert_prefix_by_record_time(topic: Topic, messages) -> None:
                 assert inside == (tau <= message.snapshot_time), (message.snapshot_time, partition, record.offset)
 
 
-@pytest.mark.parametrize("partitions", [1, 2, 3])
-def test_official_sample_in_batches_every_snapshot_equals_the_replay(partitions):
+@pytest.mark.parametrize("partitions, read_tasks", [(1, 1), (2, 1), (3, 1), (2, 2), (3, 5)])
+def test_official_sample_in_batches_every_snapshot_equals_the_replay(partitions, read_tasks):
     topic = official_topic()
-    job = Job(topic, config(partitions=partitions))
+    job = Job(topic, config(partitions=partitions), read_tasks=read_tasks)
     for second in range(0, 25):
         job.batch(T0 + second * 1000 + 37)
     assert_one_per_second(job.published)
@@ -165,6 +165,34 @@ def test_random_streams_with_duplicates_early_closes_and_garbage():
     assert len(job.dead_letters) == sum(
         1 for records in topic.records.values() for r in records
         if r.value in (b"{", b"", None, b'{"order_id":1e5000,"status":"CLOSED"}', b"[]"))
+
+
+@pytest.mark.parametrize("read_tasks", [2, 3, 7])
+def test_a_partition_cut_between_read_tasks_publishes_what_one_read_does(read_tasks):
+    """Record times that go back and forth within a Kafka partition (producer clocks
+    differ): a read task that starts in the middle of a partition sees only its piece's
+    running maximum, and the state partitions must still put every record in its second."""
+    rng = random.Random(read_tasks)
+    topic = Topic(2)
+    for i in range(3000):
+        if rng.random() < 0.3:  # a close of an order opened before, or of one still to come
+            event = {"order_id": rng.randrange(max(1, i + 20)), "status": "CLOSED"}
+        else:
+            event = {"order_id": i, "symbol": "A-B", "order_side": rng.choice(["BUY", "SELL"]), "size": 1,
+                     "price": rng.randint(90, 110), "status": "OPEN"}
+        timestamp = T0 + (i // 100) * 1000 + rng.randint(-2500, 2500)
+        topic.append(rng.randrange(2), timestamp, b"{" if rng.random() < 0.02 else json.dumps(event).encode())
+    one = Job(topic, config(partitions=2), max_events_per_batch=700)
+    split = Job(topic, config(partitions=2), max_events_per_batch=700, read_tasks=read_tasks)
+    # Down from second 4 to 30: the batches after it each cover several record seconds.
+    for second in list(range(-3, 4)) + list(range(30, 45)):
+        one.batch(T0 + second * 1000 + 500)
+        split.batch(T0 + second * 1000 + 500)
+    assert [(m.key, m.value, m.headers()) for m in split.published] == \
+        [(m.key, m.value, m.headers()) for m in one.published]
+    assert [(d.partition, d.offset) for d in split.dead_letters] == [(d.partition, d.offset) for d in one.dead_letters]
+    assert_one_per_second(split.published)
+    assert_exact(split, topic)
 
 
 def test_symbol_limit_dead_letters_the_open_and_the_replay_agrees():
