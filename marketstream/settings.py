@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     # unless told otherwise; a killed Python worker must cost a retry, not the stream.
     spark_master: str = "local[2,4]"
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
-    spark_max_events_per_batch: int = Field(50_000, ge=1)
+    # A backlog batch has ~0.3 s of fixed costs: 200,000 events drained ~30 % faster than
+    # 50,000 (bench/REPORT-spark.md); one such batch takes ~3 s on two cores.
+    spark_max_events_per_batch: int = Field(200_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
     # The book's state is split by order id over this many partitions (Spark's shuffle
