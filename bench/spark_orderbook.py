@@ -21,8 +21,9 @@ follows the output and metrics topics live:
 - ``read``: the raw read rate, one kafka-python consumer reading the whole input topic
   (the same machine, in this run): the ceiling the job's rates are compared with;
 - ``backlog``: ``--backlog-events`` produced before the job starts, drained with
-  ``local[1]`` (one state partition, one read task) and with ``local[2]`` (two of each):
-  events / (end of the drain - start of the first batch), and the ratio;
+  ``local[1]`` (one state partition, one read task), with ``local[2]`` (two of each) and
+  with ``local[1]`` pinned to one CPU (``taskset``: the JVM's own threads and the state
+  servers too): events / (end of the drain - start of the first batch), and the ratios;
 - ``memory``: ``--open-orders`` opened and never closed, held; the job's resident memory
   (the spark-submit process tree and the state servers) and the batch p50 at seed load
   with 10k and with all of them open;
@@ -235,7 +236,8 @@ def open_orders(first_id: int, count: int, symbols):
 class Stack:
     """A broker and the job, on fresh topics, with settings overrides."""
 
-    def __init__(self, name: str, **overrides):
+    def __init__(self, name: str, cpus: str | None = None, **overrides):
+        self.cpus = cpus  # the job's process tree pinned to these CPUs (``taskset -c``), or not
         unique = uuid.uuid4().hex[:6]
         self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"
         self.work.mkdir(parents=True)
@@ -259,7 +261,8 @@ class Stack:
     def start_job(self):
         self.runs += 1
         env = dict(os.environ, **job_env(self.settings))
-        self.job = subprocess.Popen(submit_command(self.settings), env=env, cwd=PROJECT_ROOT,
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        self.job = subprocess.Popen(pin + submit_command(self.settings), env=env, cwd=PROJECT_ROOT,
                                     start_new_session=True, stdout=(self.work / f"job-{self.runs}.log").open("w"),
                                     stderr=subprocess.STDOUT)
 
@@ -443,8 +446,11 @@ def phase_seed_rates_read(args, results):
 
 def phase_backlog(args, results):
     out = {}
-    for cores in (1, 2):
-        stack = Stack(f"backlog{cores}", spark_master=f"local[{cores},4]", orderbook_state_partitions=cores,
+    # local[1] limits Spark's task slots, not the JVM's other threads (the JIT compilers,
+    # the stream's own thread) nor the state servers: the third run pins the job's whole
+    # process tree to one CPU, the one-core figure proper.
+    for name, cores, cpus in (("local[1]", 1, None), ("local[2]", 2, None), ("local[1], one CPU", 1, "0")):
+        stack = Stack(f"backlog{cores}", cpus=cpus, spark_master=f"local[{cores},4]", orderbook_state_partitions=cores,
                       spark_read_tasks=cores)
         try:
             load = Load(stack.settings)
@@ -456,13 +462,14 @@ def phase_backlog(args, results):
             batches = [m for m in stack.metrics.between(0, caught) if m["num_input_events"]]
             began = batches[0]["time"].timestamp()
             rate = total / (caught - began)
-            out[f"local[{cores}]"] = {"events": total, "seconds": round(caught - began, 1),
-                                      "events_per_s": round(rate), "batches": len(batches),
-                                      "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50)}
-            print(f"backlog local[{cores}]:", json.dumps(out[f"local[{cores}]"]), flush=True)
+            out[name] = {"events": total, "seconds": round(caught - began, 1),
+                         "events_per_s": round(rate), "batches": len(batches),
+                         "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50)}
+            print(f"backlog {name}:", json.dumps(out[name]), flush=True)
         finally:
             stack.close()
     out["ratio_2_to_1"] = round(out["local[2]"]["events_per_s"] / out["local[1]"]["events_per_s"], 2)
+    out["ratio_2_to_1_cpu"] = round(out["local[2]"]["events_per_s"] / out["local[1], one CPU"]["events_per_s"], 2)
     results["backlog"] = out
 
 
