@@ -300,19 +300,24 @@ class Stack:
     def resident_bytes(self) -> dict:
         import psutil
 
+        # A state server is a child of the Python worker that started it while that
+        # worker lives: counted once, as a server, not also under the job's tree.
+        servers, server_pids = 0, set()
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if self.state_server_tag in " ".join(process.info["cmdline"] or []):
+                    servers += process.memory_info().rss
+                    server_pids.add(process.pid)
         jvm = python = 0
         for process in [psutil.Process(self.job.pid)] + psutil.Process(self.job.pid).children(recursive=True):
+            if process.pid in server_pids:
+                continue
             with contextlib.suppress(psutil.Error):
                 rss = process.memory_info().rss
                 if "java" in process.name():
                     jvm += rss
                 else:
                     python += rss
-        servers = 0
-        for process in psutil.process_iter(["cmdline"]):
-            with contextlib.suppress(psutil.Error):
-                if self.state_server_tag in " ".join(process.info["cmdline"] or []):
-                    servers += process.memory_info().rss
         return {"jvm": jvm, "python_workers": python, "state_servers": servers, "total": jvm + python + servers}
 
     def close(self):
