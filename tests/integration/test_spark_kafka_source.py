@@ -4,6 +4,7 @@ starting Spark (the methods are plain Python; Spark calls them the same way)."""
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from pyspark.sql import Row
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer, read_range
+from marketstream.spark import parse
 from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader, KafkaStreamWriter
 from marketstream.spark.parse import HEARTBEAT_PARTITION
 
@@ -108,16 +110,11 @@ def test_writer_publishes_records_with_headers_and_timestamps(kafka_settings):
     assert (dead.key, dead.value, dead.headers) == (None, b"{bad", [("reason", b"bad JSON")])
 
 
-
 def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_settings):
     """A backlog batch over 3 partitions and 2 read tasks: the tasks read equal shares
     (a partition cut between them), and what each state partition gets back from
     ``parse.unpack`` equals what one task reading everything gives, record times that go
     back within a partition included."""
-    import random
-
-    from marketstream.spark import parse
-
     rng = random.Random(3)
     producer = make_producer(kafka_settings)
     base_ms = int(time.time() * 1000) - 60_000
