@@ -116,10 +116,17 @@ def partitions_of(consumer, topic: str, timeout_s: float = 10.0) -> list[int]:
 
 
 def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: float = 10.0) -> dict[int, int]:
-    """True end offsets per partition, taken from fetch responses (not ListOffsets)."""
+    """True end offsets per partition, taken from fetch responses (not ListOffsets).
+
+    Each partition leaves the consumer's assignment as soon as its mark is read, and the
+    consumer is left with none: the next partition's mark is read only once the records
+    fetched before it are consumed (one a poll here: a batch of 1,000, ~80 ms of each
+    Spark batch, until this), and a later call starts from fresh partition states, so
+    no mark of an earlier call, nor a response to a fetch it sent, is taken for a new one."""
     from kafka import TopicPartition
 
     tps = [TopicPartition(topic, p) for p in partitions]
+    consumer.assign([])
     consumer.assign(tps)
     # Seek to the last offset ListOffsets knows: a fetch from there is cheap and its
     # response carries the correct high watermark even when ListOffsets is stale.
@@ -127,14 +134,18 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
         consumer.seek(tp, max(0, end - 1))
     marks: dict[int, int] = {}
     deadline = time.monotonic() + timeout_s
-    while len(marks) < len(tps) and time.monotonic() < deadline:
-        # Short polls: an empty partition's fetch answers after fetch_max_wait_ms with no
-        # records, and a long poll would sit out its whole timeout after that answer.
-        consumer.poll(timeout_ms=20, max_records=1)
-        for tp in tps:
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                marks[tp.partition] = hw
+    try:
+        while len(marks) < len(tps) and time.monotonic() < deadline:
+            # Short polls: an empty partition's fetch answers after fetch_max_wait_ms with no
+            # records, and a long poll would sit out its whole timeout after that answer.
+            consumer.poll(timeout_ms=20, max_records=1)
+            found = {tp.partition: hw for tp in tps if tp.partition not in marks
+                     and (hw := consumer.highwater(tp)) is not None}
+            if found:
+                marks.update(found)
+                consumer.assign([tp for tp in tps if tp.partition not in marks])
+    finally:
+        consumer.assign([])
     missing = [tp.partition for tp in tps if tp.partition not in marks]
     if missing:
         raise TimeoutError(f"no high watermark for {topic} partitions {missing} within {timeout_s} s")

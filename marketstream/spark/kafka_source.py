@@ -232,11 +232,7 @@ class KafkaStreamReader(DataSourceStreamReader):
     def _high_watermarks(self) -> dict[int, int]:
         from marketstream.kafka_io import high_watermarks
 
-        consumer = self._kafka()
-        # Unassign first: a re-assigned partition keeps its old high watermark, and the
-        # helper would then take a stale value for every partition not fetched this time.
-        consumer.assign([])
-        return high_watermarks(consumer, self.topic, self._partitions())
+        return high_watermarks(self._kafka(), self.topic, self._partitions())
 
     def initialOffset(self) -> dict:
         offsets = {str(p): 0 for p in self._partitions()}
