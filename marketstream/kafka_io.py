@@ -118,11 +118,11 @@ def partitions_of(consumer, topic: str, timeout_s: float = 10.0) -> list[int]:
 def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: float = 10.0) -> dict[int, int]:
     """True end offsets per partition, taken from fetch responses (not ListOffsets).
 
-    Each partition leaves the consumer's assignment as soon as its mark is read, and the
-    consumer is left with none: the next partition's mark is read only once the records
-    fetched before it are consumed (one a poll here: a batch of 1,000, ~80 ms of each
-    Spark batch, until this), and a later call starts from fresh partition states, so
-    no mark of an earlier call, nor a response to a fetch it sent, is taken for a new one."""
+    Each partition leaves the consumer's assignment as soon as its mark is read: kafka-python
+    reads the next partition's mark only once the records fetched before it are consumed,
+    one a poll here (a fetched batch of 1,000 records cost ~80 ms of every Spark batch).
+    The consumer is left with no assignment, so a later call starts from fresh partition
+    states: no mark of an earlier call, nor the answer to a fetch it sent, is taken as new."""
     from kafka import TopicPartition
 
     tps = [TopicPartition(topic, p) for p in partitions]
