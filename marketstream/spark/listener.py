@@ -1,5 +1,11 @@
 """Batch health: a ``StreamingQueryListener`` that logs one line per micro-batch and
-publishes the batch's progress to the metrics topic (``marketstream.orderbook.metrics``)."""
+publishes the batch's progress to the metrics topic (``marketstream.orderbook.metrics``).
+
+The listener takes each batch's progress as the JVM's JSON text (``_ProgressAsJson``), not
+as PySpark's ``QueryProgressEvent``: building that one walks the progress field by field
+over py4j, and its observed metrics through a JVM class looked up by name (a search of
+every jar on the classpath), ~50 ms of the driver JVM's CPU in every batch, the largest
+share of an idle batch's JVM work (bench/REPORT-spark.md); the metrics need the JSON only."""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 from typing import Any
 
 from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.streaming.listener import QueryStartedEvent, QueryTerminatedEvent
 
 from marketstream.orderbook.metrics import encode_metric, metrics_from_progress
 
@@ -25,6 +32,29 @@ def log_line(metrics: dict[str, Any], durations: dict[str, int] | None = None) -
         + (f", GAP {metrics['gap_first']}..{metrics['gap_last']} beyond the backfill bound" if metrics["gap_first"] else "")
         + (f" (ms: {phases})" if phases else "")
     )
+
+
+class _ProgressAsJson:
+    """The JVM's listener interface, implemented in Python (py4j): hands
+    ``MetricsListener`` each batch's progress as JSON text."""
+
+    def __init__(self, listener: "MetricsListener"):
+        self.listener = listener
+
+    def onQueryStarted(self, jevent) -> None:
+        self.listener.onQueryStarted(QueryStartedEvent.fromJObject(jevent))
+
+    def onQueryProgress(self, jevent) -> None:
+        self.listener.on_progress_json(jevent.progress().json())
+
+    def onQueryIdle(self, jevent) -> None:
+        pass
+
+    def onQueryTerminated(self, jevent) -> None:
+        self.listener.onQueryTerminated(QueryTerminatedEvent.fromJObject(jevent))
+
+    class Java:
+        implements = ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
 
 
 class MetricsListener(StreamingQueryListener):
@@ -46,12 +76,24 @@ class MetricsListener(StreamingQueryListener):
     def onQueryStarted(self, event) -> None:
         log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
 
+    @property
+    def _jlistener(self):
+        # What ``spark.streams.addListener`` registers (PySpark's default wraps the
+        # listener in a bridge that converts every event object over py4j).
+        if getattr(self, "_jlistenerobj", None) is None:
+            from pyspark import SparkContext
+
+            self._jlistenerobj = SparkContext._jvm.PythonStreamingQueryListenerWrapper(_ProgressAsJson(self))
+        return self._jlistenerobj
+
     def onQueryProgress(self, event) -> None:
-        progress = event.progress
-        if progress.name and progress.name != self.query_name:
-            return
+        self.on_progress_json(event.progress.json)
+
+    def on_progress_json(self, text: str) -> None:
         try:
-            raw = json.loads(progress.json)
+            raw = json.loads(text)
+            if raw.get("name") and raw["name"] != self.query_name:
+                return
             metrics = metrics_from_progress(raw, self.query_name)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("unreadable query progress: %s", exc)
