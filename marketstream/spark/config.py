@@ -23,18 +23,19 @@ _JOB_SETTINGS = (
     "book_depth", "book_max_symbols", "closed_id_ttl_seconds", "snapshot_backfill_max_seconds",
     "orderbook_max_message_bytes", "orderbook_state_partitions", "spark_master", "spark_checkpoint_dir",
     "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
-    "spark_ui_enabled", "spark_ui_url", "spark_python", "orderbook_metrics_port", "metrics_address",
+    "spark_ui_enabled", "spark_ui_url", "spark_python", "spark_jvm_options", "orderbook_metrics_port",
+    "metrics_address",
 )
 
 
 def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:
-    """The driver JVM's flags: its log configuration and, when built, the class-data-sharing
-    archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
+    """The driver JVM's flags: ``SPARK_JVM_OPTIONS``, its log configuration and, when
+    built, the class-data-sharing archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
     (bench/REPORT-spark.md). ``dump_classes_to``: write such an archive when the JVM
     exits (how it is built)."""
-    options = []
+    options = settings.spark_jvm_options.split()
     if dump_classes_to is not None:
         options.append(f"-XX:ArchiveClassesAtExit={dump_classes_to}")
     elif settings.spark_class_archive.is_file():
@@ -73,7 +74,8 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.pyspark.python": settings.spark_python,
         "spark.pyspark.driver.python": settings.spark_python,
         "spark.driver.extraJavaOptions": driver_java_options(settings, dump_classes_to),
-        "spark.executor.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}",
+        "spark.executor.extraJavaOptions": " ".join(
+            settings.spark_jvm_options.split() + [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]),
         # Logs and checkpoints stay small on a long-running job.
         "spark.sql.streaming.minBatchesToRetain": "20",
     }

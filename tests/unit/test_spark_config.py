@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from marketstream.settings import load_settings
+from marketstream.settings import SettingsError, load_settings
 from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
 from marketstream.spark.kafka_source import (
     RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
@@ -119,3 +119,22 @@ def test_driver_jvm_maps_the_class_archive_only_when_it_exists(tmp_path):
     assert f"-XX:ArchiveClassesAtExit={tmp_path / 'new.jsa'}" in dumping
     assert not any("SharedArchiveFile" in o for o in dumping)
     assert "spark.driver.extraJavaOptions=" + " ".join(dumping) in submit_command(settings, tmp_path / "new.jsa")
+
+
+def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
+    settings = load_settings(spark_class_archive=tmp_path / "none.jsa")
+    conf = spark_conf(settings)
+    # the default: the JIT stops at C1 (bench/REPORT-spark.md says why)
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        assert "-XX:TieredStopAtLevel=1" in conf[key].split()
+    tuned = spark_conf(load_settings(spark_class_archive=tmp_path / "none.jsa",
+                                     spark_jvm_options="-XX:+UseSerialGC -Xss2m"))
+    for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
+        assert tuned[key].split()[:2] == ["-XX:+UseSerialGC", "-Xss2m"]
+        assert "-XX:TieredStopAtLevel=1" not in tuned[key]
+    assert job_env(settings)["SPARK_JVM_OPTIONS"] == "-XX:TieredStopAtLevel=1"
+
+
+def test_a_jvm_option_that_is_not_a_flag_stops_startup():
+    with pytest.raises(SettingsError, match="SPARK_JVM_OPTIONS"):
+        load_settings(spark_jvm_options="TieredStopAtLevel=1")
