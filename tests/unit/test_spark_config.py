@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from marketstream.settings import SettingsError, load_settings
-from marketstream.spark.config import JOB_APPLICATION, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command
+from marketstream.spark.config import (
+    JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command,
+)
 from marketstream.spark.kafka_source import (
     RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
 )
@@ -124,15 +126,14 @@ def test_driver_jvm_maps_the_class_archive_only_when_it_exists(tmp_path):
 def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
     settings = load_settings(spark_class_archive=tmp_path / "none.jsa")
     conf = spark_conf(settings)
-    # the default: the JIT stops at C1 (bench/REPORT-spark.md says why)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        assert "-XX:TieredStopAtLevel=1" in conf[key].split()
-    tuned = spark_conf(load_settings(spark_class_archive=tmp_path / "none.jsa",
-                                     spark_jvm_options="-XX:+UseSerialGC -Xss2m"))
+        assert conf[key].split() == [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]  # by default, none
+    tuned_settings = load_settings(spark_class_archive=tmp_path / "none.jsa",
+                                   spark_jvm_options="-XX:TieredStopAtLevel=1 -Xss2m")
+    tuned = spark_conf(tuned_settings)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        assert tuned[key].split()[:2] == ["-XX:+UseSerialGC", "-Xss2m"]
-        assert "-XX:TieredStopAtLevel=1" not in tuned[key]
-    assert job_env(settings)["SPARK_JVM_OPTIONS"] == "-XX:TieredStopAtLevel=1"
+        assert tuned[key].split()[:2] == ["-XX:TieredStopAtLevel=1", "-Xss2m"]
+    assert job_env(tuned_settings)["SPARK_JVM_OPTIONS"] == "-XX:TieredStopAtLevel=1 -Xss2m"
 
 
 def test_a_jvm_option_that_is_not_a_flag_stops_startup():
