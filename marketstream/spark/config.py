@@ -28,19 +28,23 @@ _JOB_SETTINGS = (
 )
 
 
+def java_options(settings: Settings, *extra: str) -> str:
+    """A job JVM's flags: ``SPARK_JVM_OPTIONS``, then ``extra``, then the log configuration."""
+    return " ".join([*settings.spark_jvm_options.split(), *extra, f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"])
+
+
 def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:
-    """The driver JVM's flags: ``SPARK_JVM_OPTIONS``, its log configuration and, when
-    built, the class-data-sharing archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
+    """The driver JVM's flags (``java_options``) with, when built, the class-data-sharing
+    archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
     (bench/REPORT-spark.md). ``dump_classes_to``: write such an archive when the JVM
     exits (how it is built)."""
-    options = settings.spark_jvm_options.split()
     if dump_classes_to is not None:
-        options.append(f"-XX:ArchiveClassesAtExit={dump_classes_to}")
-    elif settings.spark_class_archive.is_file():
-        options.append(f"-XX:SharedArchiveFile={settings.spark_class_archive}")
-    return " ".join(options + [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"])
+        return java_options(settings, f"-XX:ArchiveClassesAtExit={dump_classes_to}")
+    if settings.spark_class_archive.is_file():
+        return java_options(settings, f"-XX:SharedArchiveFile={settings.spark_class_archive}")
+    return java_options(settings)
 
 
 def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[str, str]:
@@ -74,8 +78,7 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.pyspark.python": settings.spark_python,
         "spark.pyspark.driver.python": settings.spark_python,
         "spark.driver.extraJavaOptions": driver_java_options(settings, dump_classes_to),
-        "spark.executor.extraJavaOptions": " ".join(
-            settings.spark_jvm_options.split() + [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]),
+        "spark.executor.extraJavaOptions": java_options(settings),
         # Logs and checkpoints stay small on a long-running job.
         "spark.sql.streaming.minBatchesToRetain": "20",
     }

@@ -1,5 +1,6 @@
 """The job's query listener: what it publishes for a batch's progress, taken as the JVM's
-JSON text through its py4j bridge (the integration tests see the same on the metrics topic)."""
+JSON text through its py4j bridge (that Spark calls the bridge is for the integration tests:
+the job's metrics endpoint and metrics topic are fed by it)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,3 @@ def test_a_failing_metrics_producer_does_not_reach_the_query(caplog):
     listener._send = broken
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
     assert "could not publish metrics" in caplog.text
-
-
-def test_the_bridge_implements_the_jvm_listener_interface():
-    assert _ProgressAsJson.Java.implements == ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
