@@ -18,7 +18,7 @@ A JSON object:
                                    the batch started and ended, and the newest offsets;
   ``lag``                          events published but not yet read (latest - end);
 
-and what the batch published (the job observes it on its own output):
+and what the batch published (the job's publisher counts it on the batch's output):
 
   ``snapshots``                    snapshots published, ``recovered`` of them late
                                    (seconds missed during an outage or an overrun);
@@ -56,8 +56,10 @@ def _offsets(text: Any) -> dict[str, int]:
 # ---------------------------------------------------------------- writer side
 
 
-def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") -> dict[str, Any]:
-    """The metrics message for one ``StreamingQueryProgress`` (as its JSON dict)."""
+def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook",
+                          published: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metrics message for one ``StreamingQueryProgress`` (as its JSON dict) and what
+    the batch published (``BATCH_FIGURES``, counted by the job's publisher; None: nothing)."""
     source = (progress.get("sources") or [{}])[0]
     start, end = _offsets(source.get("startOffset")), _offsets(source.get("endOffset"))
     latest = _offsets(source.get("latestOffset")) or dict(end)
@@ -67,11 +69,7 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
     rows = int(progress.get("numInputRows") or 0)
     events = sum(max(0, offset - start.get(p, 0)) for p, offset in end.items())
     per_row = events / rows if rows else 0.0
-    observed = (progress.get("observedMetrics") or {})
-    published = observed.get(OBSERVED_OUTPUT) or {}
-    batch = {**published, **(observed.get(OBSERVED_BATCH) or {})}
-    by_code = {name.removeprefix(_DEAD_LETTER_PREFIX): int(count) for name, count in published.items()
-               if name.startswith(_DEAD_LETTER_PREFIX) and count}
+    published = published or {}
     return {
         "query": query,
         "batch_id": int(progress["batchId"]),
@@ -90,18 +88,18 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook") ->
         "last_second": _int_or_none(published.get("last_second")),
         "open_orders": _int_or_none(published.get("open_orders")),
         "dead_letters": int(published.get("dead_letters") or 0),
-        "dead_letters_by_code": by_code,
-        "gap_first": _int_or_none(batch.get("gap_first")),
-        "gap_last": _int_or_none(batch.get("gap_last")),
-        "events_applied": int(batch.get("events_applied") or 0),
+        "dead_letters_by_code": {str(code): int(n) for code, n in (published.get("dead_letters_by_code") or {}).items()
+                                 if n},
+        "gap_first": _int_or_none(published.get("gap_first")),
+        "gap_last": _int_or_none(published.get("gap_last")),
+        "events_applied": int(published.get("events_applied") or 0),
     }
 
 
-# The name under which the job observes what a batch publishes (``Dataset.observe``);
-# messages of earlier releases had the gap under a second name.
-OBSERVED_OUTPUT = "orderbook"
-OBSERVED_BATCH = "orderbook_batch"
-_DEAD_LETTER_PREFIX = "dead_letters_"
+# What a batch published, as the job's publisher counts it (the keys of
+# ``metrics_from_progress``'s ``published``).
+BATCH_FIGURES = ("snapshots", "recovered", "last_second", "open_orders", "dead_letters", "dead_letters_by_code",
+                 "gap_first", "gap_last", "events_applied")
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -17,6 +17,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryStartedEvent, QueryTerminatedEvent
 
 from marketstream.orderbook.metrics import encode_metric, metrics_from_progress
+from marketstream.spark.output import FiguresByBatch
 
 log = logging.getLogger("marketstream.spark.progress")
 
@@ -61,9 +62,12 @@ class MetricsListener(StreamingQueryListener):
     """Publishes with kafka-python from the driver; a broker hiccup is logged, never
     allowed to fail the query (the snapshots matter more than their metrics)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, query_name: str = "orderbook", prometheus=None):
+    def __init__(self, bootstrap_servers: str, topic: str, query_name: str = "orderbook", prometheus=None,
+                 figures: FiguresByBatch | None = None):
         self.bootstrap_servers, self.topic, self.query_name = bootstrap_servers, topic, query_name
         self.prometheus = prometheus  # a job_metrics.OrderBookMetrics, or None
+        # What each batch published, left by the query's publisher (``sink``).
+        self.figures = figures if figures is not None else FiguresByBatch()
         self._producer = None
 
     def _send(self, metrics: dict[str, Any]) -> None:
@@ -94,7 +98,7 @@ class MetricsListener(StreamingQueryListener):
             raw = json.loads(text)
             if raw.get("name") and raw["name"] != self.query_name:
                 return
-            metrics = metrics_from_progress(raw, self.query_name)
+            metrics = metrics_from_progress(raw, self.query_name, self.figures.take(int(raw["batchId"])))
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("unreadable query progress: %s", exc)
             return

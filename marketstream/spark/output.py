@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from marketstream.deadletter import DeadLetter
 from marketstream.kafka_io import TopicReader
@@ -25,7 +27,6 @@ from marketstream.spark.combine import combine
 from marketstream.spark.partition_state import BookPart, DeadLetterRef
 
 log = logging.getLogger("marketstream.spark.output")
-
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,60 @@ def collect(rows: Iterable[dict]) -> tuple[list[BookPart], list[DeadLetterRef]]:
             dead.extend(DeadLetterRef(p, o, r, c, v) for p, o, r, c, v in zip(
                 row["partitions"], row["offsets"], row["reasons"], row["codes"], row["values"]))
     return parts, dead
+
+
+def batch_figures(rows: Iterable[dict]) -> dict[str, Any]:
+    """What a batch publishes, from the state partitions' rows (``collect``'s input): the
+    ``metrics.BATCH_FIGURES`` of the batch's metrics message. Counted here, on the rows the
+    driver collects anyway, not by an ``observe`` on the stateful stage, which generates
+    its aggregation's code in every task of every batch."""
+    snapshots = recovered = dead_letters = events = 0
+    seconds, open_orders, gap_first, gap_last = [], [], [], []
+    by_code: Counter[str] = Counter()
+    for row in rows:
+        kind = row["kind"]
+        if kind == "part" and row["state_partition"] == 0:  # every partition has a part of each second
+            snapshots += 1
+            recovered += bool(row["recovered"])
+        elif kind == "dead":
+            dead_letters += len(row["codes"])
+            by_code.update(row["codes"])
+        elif kind == "info":
+            events += json.loads(row["stats"]).get("events", 0)
+            for values, name in ((seconds, "second"), (open_orders, "open_orders"), (gap_first, "gap_first"),
+                                 (gap_last, "gap_last")):
+                if row[name] is not None:
+                    values.append(row[name])
+    return {
+        "snapshots": snapshots, "recovered": recovered,
+        "last_second": max(seconds, default=None), "open_orders": sum(open_orders) if open_orders else None,
+        "dead_letters": dead_letters, "dead_letters_by_code": dict(sorted(by_code.items())),
+        "gap_first": min(gap_first, default=None), "gap_last": max(gap_last, default=None),
+        "events_applied": events,
+    }
+
+
+class FiguresByBatch:
+    """The publisher's ``batch_figures`` until the query listener takes them with the
+    batch's progress (both run in the driver's Python process, on different threads). A
+    batch whose progress never comes (the query stopped) leaves its figures behind: the
+    oldest go beyond ``capacity``."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._figures: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, batch_id: int, figures: dict[str, Any]) -> None:
+        with self._lock:
+            self._figures[batch_id] = figures
+            self._figures.move_to_end(batch_id)
+            while len(self._figures) > self.capacity:
+                self._figures.popitem(last=False)
+
+    def take(self, batch_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            return self._figures.pop(batch_id, None)
 
 
 @dataclass

@@ -15,17 +15,16 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from marketstream.orderbook.events import ReasonCode
 from marketstream.settings import Settings
 from marketstream.spark.config import QUERY_NAME, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
-from marketstream.spark.output import OutputConfig
+from marketstream.spark.output import FiguresByBatch, OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
 from marketstream.spark.shuffle_hash import state_partition_labels
 from marketstream.spark.state_server import server_key
 from marketstream.spark.sink import Publisher
-from marketstream.spark.transforms import observe, order_state, parse_events
+from marketstream.spark.transforms import order_state, parse_events
 
 log = logging.getLogger("marketstream.spark.job")
 
@@ -125,9 +124,8 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
 def order_book(routed: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
     """Routed order events -> each state partition's parts of the book, dead letters and
     batch figures (what the sink publishes)."""
-    parts = order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
-                        server_key=server_key(str(settings.spark_checkpoint_dir)), log_dir=str(settings.spark_index_dir))
-    return observe(parts, [str(code) for code in ReasonCode])
+    return order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
+                       server_key=server_key(str(settings.spark_checkpoint_dir)), log_dir=str(settings.spark_index_dir))
 
 
 def serve_job_metrics(settings: Settings):
@@ -149,11 +147,13 @@ def start_query(spark: SparkSession, settings: Settings):
     connector = choose_connector(spark, settings)
     log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
+    figures = FiguresByBatch()  # the publisher's count of each batch, for the listener's message
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
-                                              serve_job_metrics(settings)))
+                                              serve_job_metrics(settings), figures))
     labels = state_partition_labels(settings.orderbook_state_partitions)
     parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
-    publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES)
+    publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES,
+                          figures)
     return (
         parts.writeStream.foreachBatch(publisher)
         .queryName(QUERY_NAME)

@@ -23,15 +23,12 @@ def test_metrics_message_from_progress():
             "endOffset": json.dumps({"0": 110, "1": 220, "tick": 6}),
             "latestOffset": json.dumps({"0": 150, "1": 220}),
         }],
-        # What the job observes on its output and its batch (Dataset.observe).
-        "observedMetrics": {
-            "orderbook": {"snapshots": 3, "recovered": 2, "dead_letters": 4, "open_orders": 4174,
-                          "last_second": 1795334400, "dead_letters_bad_json": 3, "dead_letters_symbol_limit": 1,
-                          "dead_letters_too_deep": 0},
-            "orderbook_batch": {"gap_first": 1795330000, "gap_last": 1795330799, "events_applied": 290},
-        },
     }
-    metrics = metrics_from_progress(progress)
+    # What the batch published, as the job's publisher counts it.
+    published = {"snapshots": 3, "recovered": 2, "dead_letters": 4, "open_orders": 4174, "last_second": 1795334400,
+                 "dead_letters_by_code": {"bad_json": 3, "symbol_limit": 1, "too_deep": 0},
+                 "gap_first": 1795330000, "gap_last": 1795330799, "events_applied": 290}
+    metrics = metrics_from_progress(progress, published=published)
     assert metrics == {
         "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_events": 300,
         "input_events_per_second": 300.0, "processed_events_per_second": 600.0, "batch_duration_ms": 480,

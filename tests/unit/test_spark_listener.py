@@ -1,13 +1,17 @@
 """The job's query listener: what it publishes for a batch's progress, taken as the JVM's
 JSON text through its py4j bridge (that Spark calls the bridge is for the integration tests:
-the job's metrics endpoint and metrics topic are fed by it)."""
+the job's metrics endpoint and metrics topic are fed by it), with what the batch published
+as the publisher counted it on the state partitions' rows."""
 
 from __future__ import annotations
 
 import json
 
-from marketstream.orderbook.metrics import OBSERVED_OUTPUT
+from marketstream.orderbook.metrics import BATCH_FIGURES
 from marketstream.spark.listener import MetricsListener, _ProgressAsJson
+from marketstream.spark.output import FiguresByBatch, batch_figures
+from marketstream.spark.partition_state import BookPart, DeadLetterRef, PartitionOutput
+from marketstream.spark.processor import output_rows
 
 PROGRESS = {
     "id": "8f1c0b52-8d2b-4a43-9d0c-0d6f0a3c9a11", "runId": "0b8e6c8e-3f0e-4d8e-9c55-7d1f1c2a9b20",
@@ -18,9 +22,9 @@ PROGRESS = {
     "sources": [{"startOffset": {"0": 10, "1": 20, "tick": 5}, "endOffset": {"0": 110, "1": 120, "tick": 6},
                  "latestOffset": {"0": 110, "1": 125}}],
     "sink": {"description": "ForeachBatchSink"},
-    "observedMetrics": {OBSERVED_OUTPUT: {"snapshots": 1, "recovered": 0, "dead_letters": 2,
-                                         "dead_letters_invalid_json": 2, "events_applied": 198}},
 }
+FIGURES = {"snapshots": 1, "recovered": 0, "dead_letters": 2, "dead_letters_by_code": {"invalid_json": 2},
+           "events_applied": 198}
 
 
 class _JavaProgress:
@@ -48,8 +52,9 @@ def _listener() -> tuple[MetricsListener, list[dict]]:
     return listener, sent
 
 
-def test_the_bridge_publishes_a_batch_from_its_json_progress():
+def test_the_bridge_publishes_a_batch_from_its_json_progress_and_the_publishers_figures():
     listener, sent = _listener()
+    listener.figures.put(41, FIGURES)
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
     [metrics] = sent
     assert metrics["batch_id"] == 41
@@ -58,6 +63,51 @@ def test_the_bridge_publishes_a_batch_from_its_json_progress():
     assert metrics["state_rows"] == 7
     assert metrics["snapshots"] == 1
     assert metrics["dead_letters"] == 2
+    assert metrics["dead_letters_by_code"] == {"invalid_json": 2}
+    assert metrics["events_applied"] == 198
+
+
+def test_a_batch_without_figures_published_nothing_and_figures_are_taken_once():
+    listener, sent = _listener()
+    listener.figures.put(41, FIGURES)
+    _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
+    _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))  # e.g. a second progress for the batch
+    _ProgressAsJson(listener).onQueryProgress(_JavaEvent({**PROGRESS, "batchId": 42}))
+    assert [(m["batch_id"], m["snapshots"], m["events_applied"], m["last_second"]) for m in sent] == [
+        (41, 1, 198, None), (41, 0, 0, None), (42, 0, 0, None)]
+
+
+def test_figures_left_behind_are_bounded():
+    figures = FiguresByBatch(capacity=3)
+    for batch_id in range(10):
+        figures.put(batch_id, {"snapshots": batch_id})
+    assert [figures.take(b) for b in (6, 7, 8, 9)] == [None, {"snapshots": 7}, {"snapshots": 8}, {"snapshots": 9}]
+
+
+def _part(second: int, recovered: bool = False, open_orders: int = 5) -> BookPart:
+    return BookPart(second, second - 100, recovered, {0: 7}, open_orders, [("BTC-USD", 0, 100, 3)])
+
+
+def test_batch_figures_count_what_the_state_partitions_rows_publish():
+    dead = [DeadLetterRef(0, 3, "bad", "invalid_json", b"x"), DeadLetterRef(1, 4, "deep", "too_deep"),
+            DeadLetterRef(0, 5, "bad", "invalid_json", b"y")]
+    partition0 = PartitionOutput([_part(1000, recovered=True), _part(1001)], dead[:2], (900, 950), {"events": 40})
+    partition1 = PartitionOutput([_part(1000, open_orders=7), _part(1001, open_orders=8)], dead[2:], None,
+                                 {"events": 60})
+    rows = [row.asDict() for index, out in enumerate((partition0, partition1)) for row in output_rows(index, out)]
+    figures = batch_figures(rows)
+    assert set(figures) == set(BATCH_FIGURES)
+    # One snapshot per second whatever the number of partitions; open orders of the newest second summed.
+    assert figures == {"snapshots": 2, "recovered": 1, "last_second": 1001, "open_orders": 5 + 8,
+                       "dead_letters": 3, "dead_letters_by_code": {"invalid_json": 2, "too_deep": 1},
+                       "gap_first": 900, "gap_last": 950, "events_applied": 100}
+
+
+def test_batch_figures_of_a_batch_that_published_nothing():
+    rows = [row.asDict() for row in output_rows(0, PartitionOutput([], [], None, {"events": 0}))]
+    assert batch_figures(rows) == {"snapshots": 0, "recovered": 0, "last_second": None, "open_orders": None,
+                                   "dead_letters": 0, "dead_letters_by_code": {}, "gap_first": None, "gap_last": None,
+                                   "events_applied": 0}
 
 
 def test_another_querys_progress_is_not_published():
