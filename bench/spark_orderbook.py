@@ -469,7 +469,9 @@ def phase_backlog(args, results):
             rate = total / (caught - began)
             out[name] = {"events": total, "seconds": round(caught - began, 1),
                          "events_per_s": round(rate), "batches": len(batches),
-                         "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50)}
+                         "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50),
+                         # in order: the first batches carry the new JVM's warm-up (JIT)
+                         "batch_ms": [m["batch_duration_ms"] for m in batches]}
             print(f"backlog {name}:", json.dumps(out[name]), flush=True)
         finally:
             stack.close()
