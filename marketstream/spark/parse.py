@@ -11,7 +11,8 @@ Output rows (``ROUTED_SCHEMA``), each for one state partition (``key``, the grou
 - ``dead``: records that break the input contract, with reason, code and original bytes;
 - ``runs`` (to every state partition): per Kafka partition, where each run of records
   with the same batch-local running-maximum second ends (the snapshot clock's input);
-- ``heartbeat`` (to every state partition): the source's progress.
+- ``heartbeat`` (to every state partition): the source's progress (``values``) and the
+  batch's tick, the second the source took its offsets (``offsets``).
 Every state partition gets the broadcast rows, so all of them see the same clock input.
 """
 
@@ -46,6 +47,7 @@ class Routed:
     dead: dict[int, dict[str, list]] = field(default_factory=dict)
     runs: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # kafka part -> [(lmax, end)]
     heartbeat: bytes | None = None
+    tick: int | None = None
 
 
 def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], partitions: int,
@@ -56,7 +58,7 @@ def route(rows: Iterable[tuple[int, list[int], list[int], list[bytes | None]]], 
     lmax: dict[int, int] = {}
     for partition, offsets, timestamps, values in rows:
         if partition == HEARTBEAT_PARTITION:
-            out.heartbeat = values[0]
+            out.heartbeat, out.tick = values[0], offsets[0] if offsets else None
             continue
         runs = out.runs.setdefault(partition, [])
         groups = [out.events.setdefault((target, partition), {c: [] for c in _EVENT_COLUMNS})
@@ -106,7 +108,8 @@ def pack(routed: Routed, partitions: int) -> Iterator[dict]:
         for partition, runs in sorted(routed.runs.items()):
             yield _row(target, RUNS, partition, lmax=[r[0] for r in runs], offsets=[r[1] for r in runs])
         if routed.heartbeat is not None:
-            yield _row(target, HEARTBEAT, HEARTBEAT_PARTITION, values=[routed.heartbeat])
+            yield _row(target, HEARTBEAT, HEARTBEAT_PARTITION, values=[routed.heartbeat],
+                       offsets=[routed.tick] if routed.tick is not None else [])
 
 
 ROUTED_COLUMNS = ("target", "kind", "partition", "partitions_of", "offsets", "lmax", "order_ids", "opens", "symbols",

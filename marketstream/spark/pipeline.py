@@ -21,6 +21,7 @@ from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import FiguresByBatch, OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
+from marketstream.spark.processor import STATE_LAYOUT, time_mode
 from marketstream.spark.shuffle_hash import state_partition_labels
 from marketstream.spark.state_server import server_key
 from marketstream.spark.sink import Publisher
@@ -75,6 +76,36 @@ def check_state_partitions(settings: Settings) -> None:
             f"the checkpoint {settings.spark_checkpoint_dir} was made with {made_with} state partitions, "
             f"ORDERBOOK_STATE_PARTITIONS is {settings.orderbook_state_partitions}: set it back to {made_with}, or "
             "start with a new checkpoint (the job then replays the input topic from its start)")
+
+
+class StateLayoutChanged(RuntimeError):
+    """The checkpoint keeps the book's state in a layout this release cannot read."""
+
+
+def state_layout_file(checkpoint_dir: Path) -> Path:
+    return Path(checkpoint_dir) / "orderbook-state-layout.json"
+
+
+def check_state_layout(checkpoint_dir: Path, connector: str) -> None:
+    """Stops a start on a checkpoint whose state was written in another layout (or time
+    mode): Spark would read it as far as the schemas allow, a partition without its
+    bookkeeping would start over, and the book would be wrong. A new checkpoint gets the
+    layout recorded before its first batch."""
+    wanted = {"state_layout": STATE_LAYOUT, "time_mode": time_mode(connector == "jvm")}
+    path = state_layout_file(checkpoint_dir)
+    if path.exists():
+        recorded = json.loads(path.read_text())
+    elif any((Path(checkpoint_dir) / "offsets").glob("[0-9]*")):
+        recorded = {"state_layout": 1, "time_mode": "ProcessingTime"}  # written before the layout was recorded
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted) + "\n")
+        return
+    if recorded != wanted:
+        raise StateLayoutChanged(
+            f"the checkpoint {checkpoint_dir} holds the order book's state as {recorded}, this job (the {connector} "
+            f"Kafka connector) keeps it as {wanted}: start with a new checkpoint (remove the directory or set "
+            "SPARK_CHECKPOINT_DIR to a new one; the job then replays the input topic from its start)")
 
 
 def partition_config(settings: Settings) -> PartitionConfig:
@@ -145,6 +176,7 @@ def serve_job_metrics(settings: Settings):
 def start_query(spark: SparkSession, settings: Settings):
     check_state_partitions(settings)
     connector = choose_connector(spark, settings)
+    check_state_layout(settings.spark_checkpoint_dir, connector)
     log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     figures = FiguresByBatch()  # the publisher's count of each batch, for the listener's message

@@ -2,11 +2,18 @@
 order book: a thin adapter from Spark's rows and state to the partition's state server
 (``state_server``), which does the work (``partition_state``) on its working copy.
 
-State per grouping key (one key per state partition):
-- ``meta`` (a value): the partition's bookkeeping as JSON text (``partition_state.Meta``);
-- ``journal`` (a map): journal entries at their sequence number (>= 0), segment snapshots
-  at ``-1 - segment``.
+State per grouping key (one key per state partition), layout ``STATE_LAYOUT``: one map,
+``journal``, with journal entries at their sequence number (>= 0), segment snapshots at
+``-1 - segment`` and the partition's bookkeeping (``partition_state.Meta``, JSON text) at
+``META_KEY``. One state variable, not a value next to the map: Spark's Python state API
+builds a variable's encoders (analysis, code generation) in every task, tens of ms each.
 Every state call is a round trip to the JVM; a batch makes a handful, whatever its size.
+
+Time mode: "None" when the input has the Python source's heartbeat (every state partition
+gets it in every batch, and its tick is the batch's second, in the offset log); the JVM
+connector has no heartbeat, so "ProcessingTime" with a timer that calls each partition in
+every batch (``timers``). Processing-time mode costs every task two more round trips and
+an expired-timer query.
 
 Output rows (``PART_SCHEMA``), combined on the driver (``output``): ``part`` (one published second,
 this partition's best levels as column arrays), ``dead`` (dead letters, packed) and
@@ -24,7 +31,7 @@ from pyspark.sql.types import (
     ArrayType, BinaryType, BooleanType, IntegerType, LongType, StringType, StructField, StructType,
 )
 
-from marketstream.spark.parse import ROUTED_COLUMNS
+from marketstream.spark.parse import HEARTBEAT, ROUTED_COLUMNS
 from marketstream.spark.partition_state import PartitionConfig, PartitionOutput
 from marketstream.spark.state_server import StateServerClient, run_batch, socket_path
 
@@ -47,25 +54,35 @@ PART_SCHEMA = StructType([
 ])
 _FIELDS = [f.name for f in PART_SCHEMA.fields]
 
+# The state's layout: a checkpoint made with another one cannot be read (``pipeline``
+# checks before the query starts). 1: a ``meta`` value next to the ``journal`` map, time
+# mode "ProcessingTime" for every connector.
+STATE_LAYOUT = 2
+META_KEY = -(2**63)  # below every segment's key
+_META_TOKEN = "meta"
+
 # Schemas as StructTypes, not DDL strings: the client would ask the JVM to parse a string
 # in every batch.
-_META = StructType([StructField("text", StringType())])
 _JOURNAL_KEY = StructType([StructField("seq", LongType())])
 _JOURNAL_VALUE = StructType([StructField("token", StringType()), StructField("data", StringType())])
 
 
-class _SparkState:
-    """``partition_state.StateBackend`` over the processor's state variables."""
+def time_mode(timers: bool) -> str:
+    return "ProcessingTime" if timers else "None"
 
-    def __init__(self, meta, journal):
-        self.meta, self.journal = meta, journal
+
+class _SparkState:
+    """``partition_state.StateBackend`` over the processor's state variable."""
+
+    def __init__(self, journal):
+        self.journal = journal
 
     def meta_get(self):
-        row = self.meta.get()
-        return row[0] if row is not None else None
+        value = self.journal.getValue((META_KEY,))
+        return value[1] if value is not None else None
 
     def meta_put(self, text):
-        self.meta.update((text,))
+        self.journal.updateValue((META_KEY,), (_META_TOKEN, text))
 
     def journal_get(self, seq):
         value = self.journal.getValue((seq,))
@@ -78,7 +95,8 @@ class _SparkState:
         self.journal.removeKey((seq,))
 
     def chunks(self):
-        return ((-1 - key[0], int(value[0]), value[1]) for key, value in self.journal.iterator() if key[0] < 0)
+        return ((-1 - key[0], int(value[0]), value[1]) for key, value in self.journal.iterator()
+                if META_KEY < key[0] < 0)
 
     def chunk_put(self, segment, version, text):
         self.journal.updateValue((-1 - segment,), (str(version), text))
@@ -109,7 +127,8 @@ def output_rows(index: int, out: PartitionOutput) -> Iterator[Row]:
 class OrderStateProcessor(StatefulProcessor):
     """``labels``: the grouping-key value of each state partition (index -> label);
     ``timers``: keep a timer for the next batch (the JVM connector, which sends no
-    heartbeat row, would otherwise leave partitions without input uncalled);
+    heartbeat row, would otherwise leave partitions without input uncalled; the query's
+    time mode is then ``time_mode(True)``);
     ``server_key`` and ``log_dir``: where the partitions' state servers listen and log."""
 
     def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, server_key: str, log_dir: str):
@@ -119,13 +138,12 @@ class OrderStateProcessor(StatefulProcessor):
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
-        self.state = _SparkState(handle.getValueState("meta", _META), handle.getMapState("journal", _JOURNAL_KEY,
-                                                                                         _JOURNAL_VALUE))
+        self.state = _SparkState(handle.getMapState("journal", _JOURNAL_KEY, _JOURNAL_VALUE))
 
     def handleInputRows(self, key, rows, timerValues) -> Iterator[Row]:
         index = self.index_of[int(key[0])]
         routed = [{name: row[name] for name in ROUTED_COLUMNS} for row in rows]
-        yield from self._run(index, routed, timerValues.getCurrentProcessingTimeInMs())
+        yield from self._run(index, routed, batch_time_ms(routed, timerValues.getCurrentProcessingTimeInMs()))
 
     def handleExpiredTimer(self, key, timerValues, expiredTimerInfo) -> Iterator[Row]:
         # In a batch where the partition also had input, the input call published
@@ -147,6 +165,18 @@ class OrderStateProcessor(StatefulProcessor):
 
     def close(self) -> None:
         pass
+
+
+def batch_time_ms(routed: list[dict], processing_time_ms: int) -> int:
+    """The batch's processing time: the heartbeat's tick (the second the Python source took
+    the batch's offsets, kept in the offset log: the same in every replay) when there is
+    one, else Spark's (the JVM connector; -1 in time mode "None")."""
+    for row in routed:
+        if row["kind"] == HEARTBEAT and row["offsets"]:
+            return row["offsets"][0] * 1000
+    if processing_time_ms < 0:
+        raise ValueError("a batch without the Python source's heartbeat in time mode \"None\": no batch time")
+    return processing_time_ms
 
 
 # One client per state server, per Python worker process (a worker runs many tasks).

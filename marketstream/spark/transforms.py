@@ -17,7 +17,7 @@ from typing import Iterator
 from pyspark.sql import DataFrame
 
 from marketstream.spark.partition_state import PartitionConfig
-from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor
+from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor, time_mode
 from marketstream.spark.routed import ROUTED_SCHEMA
 
 
@@ -44,7 +44,7 @@ def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], t
                 log_dir: str) -> DataFrame:
     """Routed rows -> each state partition's parts, dead letters and batch info."""
     return routed.groupBy("target").transformWithState(
-        OrderStateProcessor(config, labels, timers, server_key, log_dir), PART_SCHEMA, "Append", "ProcessingTime")
+        OrderStateProcessor(config, labels, timers, server_key, log_dir), PART_SCHEMA, "Append", time_mode(timers))
 
 
 __all__ = ["ROUTED_SCHEMA", "order_state", "parse_events"]
