@@ -86,11 +86,11 @@ class Settings(BaseSettings):
     # The driver JVM's class-data-sharing archive (``make install`` builds it with
     # ``python -m marketstream.spark.class_archive``; the job uses it when the file exists).
     spark_class_archive: Path = PROJECT_ROOT / "var" / "spark" / "orderbook-classes.jsa"
-    # Extra flags for the job's JVMs (driver and executors). ``-XX:TieredStopAtLevel=1``
-    # (C1 only) halves the JVM's CPU at seed load and in a backlog drain, where C2 spends
-    # a fifth of two cores compiling Spark's code, but cost the 50,000 events/s step in an
-    # earlier run: the tiered JIT stays the default (bench/REPORT-spark.md).
-    spark_jvm_options: str = Field("", pattern=r"^\s*(-\S+\s*)*$")
+    # Extra flags for the job's JVMs (driver and executors). By default the JIT stops at
+    # C1: C2 spends a fifth of two cores compiling Spark's code in a backlog drain and ~0.5
+    # core for minutes after a start, and its code was not faster at any measured rate
+    # (interleaved runs up to 60,000 events/s, bench/REPORT-spark.md). "": the tiered JIT.
+    spark_jvm_options: str = Field("-XX:TieredStopAtLevel=1", pattern=r"^\s*(-\S+\s*)*$")
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())
 
