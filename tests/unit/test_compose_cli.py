@@ -105,6 +105,7 @@ def test_compose_accepts_the_file_with_a_generated_env(resolved, generated_env):
     assert airflow["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
     assert airflow["AIRFLOW__API__SECRET_KEY"] == secrets["AIRFLOW_API_SECRET_KEY"]
     assert f":{secrets['POSTGRES_PASSWORD']}@postgres:5432/airflow" in airflow["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert airflow["SPARK_JVM_OPTIONS"] == "-XX:TieredStopAtLevel=1"  # the settings' default, unless .env sets it
     for name in ("dashboard", "trade-loader", "airflow-scheduler"):
         url = resolved["services"][name]["environment"]["DATABASE_URL"]
         assert url == f"postgresql+psycopg://energy:{secrets['ENERGY_DB_PASSWORD']}@postgres:5432/energy", name
