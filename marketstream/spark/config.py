@@ -75,6 +75,12 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.sql.streaming.metricsEnabled": "true",
         "spark.metrics.namespace": "orderbook",
         "spark.python.worker.reuse": "true",
+        # Spark keeps a pool of Python workers per distinct worker environment, and the
+        # read stage's runner adds SPARK_SIMPLIFIED_TRACEBACK where transformWithState's
+        # does not: two daemons, four workers on two cores, the second pair started in
+        # every job's first batch. Without it both stages share one pool (a Python
+        # error's traceback then also shows pyspark's own frames).
+        "spark.sql.execution.pyspark.udf.simplifiedTraceback.enabled": "false",
         "spark.pyspark.python": settings.spark_python,
         "spark.pyspark.driver.python": settings.spark_python,
         "spark.driver.extraJavaOptions": driver_java_options(settings, dump_classes_to),
