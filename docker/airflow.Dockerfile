@@ -15,7 +15,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-${TARGETARCH}
 
-COPY --chown=airflow:0 pyproject.toml constraints.txt README.md /opt/marketstream/
+COPY --chown=airflow:0 pyproject.toml constraints.txt README.md sitecustomize.py /opt/marketstream/
 COPY --chown=airflow:0 marketstream /opt/marketstream/marketstream
 COPY --chown=airflow:0 producer /opt/marketstream/producer
 COPY --chown=airflow:0 dashboard /opt/marketstream/dashboard

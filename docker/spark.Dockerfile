@@ -13,7 +13,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/marketstream
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md sitecustomize.py ./
 COPY marketstream ./marketstream
 COPY producer ./producer
 COPY dashboard ./dashboard
@@ -29,8 +29,11 @@ RUN pip install --no-cache-dir -c constraints.txt -e . \
  && SPARK_VERSION=$SPARK_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
     COMMONS_POOL2_VERSION=$COMMONS_POOL2_VERSION fetch-kafka-jars.sh
 
+# PYTHONPATH: the project root's sitecustomize runs in the Python processes Spark starts
+# (it puts the installed pyspark before Spark's zip of it; see sitecustomize.py).
 ENV SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
     PYSPARK_PYTHON=python \
+    PYTHONPATH=/opt/marketstream \
     PYTHONUNBUFFERED=1
 ENV PATH="${SPARK_HOME}/bin:${SPARK_HOME}/sbin:${PATH}"
 RUN mkdir -p /opt/marketstream/var /opt/marketstream/exports

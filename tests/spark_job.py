@@ -46,6 +46,22 @@ class Job:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
 
+    def python_processes(self) -> list[tuple]:
+        """The job's Python processes as ``(psutil.Process, argv)``: the driver, the
+        data-source and state processes Spark starts, its worker daemons and what they
+        forked (one that ends while being listed is left out)."""
+        import psutil
+
+        found = []
+        for process in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                argv = process.cmdline()
+            except psutil.Error:
+                continue
+            if argv and "python" in os.path.basename(argv[0]):
+                found.append((process, argv))
+        return found
+
     def assert_alive(self):
         assert self.process.poll() is None, f"job exited with {self.process.returncode}; log: {self.log_path}"
 

@@ -124,6 +124,30 @@ def test_official_csv_through_the_emulator_equals_core_replay(settings, job):
     assert levels[17].side == "sell_9" and levels[17].cum_sum == Decimal("39456449.65")
 
 
+def test_the_python_workers_are_one_pool_importing_the_installed_pyspark(settings, job):
+    """Both stages of a batch (the Kafka read and the state partitions) run in the workers
+    of one pyspark daemon, and the interpreter Spark starts them with (its pyspark.zip
+    first on PYTHONPATH) imports pyspark from the installed package, whose bytecode is
+    compiled, not from the zip (``sitecustomize``)."""
+    def worker_daemons():
+        job.assert_alive()
+        pool = {p.pid: p for p, argv in job.python_processes() if argv[1:] == ["-m", "pyspark.daemon", "pyspark.worker"]}
+        return [p for p in pool.values() if p.ppid() not in pool]  # the workers are forks: the same argv
+
+    daemons = wait_for(worker_daemons, 60, what="the job's Python worker daemon")
+    assert len(daemons) == 1, [p.cmdline() for p in daemons]
+    workers = daemons[0].children()  # forked: the same argv
+    assert 1 <= len(workers) <= 2  # local[2]: one worker a task slot, whichever stage it runs
+
+    environment = daemons[0].environ()
+    assert environment["PYTHONPATH"].split(os.pathsep)[0].endswith("pyspark.zip")  # how Spark starts them
+    imported = subprocess.run(
+        [daemons[0].cmdline()[0], "-c", "import pyspark, py4j; print(pyspark.__file__); print(py4j.__file__)"],
+        env=environment, cwd=daemons[0].cwd(), capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()
+    assert all(".zip" not in path and os.path.isfile(path) for path in imported), imported
+
+
 def test_idle_input_still_gives_one_unchanged_snapshot_per_second(settings, job):
     wait_for_offsets(settings, job, 7826, timeout_s=150)
     time.sleep(2)  # past any batch still running

@@ -239,6 +239,8 @@ def test_dockerfiles_and_mounted_files_exist(compose):
             sources = [p for p in line.split() if not p.startswith("--")][:-1]
             for source in sources:
                 assert (ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+        # Spark's Python processes run the project root's sitecustomize (PYTHONPATH).
+        assert "sitecustomize.py" in text and re.search(r"PYTHONPATH=/opt/marketstream\b", text), dockerfile
     airflow = (ROOT / "docker/airflow.Dockerfile").read_text()
     assert airflow.startswith("#") and "FROM apache/airflow:3.3.2-python3.11" in airflow
     assert "openjdk-17" in airflow and "fetch-kafka-jars.sh" in airflow
