@@ -131,7 +131,8 @@ def test_the_python_workers_are_one_pool_importing_the_installed_pyspark(setting
     compiled, not from the zip (``sitecustomize``)."""
     def worker_daemons():
         job.assert_alive()
-        pool = {p.pid: p for p, argv in job.python_processes() if argv[1:] == ["-m", "pyspark.daemon", "pyspark.worker"]}
+        pool = {p.pid: p for p, argv in job.python_processes()
+                if argv[1:] == ["-m", "pyspark.daemon", "pyspark.worker"]}
         return [p for p in pool.values() if p.ppid() not in pool]  # the workers are forks: the same argv
 
     daemons = wait_for(worker_daemons, 60, what="the job's Python worker daemon")
