@@ -47,19 +47,20 @@ class Job:
                 self.process.wait(timeout=10)
 
     def python_processes(self) -> list[tuple]:
-        """The job's Python processes as ``(psutil.Process, argv)``: the driver, the
-        data-source and state processes Spark starts, its worker daemons and what they
-        forked (one that ends while being listed is left out)."""
+        """The job's Python processes as ``(psutil.Process, parent pid, argv)``: the driver,
+        the data-source and state processes Spark starts, its worker daemons and what they
+        forked (the daemons start process groups of their own, so they are found through the
+        process tree; one that ends while being listed is left out)."""
         import psutil
 
         found = []
         for process in psutil.Process(self.process.pid).children(recursive=True):
             try:
-                argv = process.cmdline()
+                parent, argv = process.ppid(), process.cmdline()
             except psutil.Error:
                 continue
             if argv and "python" in os.path.basename(argv[0]):
-                found.append((process, argv))
+                found.append((process, parent, argv))
         return found
 
     def assert_alive(self):

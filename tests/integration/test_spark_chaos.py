@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -77,20 +76,10 @@ class Load(threading.Thread):
 
 
 def python_workers(job: Job) -> list[int]:
-    """PIDs of the job's Python workers: the processes its pyspark daemons forked (the
-    daemons start their own process groups, so they are found through the process tree)."""
-    rows = [line.split(None, 2) for line in subprocess.run(
-        ["ps", "-o", "pid=,ppid=,args=", "-ax"], capture_output=True, text=True).stdout.splitlines()]
-    children: dict[int, list[int]] = {}
-    for pid, ppid, _args in rows:
-        children.setdefault(int(ppid), []).append(int(pid))
-    tree, todo = set(), [job.process.pid]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo += children.get(pid, [])
-    daemons = {int(pid) for pid, _ppid, args in rows if int(pid) in tree and "-m pyspark.daemon" in args}
-    return [int(pid) for pid, ppid, _args in rows if int(ppid) in daemons]
+    """PIDs of the job's Python workers: the processes its pyspark daemons forked."""
+    processes = job.python_processes()
+    daemons = {process.pid for process, _parent, argv in processes if argv[1:3] == ["-m", "pyspark.daemon"]}
+    return [process.pid for process, parent, _argv in processes if parent in daemons]
 
 
 def test_kill9_at_random_moments_leaves_one_exact_snapshot_for_every_second(settings):

@@ -131,13 +131,13 @@ def test_the_python_workers_are_one_pool_importing_the_installed_pyspark(setting
     compiled, not from the zip (``sitecustomize``)."""
     def worker_daemons():
         job.assert_alive()
-        pool = {p.pid: p for p, argv in job.python_processes()
+        pool = {p.pid: (p, parent) for p, parent, argv in job.python_processes()
                 if argv[1:] == ["-m", "pyspark.daemon", "pyspark.worker"]}
-        return [p for p in pool.values() if p.ppid() not in pool]  # the workers are forks: the same argv
+        return [p for p, parent in pool.values() if parent not in pool]  # its workers are forks: the same argv
 
     daemons = wait_for(worker_daemons, 60, what="the job's Python worker daemon")
     assert len(daemons) == 1, [p.cmdline() for p in daemons]
-    workers = daemons[0].children()  # forked: the same argv
+    workers = daemons[0].children()  # the state servers are the workers' children
     assert 1 <= len(workers) <= 2  # local[2]: one worker a task slot, whichever stage it runs
 
     environment = daemons[0].environ()

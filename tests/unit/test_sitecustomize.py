@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import py4j
 import pyspark
 
 from sitecustomize import prefer_installed_pyspark
@@ -64,4 +65,4 @@ def test_an_interpreter_started_as_spark_starts_it_imports_the_installed_pyspark
         [sys.executable, "-c", "import pyspark.worker, py4j; print(pyspark.worker.__file__); print(py4j.__file__)"],
         env=env, cwd="/", capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()
-    assert printed == [str(Path(pyspark.__file__).parent / "worker.py"), str(Path(sys.modules["py4j"].__file__))]
+    assert printed == [str(Path(pyspark.__file__).parent / "worker.py"), py4j.__file__]
