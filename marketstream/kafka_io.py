@@ -2,13 +2,15 @@
 
 Reads use explicit partition assignment (no consumer group) and decide "end of data"
 from the high watermark of fetch responses: Tansu's ListOffsets (``end_offsets``) is
-wrong after batched produces, the fetch high watermark is right. ``read_partition`` is
+wrong after batched produces, the fetch high watermark is right. ``partition_chunks`` is
 the one loop that reads a partition's offset range; everything else builds on it.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import operator
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,10 +155,11 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     return marks
 
 
-def partition_messages(consumer, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0):
-    """The kafka-python messages of ``topic[partition]`` at offsets ``[start, end)``, in
-    offset order: the one read loop every reader uses (``read_partition`` wraps each in a
-    ``Record``; the Spark source takes the messages as they are, at 100,000 a second).
+def partition_chunks(consumer, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0,
+                     offset_of: Callable = operator.attrgetter("offset")):
+    """The messages of ``topic[partition]`` at offsets ``[start, end)`` as the lists one
+    poll each gives, in offset order: the one read loop every reader uses. ``offset_of``
+    gets a message's offset (``kafka_lean``'s consumer gives tuples, offset first).
 
     Stops at ``end`` even when a fetch returns records beyond it (data published since
     ``end`` was taken) and skips records before ``start`` (a fetch can return the whole
@@ -177,22 +180,23 @@ def partition_messages(consumer, topic: str, partition: int, start: int, end: in
         # No more records than the range still needs: a fetch brings up to
         # max_partition_fetch_bytes, and kafka-python decodes every record a poll returns
         # (a batch that reads 16,000 of a backlog's records decoded 50,000: 2.4x the time).
-        for message in consumer.poll(timeout_ms=500, max_records=min(100_000, end - position)).get(tp, []):
-            if message.offset < position:
-                continue
-            if message.offset >= end:
-                position = end
-                break
-            position = message.offset + 1
+        polled = consumer.poll(timeout_ms=500, max_records=min(100_000, end - position)).get(tp, [])
+        first = bisect.bisect_left(polled, position, key=offset_of)
+        last = bisect.bisect_left(polled, end, lo=first, key=offset_of)
+        if last > first:
+            position = offset_of(polled[last - 1]) + 1
             deadline = time.monotonic() + timeout_s
-            yield message
+            yield polled[first:last] if first or last < len(polled) else polled
+        if last < len(polled):
+            position = end
 
 
 def read_partition(consumer, topic: str, partition: int, start: int, end: int,
                    timeout_s: float = 60.0) -> Iterator[Record]:
-    """The records of ``topic[partition]`` at offsets ``[start, end)`` (``partition_messages``)."""
-    for m in partition_messages(consumer, topic, partition, start, end, timeout_s):
-        yield Record(topic, partition, m.offset, m.timestamp, m.key, m.value, list(m.headers or []))
+    """The records of ``topic[partition]`` at offsets ``[start, end)`` (``partition_chunks``)."""
+    for chunk in partition_chunks(consumer, topic, partition, start, end, timeout_s):
+        for m in chunk:
+            yield Record(topic, partition, m.offset, m.timestamp, m.key, m.value, list(m.headers or []))
 
 
 # For a consumer that mostly probes single records (binary searches): one record a poll,

@@ -61,20 +61,24 @@ log = logging.getLogger("marketstream.spark.kafka")
 # kafka-python clients cached per worker process (Spark reuses Python workers across
 # batches): connecting costs tens of milliseconds per batch otherwise. A cache of
 # connections only; nothing here is state.
-_CONSUMERS: dict[str, object] = {}
+_CONSUMERS: dict[tuple[str, bool], object] = {}
 _PRODUCERS: dict[str, object] = {}
 
 
-def _consumer(bootstrap: str):
+def _consumer(bootstrap: str, lean: bool = False):
+    """``lean``: records as ``(offset, timestamp, value)`` tuples (``kafka_lean``), what the
+    read tasks take; else kafka-python's ``ConsumerRecord``\ s (keys, headers)."""
     from kafka import KafkaConsumer
 
-    consumer = _CONSUMERS.get(bootstrap)
+    from marketstream.kafka_lean import lean_consumer
+
+    consumer = _CONSUMERS.get((bootstrap, lean))
     if consumer is None:
-        consumer = KafkaConsumer(
+        consumer = (lean_consumer if lean else KafkaConsumer)(
             bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        _CONSUMERS[bootstrap] = consumer
+        _CONSUMERS[(bootstrap, lean)] = consumer
     return consumer
 
 
@@ -279,31 +283,25 @@ class KafkaStreamReader(DataSourceStreamReader):
                 for i, chunks in enumerate(split_ranges(ranges, self.read_tasks))]
 
     def read(self, split: KafkaSplit):
-        from marketstream.kafka_io import partition_messages
+        from marketstream.kafka_lean import read_columns
 
-        consumer = _consumer(self.bootstrap)
+        consumer = _consumer(self.bootstrap, lean=True)
+        heartbeat = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
+        records = ((partition, *read_columns(consumer, self.topic, partition, start, end, timeout_s=120.0))
+                   for partition, start, end in split.ranges)
         if self.route_to is not None:
             # Parse and route here, in the read task: one Python process and one trip
             # through the JVM less than a separate parse stage.
             from marketstream.spark.routed import routed_batch
 
-            rows = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
-            for partition, start, end in split.ranges:
-                offsets, timestamps, values = [], [], []
-                for m in partition_messages(consumer, self.topic, partition, start, end, timeout_s=120.0):
-                    offsets.append(m.offset)
-                    timestamps.append(m.timestamp)
-                    values.append(m.value)
-                rows.append((partition, offsets, timestamps, values))
-            batch = routed_batch(rows, self.route_to, self.topic)
+            batch = routed_batch(heartbeat + list(records), self.route_to, self.topic)
             if batch is not None:
                 yield batch
             return
-        if split.heartbeat is not None:
-            yield packed_row(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])
-        for partition, start, end in split.ranges:
-            messages = partition_messages(consumer, self.topic, partition, start, end, timeout_s=120.0)
-            yield from pack(partition, ((m.offset, m.timestamp, m.value) for m in messages))
+        for row in heartbeat:
+            yield packed_row(*row)
+        for partition, offsets, timestamps, values in records:
+            yield from pack(partition, zip(offsets, timestamps, values))
 
     def commit(self, end: dict) -> None:
         pass
