@@ -70,9 +70,10 @@ class Settings(BaseSettings):
     # unless told otherwise; a killed Python worker must cost a retry, not the stream.
     spark_master: str = "local[2,4]"
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
-    # A backlog batch has ~0.3 s of fixed costs: 200,000 events drained ~30 % faster than
-    # 50,000 (bench/REPORT-spark.md); one such batch takes ~3 s on two cores.
-    spark_max_events_per_batch: int = Field(200_000, ge=1)
+    # A backlog batch has fixed costs (two stages, state commits, the driver's publish):
+    # 400,000 events a batch drained a 2M backlog 1.37x as fast as 200,000, 600,000 not
+    # much faster again (bench/REPORT-spark.md); one such batch takes ~2.7 s on two cores.
+    spark_max_events_per_batch: int = Field(400_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
     # The book's state is split by order id over this many partitions (Spark's shuffle
