@@ -1,24 +1,26 @@
-"""A kafka-python consumer that hands out records as ``(offset, timestamp, value)``, for
-the order-book job's read tasks.
+"""A kafka-python consumer that hands out records as ``(offset, timestamp, value)``
+tuples, for the order-book job's read tasks.
 
 kafka-python turns every record into a ``DefaultRecord`` and then a 13-field
 ``ConsumerRecord`` (two deserializer calls, header sizes, a CRC call and a handful of
-property lookups a record): ~8.5 µs a record on this machine, the biggest single cost of
-the job's read tasks. The job needs three fields. ``lean_consumer`` makes a
-``KafkaConsumer`` whose fetcher decodes each record batch straight into ``LeanRecord``\\ s
-(~2 µs a record). Fetching, positions, batch CRC checks, decompression, control batches,
-errors and every other message format stay kafka-python's: only the loop over a v2 batch's
-records is ours, in ``decode_batch``.
+property lookups a record): 10-13 µs of CPU a record on this machine, the biggest single
+cost of the job's read tasks. The job needs three fields. ``lean_consumer`` makes a
+``KafkaConsumer`` whose fetcher decodes each v2 record batch straight into tuples: ~2 µs a
+record, the same reads end to end (``bench/REPORT-spark.md``). Fetching, positions,
+batch CRC checks, decompression, control batches, transactions and older formats stay
+kafka-python's: only the loop over a v2 batch's records is ours, in ``decode_batch``.
 
 It plugs into kafka-python's ``Fetcher.PartitionRecords`` (internal API of the pinned
 kafka-python, checked by ``tests/unit/test_kafka_lean.py`` against kafka-python's own
-decoding); where that class is not what it expects, the consumer stays a plain one.
+decoding and by ``tests/integration/test_kafka_lean_broker.py`` against its consumer);
+where that class is not there, the consumer stays a plain one.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
+
 from kafka.errors import CorruptRecordError
 from kafka.protocol.consumer import IsolationLevel
 
@@ -163,8 +165,13 @@ def _lean_partition_records(base: type) -> type:
                 if self.check_crcs and not batch.validate_crc():
                     raise CorruptRecordError(f"Record batch for partition {tp} at offset {batch.base_offset} "
                                              "failed crc check")
-                if batch.magic != 2:  # a message set from before Kafka 0.11
-                    decoded = [(record.offset, record.timestamp, record.value) for record in batch]
+                if batch.magic != 2:  # a message set from before Kafka 0.11: a CRC per record
+                    decoded = []
+                    for record in batch:
+                        if self.check_crcs and not record.validate_crc():
+                            raise CorruptRecordError(f"Record for partition {tp} at offset {record.offset} "
+                                                     "failed crc check")
+                        decoded.append((record.offset, record.timestamp, record.value))
                 elif batch.is_control_batch:  # transaction markers: not records
                     self.leader_epoch = batch.leader_epoch
                     self.next_fetch_offset = batch.next_offset

@@ -100,3 +100,40 @@ def test_a_fetcher_it_was_not_written_for_leaves_a_plain_consumer(monkeypatch):
     monkeypatch.setattr("kafka.KafkaConsumer", Consumer)
     consumer = lean_consumer(bootstrap_servers=["127.0.0.1:1"])
     assert isinstance(consumer, Consumer) and not is_lean(consumer)
+
+
+def test_the_fetchers_records_take_v2_and_older_message_sets():
+    """Through kafka-python's own ``PartitionRecords`` machinery (what ``poll`` calls):
+    a v2 batch, then message sets of magic 0 and 1 (older brokers' logs), from an offset
+    inside the first batch."""
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import Fetcher
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    from marketstream.kafka_lean import _lean_partition_records
+
+    raw = build([(1_000 + i, None, b"v2-%d" % i, []) for i in range(5)], base_offset=10)
+    for magic, base in ((0, 15), (1, 17)):
+        legacy = LegacyRecordBatchBuilder(magic=magic, compression_type=0, batch_size=1024 * 1024)
+        for i in range(2):
+            legacy.append(base + i, timestamp=2_000 + i if magic else None, key=None, value=b"m%d-%d" % (magic, i))
+        raw += bytes(legacy.build())
+    lean = _lean_partition_records(Fetcher.PartitionRecords)(12, TopicPartition("t", 0), MemoryRecords(raw))
+    taken = lean.take(3) + lean.take(100)
+    plain = Fetcher.PartitionRecords(12, TopicPartition("t", 0), MemoryRecords(raw)).take(100)
+    assert taken == [(r.offset, r.timestamp, r.value) for r in plain]
+    assert [offset for offset, _, _ in taken] == [12, 13, 14, 15, 16, 17, 18]
+    assert lean.next_fetch_offset == 19
+
+
+def test_a_batch_failing_its_crc_check_is_an_error_not_records():
+    from kafka import TopicPartition
+    from kafka.consumer.fetcher import Fetcher
+
+    from marketstream.kafka_lean import _lean_partition_records
+
+    raw = bytearray(build([(1_000, None, b"value-%d" % i, []) for i in range(3)]))
+    raw[-3] ^= 0xFF  # a byte of the last value
+    lean = _lean_partition_records(Fetcher.PartitionRecords)(0, TopicPartition("t", 0), MemoryRecords(bytes(raw)))
+    with pytest.raises(CorruptRecordError, match="crc"):
+        lean.take(10)
