@@ -293,11 +293,11 @@ class StatePartition:
         if have[0] < want[0] and self._chain_ok(have, meta):
             for seq in range(have[0] + 1, want[0] + 1):
                 token, text = state.journal_get(seq)
-                index.apply(seq, token, Changes.from_json(json.loads(text)))
+                index.apply(seq, token, Changes.from_text(text))
             return False
         log.info("state partition %d: rebuilding its working copy from the checkpointed state", self.index)
         versions = {seg: v for seg, v in enumerate(meta.chunk_versions)}
-        chunks = ((seg, Changes.from_json(json.loads(text))) for seg, _v, text in state.chunks())
+        chunks = ((seg, Changes.from_text(text)) for seg, _v, text in state.chunks())
         journal = ((seq, *self._entry(state, seq)) for seq in range(meta.journal_first, meta.journal_next))
         if index.segments != meta.segments:
             index.segments = meta.segments
@@ -307,7 +307,7 @@ class StatePartition:
     @staticmethod
     def _entry(state: StateBackend, seq: int) -> tuple[str, Changes]:
         token, text = state.journal_get(seq)
-        return token, Changes.from_json(json.loads(text))
+        return token, Changes.from_text(text)
 
     @staticmethod
     def _chain_ok(have: tuple[int, str], meta: Meta) -> bool:
@@ -501,7 +501,7 @@ class StatePartition:
         if not len(changes) and changes.expire_before is None:
             return meta.journal_next - 1
         seq, token = meta.journal_next, uuid.uuid4().hex
-        state.journal_put(seq, token, json.dumps(changes.to_json(), separators=(",", ":")))
+        state.journal_put(seq, token, changes.to_text())
         meta.journal_next, meta.last_token = seq + 1, token
         meta.tokens[seq] = token
         meta.rows = max(0, meta.rows + len(changes.opened) - len(changes.closed) + len(changes.tombs))
@@ -547,7 +547,7 @@ class StatePartition:
             tombs.update(tombs_by.get(seg, {}))
             chunk = Changes({i: (seg, o) for i, o in orders.items()}, {}, {i: (seg, t) for i, t in tombs.items()},
                             None, {})
-            state.chunk_put(seg, seq, json.dumps(chunk.to_json(), separators=(",", ":")))
+            state.chunk_put(seg, seq, chunk.to_text())
             meta.chunk_versions[seg] = seq
         # Entries every segment snapshot includes are no longer needed, but for the
         # newest: the local index applies an entry at the start of the next batch.

@@ -274,3 +274,15 @@ def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_s
         job.batch(T0 + second * 1000)
     assert job.rebuilds == 0
     assert_exact(job, topic)
+
+
+def test_journal_text_is_compact_json_and_reads_back():
+    from marketstream.spark.memory_index import Changes, StoredOrder
+
+    changes = Changes(opened={7: (3, StoredOrder("BTC-USD", 1, 10_000_000_000, 72_400_000, 1_796_139_275))},
+                      closed={8: (1, "ETH-USD")}, tombs={8: (1, 1_796_139_276), 2**63 - 1: (0, 5)},
+                      expire_before=None, levels={("BTC-USD", 1, 10_000_000_000): (72_400_000, 1),
+                                                  ("ETH-USD", 0, 5): (0, 0)})
+    text = changes.to_text()
+    assert text == json.dumps(changes.to_json(), separators=(",", ":"))  # the text journals always had
+    assert Changes.from_text(text) == changes
