@@ -197,7 +197,7 @@ def _lean_partition_records(base: type) -> type:
 
 def lean_consumer(**config):
     """A ``KafkaConsumer(**config)`` whose ``poll`` gives ``(offset, timestamp, value)``
-    tuples, or a plain one (``ConsumerRecord``\\ s) where kafka-python's fetcher is not
+    tuples, or a plain one (``ConsumerRecord`` objects) where kafka-python's fetcher is not
     the one this was written for (then ``is_lean`` is False)."""
     from kafka import KafkaConsumer
 

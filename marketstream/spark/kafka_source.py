@@ -67,7 +67,7 @@ _PRODUCERS: dict[str, object] = {}
 
 def _consumer(bootstrap: str, lean: bool = False):
     """``lean``: records as ``(offset, timestamp, value)`` tuples (``kafka_lean``), what the
-    read tasks take; else kafka-python's ``ConsumerRecord``\ s (keys, headers)."""
+    read tasks take; else kafka-python's ``ConsumerRecord`` objects (keys, headers)."""
     from kafka import KafkaConsumer
 
     from marketstream.kafka_lean import lean_consumer
