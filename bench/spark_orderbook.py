@@ -45,6 +45,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -320,6 +321,21 @@ class Stack:
                     python += rss
         return {"jvm": jvm, "python_workers": python, "state_servers": servers, "total": jvm + python + servers}
 
+    def code_cache(self) -> dict:
+        """The driver JVM's code cache (``jcmd Compiler.codecache``): a full one disables the JIT."""
+        import psutil
+
+        for process in [psutil.Process(self.job.pid)] + psutil.Process(self.job.pid).children(recursive=True):
+            if "java" in process.name():
+                report = subprocess.run(["jcmd", str(process.pid), "Compiler.codecache"], capture_output=True,
+                                        text=True, timeout=30).stdout
+                sizes = {"size": 0, "used": 0, "max_used": 0}
+                for name, kb in re.findall(r"\b(size|used|max_used)=(\d+)Kb", report):  # summed over code heaps
+                    sizes[name] += int(kb)
+                return {f"{name}_kb": kb for name, kb in sizes.items()} | {
+                    "compiler_enabled": "compilation: enabled" in report}
+        return {}
+
     def close(self):
         self.snapshots.stopping.set()
         self.metrics.stopping.set()
@@ -411,6 +427,7 @@ def phase_seed_rates_read(args, results):
         results["startup_and_warm_up_s"] = warm_up(stack, load)
         if "seed" in args.phases:
             results["seed"] = seed_window(stack, load, args.seed_minutes * 60)
+            results["seed"]["code_cache"] = stack.code_cache()
             print("seed:", json.dumps(results["seed"]), flush=True)
         if "rates" in args.phases:
             steps = []
@@ -434,6 +451,7 @@ def phase_seed_rates_read(args, results):
                 stack.wait_caught_up(600)
                 time.sleep(5)
             results["rates"] = steps
+            results["code_cache_after_rates"] = stack.code_cache()
             results["highest_rate_holding"] = max((s["rate"] for s in steps if s["holds"]), default=None)
             results["highest_rate_keeping_up"] = max((s["rate"] for s in steps if s["keeps_up"]), default=None)
         if "read" in args.phases:

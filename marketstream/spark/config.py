@@ -28,9 +28,18 @@ _JOB_SETTINGS = (
 )
 
 
+# With the JIT at C1 (the default ``SPARK_JVM_OPTIONS``) the JVM reserves 48 MB for
+# compiled code, and a job at seed load filled it in ~9 minutes: the JVM then disables
+# its compiler for good and every batch slows down (bench/REPORT-spark.md, "Session 11").
+# The tiered JIT's own default is 240 MB. First, so that ``SPARK_JVM_OPTIONS`` can set another.
+CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
+
+
 def java_options(settings: Settings, *extra: str) -> str:
-    """A job JVM's flags: ``SPARK_JVM_OPTIONS``, then ``extra``, then the log configuration."""
-    return " ".join([*settings.spark_jvm_options.split(), *extra, f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"])
+    """A job JVM's flags: the code cache's size, ``SPARK_JVM_OPTIONS``, then ``extra``, then
+    the log configuration (where HotSpot sees a flag twice, the last one counts)."""
+    return " ".join([CODE_CACHE_OPTION, *settings.spark_jvm_options.split(), *extra,
+                     f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"])
 
 
 def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from marketstream.settings import SettingsError, load_settings
 from marketstream.spark.config import (
-    JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command,
+    CODE_CACHE_OPTION, JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command,
 )
 from marketstream.spark.kafka_source import (
     RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
@@ -128,15 +128,22 @@ def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
     conf = spark_conf(settings)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
         # by default the JIT stops at C1 (bench/REPORT-spark.md says why)
-        assert conf[key].split() == ["-XX:TieredStopAtLevel=1", f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
+        assert conf[key].split() == [CODE_CACHE_OPTION, "-XX:TieredStopAtLevel=1",
+                                     f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
     tuned_settings = load_settings(spark_class_archive=tmp_path / "none.jsa", spark_jvm_options="-XX:+UseSerialGC -Xss2m")
     tuned = spark_conf(tuned_settings)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        assert tuned[key].split()[:2] == ["-XX:+UseSerialGC", "-Xss2m"]
+        assert tuned[key].split()[:3] == [CODE_CACHE_OPTION, "-XX:+UseSerialGC", "-Xss2m"]
         assert "-XX:TieredStopAtLevel=1" not in tuned[key]
     assert job_env(tuned_settings)["SPARK_JVM_OPTIONS"] == "-XX:+UseSerialGC -Xss2m"
+    # a size of the user's own comes later, so it is the one HotSpot keeps
+    larger = spark_conf(load_settings(spark_class_archive=tmp_path / "none.jsa",
+                                      spark_jvm_options="-XX:ReservedCodeCacheSize=512m"))
+    flags = larger["spark.executor.extraJavaOptions"].split()
+    assert flags.index("-XX:ReservedCodeCacheSize=512m") > flags.index(CODE_CACHE_OPTION)
     tiered = spark_conf(load_settings(spark_class_archive=tmp_path / "none.jsa", spark_jvm_options=""))
-    assert tiered["spark.driver.extraJavaOptions"].split() == [f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
+    assert tiered["spark.driver.extraJavaOptions"].split() == [CODE_CACHE_OPTION,
+                                                               f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
 
 
 def test_a_jvm_option_that_is_not_a_flag_stops_startup():
