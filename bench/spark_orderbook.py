@@ -298,6 +298,13 @@ class Stack:
             time.sleep(0.2)
         return None
 
+    def job_processes(self) -> list:
+        """The job's process tree: spark-submit and everything it started."""
+        import psutil
+
+        job = psutil.Process(self.job.pid)
+        return [job] + job.children(recursive=True)
+
     def resident_bytes(self) -> dict:
         import psutil
 
@@ -310,7 +317,7 @@ class Stack:
                     servers += process.memory_info().rss
                     server_pids.add(process.pid)
         jvm = python = 0
-        for process in [psutil.Process(self.job.pid)] + psutil.Process(self.job.pid).children(recursive=True):
+        for process in self.job_processes():
             if process.pid in server_pids:
                 continue
             with contextlib.suppress(psutil.Error):
@@ -323,9 +330,7 @@ class Stack:
 
     def code_cache(self) -> dict:
         """The driver JVM's code cache (``jcmd Compiler.codecache``): a full one disables the JIT."""
-        import psutil
-
-        for process in [psutil.Process(self.job.pid)] + psutil.Process(self.job.pid).children(recursive=True):
+        for process in self.job_processes():
             if "java" in process.name():
                 report = subprocess.run(["jcmd", str(process.pid), "Compiler.codecache"], capture_output=True,
                                         text=True, timeout=30).stdout
