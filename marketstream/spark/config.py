@@ -70,6 +70,14 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
         # One shuffle partition per state partition of the book (one grouping key each).
         "spark.sql.shuffle.partitions": str(settings.orderbook_state_partitions),
+        # Build row projections interpreted instead of generating Java for them: the job's
+        # rows are few (up to 5,000 events packed in one), and the tasks of every batch
+        # generated and cleaned the same source again (~26 % of the JVM's CPU at seed
+        # load, before the compiled-class cache hit): seed batches 5-8 % shorter, a
+        # backlog 4-5 % faster (bench/REPORT-spark.md, "Session 12"). An internal setting
+        # that Spark's own fallback path and test suites use; Spark's state-store thread
+        # of transformWithState does not see session settings and still generates.
+        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         # Timers need batches without new input (idle seconds still publish a snapshot).
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.session.timeZone": "UTC",

@@ -34,6 +34,7 @@ def test_spark_conf_env_and_command_follow_settings(tmp_path):
     assert conf["spark.sql.shuffle.partitions"] == "3"
     assert conf["spark.sql.streaming.noDataMicroBatches.enabled"] == "true"
     assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"  # few, fat rows: no code generation per task
     env = job_env(settings)
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and env["ORDERS_TOPIC"] == "in"
     assert env["SPARK_CHECKPOINT_DIR"] == str(tmp_path / "ck") and env["SPARK_UI_ENABLED"] == "false"
