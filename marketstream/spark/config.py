@@ -35,6 +35,20 @@ _JOB_SETTINGS = (
 CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
 
 
+def connector_sql_conf(connector: str) -> dict[str, str]:
+    """Session settings that depend on the Kafka connector (``pipeline.start_query`` sets
+    them before the query starts).
+
+    With the Python source, row projections are built interpreted instead of as generated
+    Java: its rows are few (up to 5,000 events packed in one), and every task of every
+    batch generated and cleaned the same source again before the compiled-class cache
+    hit (~26 % of the JVM's CPU at seed load): seed batches 5-8 % shorter, a 2M backlog
+    4-5 % faster (bench/REPORT-spark.md, "Session 12"). An internal Spark setting, the
+    path Spark itself falls back to when code generation fails. The JVM connector's rows
+    are one event each and were not measured here: it keeps generated code."""
+    return {"spark.sql.codegen.factoryMode": "NO_CODEGEN"} if connector == "python" else {}
+
+
 def java_options(settings: Settings, *extra: str) -> str:
     """A job JVM's flags: the code cache's size, ``SPARK_JVM_OPTIONS``, then ``extra``, then
     the log configuration (where HotSpot sees a flag twice, the last one counts)."""
@@ -70,14 +84,6 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.sql.streaming.checkpointFileManagerClass": CHECKPOINT_FILE_MANAGER,
         # One shuffle partition per state partition of the book (one grouping key each).
         "spark.sql.shuffle.partitions": str(settings.orderbook_state_partitions),
-        # Build row projections interpreted instead of generating Java for them: the job's
-        # rows are few (up to 5,000 events packed in one), and the tasks of every batch
-        # generated and cleaned the same source again (~26 % of the JVM's CPU at seed
-        # load, before the compiled-class cache hit): seed batches 5-8 % shorter, a
-        # backlog 4-5 % faster (bench/REPORT-spark.md, "Session 12"). An internal setting
-        # that Spark's own fallback path and test suites use; Spark's state-store thread
-        # of transformWithState does not see session settings and still generates.
-        "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         # Timers need batches without new input (idle seconds still publish a snapshot).
         "spark.sql.streaming.noDataMicroBatches.enabled": "true",
         "spark.sql.session.timeZone": "UTC",

@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from marketstream.settings import Settings
-from marketstream.spark.config import QUERY_NAME, spark_conf
+from marketstream.spark.config import QUERY_NAME, connector_sql_conf, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import FiguresByBatch, OutputConfig
@@ -177,6 +177,8 @@ def start_query(spark: SparkSession, settings: Settings):
     check_state_partitions(settings)
     connector = choose_connector(spark, settings)
     check_state_layout(settings.spark_checkpoint_dir, connector)
+    for key, value in connector_sql_conf(connector).items():
+        spark.conf.set(key, value)  # before start(): the query keeps the session's settings as they are then
     log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     figures = FiguresByBatch()  # the publisher's count of each batch, for the listener's message

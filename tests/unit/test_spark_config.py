@@ -9,7 +9,8 @@ import pytest
 
 from marketstream.settings import SettingsError, load_settings
 from marketstream.spark.config import (
-    CODE_CACHE_OPTION, JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, job_env, spark_conf, submit_command,
+    CODE_CACHE_OPTION, JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, connector_sql_conf, job_env, spark_conf,
+    submit_command,
 )
 from marketstream.spark.kafka_source import (
     RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
@@ -34,7 +35,6 @@ def test_spark_conf_env_and_command_follow_settings(tmp_path):
     assert conf["spark.sql.shuffle.partitions"] == "3"
     assert conf["spark.sql.streaming.noDataMicroBatches.enabled"] == "true"
     assert conf["spark.ui.enabled"] == "false"
-    assert conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"  # few, fat rows: no code generation per task
     env = job_env(settings)
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092" and env["ORDERS_TOPIC"] == "in"
     assert env["SPARK_CHECKPOINT_DIR"] == str(tmp_path / "ck") and env["SPARK_UI_ENABLED"] == "false"
@@ -150,3 +150,10 @@ def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
 def test_a_jvm_option_that_is_not_a_flag_stops_startup():
     with pytest.raises(SettingsError, match="SPARK_JVM_OPTIONS"):
         load_settings(spark_jvm_options="TieredStopAtLevel=1")
+
+
+def test_only_the_python_source_builds_projections_interpreted():
+    # its rows pack up to 5,000 events: generated code per task cost more than it saved
+    assert connector_sql_conf("python") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+    assert connector_sql_conf("jvm") == {}  # one event a row, not measured: generated code
+    assert "spark.sql.codegen.factoryMode" not in spark_conf(load_settings())
