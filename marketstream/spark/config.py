@@ -39,13 +39,10 @@ def connector_sql_conf(connector: str) -> dict[str, str]:
     """Session settings that depend on the Kafka connector (``pipeline.start_query`` sets
     them before the query starts).
 
-    With the Python source, row projections are built interpreted instead of as generated
-    Java: its rows are few (up to 5,000 events packed in one), and every task of every
-    batch generated and cleaned the same source again before the compiled-class cache
-    hit (~26 % of the JVM's CPU at seed load): seed batches 5-8 % shorter, a 2M backlog
-    3-6 % faster (bench/REPORT-spark.md, "Session 12"). An internal Spark setting, the
-    path Spark itself falls back to when code generation fails. The JVM connector's rows
-    are one event each and were not measured here: it keeps generated code."""
+    With the Python source, row projections are built interpreted: its rows pack up to
+    5,000 events, so generated code saved nothing, and every task regenerated it (a
+    quarter of the JVM's CPU at seed load; bench/REPORT-spark.md, "Session 12"). The JVM
+    connector (one event a row, not measured here) keeps generated code."""
     return {"spark.sql.codegen.factoryMode": "NO_CODEGEN"} if connector == "python" else {}
 
 
