@@ -220,6 +220,23 @@ def test_nesting_depth_bound(long):
     assert rejected(b"[" * 4000).code == "too_deep"  # and unbalanced
 
 
+@pytest.mark.parametrize("field", ["extra", "price", "size", "created_at"])
+def test_the_fast_path_rejects_what_is_too_deep_in_any_field(field):
+    """``parse_units`` answers typical events without ``parse_event``; its depth guard is
+    what keeps it from accepting nesting that msgspec skips (an unknown field) or that a
+    later duplicate key overwrites (a typed field)."""
+    inner = "[" * MAX_JSON_DEPTH + "1" + "]" * MAX_JSON_DEPTH
+    with pytest.raises(InvalidEvent) as caught:
+        events.parse_units(encode(open_event(**{field: num(inner)})))
+    assert caught.value.code == "too_deep"
+    overwritten = encode(open_event(**{field: num(inner)}))[:-1] + f',"{field}":1}}'.encode()
+    with pytest.raises(InvalidEvent) as caught:
+        events.parse_units(overwritten)
+    assert caught.value.code == "too_deep"
+    shallow = "[" * (MAX_JSON_DEPTH - 1) + "1" + "]" * (MAX_JSON_DEPTH - 1)
+    assert events.parse_units(encode(open_event(extra=num(shallow))))[0] == 1
+
+
 # --- The hostile cases of issue 10: each rejected with its code in microseconds -----------
 
 HOSTILE = [
