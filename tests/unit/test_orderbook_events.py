@@ -225,14 +225,12 @@ def test_the_fast_path_rejects_what_is_too_deep_in_any_field(field):
     """``parse_units`` answers typical events without ``parse_event``; its depth guard is
     what keeps it from accepting nesting that msgspec skips (an unknown field) or that a
     later duplicate key overwrites (a typed field)."""
-    inner = "[" * MAX_JSON_DEPTH + "1" + "]" * MAX_JSON_DEPTH
-    with pytest.raises(InvalidEvent) as caught:
-        events.parse_units(encode(open_event(**{field: num(inner)})))
-    assert caught.value.code == "too_deep"
-    overwritten = encode(open_event(**{field: num(inner)}))[:-1] + f',"{field}":1}}'.encode()
-    with pytest.raises(InvalidEvent) as caught:
-        events.parse_units(overwritten)
-    assert caught.value.code == "too_deep"
+    deep = encode(open_event(**{field: num("[" * MAX_JSON_DEPTH + "1" + "]" * MAX_JSON_DEPTH)}))
+    overwritten = deep[:-1] + f',"{field}":1}}'.encode()
+    for raw in (deep, overwritten):
+        with pytest.raises(InvalidEvent) as caught:
+            events.parse_units(raw)
+        assert caught.value.code == "too_deep"
     shallow = "[" * (MAX_JSON_DEPTH - 1) + "1" + "]" * (MAX_JSON_DEPTH - 1)
     assert events.parse_units(encode(open_event(extra=num(shallow))))[0] == 1
 
