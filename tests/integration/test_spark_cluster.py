@@ -121,6 +121,22 @@ class StandaloneCluster:
         wait_for(lambda: all(self._alive(w) for w in self.workers)
                  and (self.status() or {}).get("aliveworkers") == len(self.workers),
                  timeout_s, 0.5, "both workers registered with the master")
+        self.worker_uis = self._bound_worker_uis()
+
+    def _bound_worker_uis(self) -> list[int]:
+        """Each worker's UI port as bound. A port picked free can be taken by another
+        process before the worker binds it; the worker then binds the next one up, and the
+        picked port answers for someone else (seen once in `make test`: every request to a
+        worker's UI closed without a response, for the rest of the module)."""
+        announced = {int(w["webuiaddress"].rsplit(":", 1)[1]) for w in self.status()["workers"]
+                     if w["state"] == "ALIVE"}
+        bound = []
+        for worker in self.workers:
+            listening = {c.laddr.port for c in psutil.Process(worker.pid).net_connections("tcp")
+                         if c.status == psutil.CONN_LISTEN}
+            [port] = announced & listening
+            bound.append(port)
+        return bound
 
     @staticmethod
     def _alive(process: subprocess.Popen) -> bool:
