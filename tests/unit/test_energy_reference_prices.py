@@ -140,10 +140,8 @@ def test_new_publication_is_added_and_latest_view_follows(loop, settings):
     assert history == 50 and len(latest) == 25
     # Per hour: the second run may straddle a 2 s publication period, so hours fetched
     # after the boundary are one publication newer than those fetched before it.
-    newest = {}
-    for row in stored(settings):
-        hour = (row["delivery_day"], row["delivery_hour"])
-        newest[hour] = max(newest.get(hour, db.as_utc(row["last_update"])), db.as_utc(row["last_update"]))
+    newest = {(r["delivery_day"], r["delivery_hour"]): db.as_utc(r["last_update"])
+              for r in sorted(stored(settings), key=lambda r: db.as_utc(r["last_update"]))}
     assert {(r["delivery_day"], r["delivery_hour"]): db.as_utc(r["last_update"]) for r in latest} == newest
 
 
