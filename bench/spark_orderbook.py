@@ -64,7 +64,7 @@ from marketstream.orderbook.metrics import BadMetric, parse_metric
 from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
-from marketstream.spark.state_server import server_key
+from marketstream.spark.state_server import server_dir
 from marketstream.topics import ensure_topics
 from producer.flow import OrderFlow
 
@@ -251,7 +251,7 @@ class Stack:
                                        stderr=subprocess.STDOUT)
         self.job = None
         self.runs = 0
-        self.state_server_tag = f"ms-state-{server_key(str(self.settings.spark_checkpoint_dir))}-"
+        self.state_server_tag = f"{server_dir(self.settings.spark_index_dir, self.settings.spark_checkpoint_dir)}/"
         wait_until_ready(self.settings, timeout_s=30)
         ensure_topics(self.settings)
         self.snapshots = Snapshots(self.settings, self.settings.orderbook_topic)

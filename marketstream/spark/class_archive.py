@@ -31,7 +31,6 @@ from marketstream.kafka_io import make_producer, topic_end_offsets, wait_until_r
 from marketstream.ports import free_port
 from marketstream.settings import Settings, get_settings
 from marketstream.spark.config import job_env, submit_command
-from marketstream.spark.state_server import server_key
 from marketstream.topics import ensure_topics
 
 log = logging.getLogger("marketstream.spark.class_archive")
@@ -135,7 +134,6 @@ def build(settings: Settings, out: Path) -> Path:
             finally:
                 _stop(second, signal.SIGTERM)
         finally:
-            subprocess.run(["pkill", "-f", f"ms-state-{server_key(str(train.spark_checkpoint_dir))}-"], check=False)
             broker.terminate()
             broker.wait(timeout=10)
         if not dump.is_file() or not _archive_loads(dump):

@@ -182,10 +182,17 @@ class MemoryIndex:
         self.settle((seq, token))
 
     def stage(self, seq: int, token: str, changes: Changes) -> None:
-        """Apply this batch's entry; ``settle`` keeps or undoes it."""
+        """Apply this batch's entry; ``settle`` keeps or undoes it. A write that raises
+        halfway (a MemoryError, say) leaves an empty copy, never a half-applied one with
+        a version's name."""
+        previous, self._version = self._version, None
         self._undo = []
-        self._write(changes)
-        self._undo.append(("version", self._version))
+        try:
+            self._write(changes)
+        except BaseException:
+            self.reset()  # half-written: empty, so the next batch rebuilds it
+            raise
+        self._undo.append(("version", previous))
         self._version = (seq, token)
         self._staged, self._undo = ((seq, token), self._undo), None
 
@@ -199,6 +206,15 @@ class MemoryIndex:
             self._free_zeroed()
             return
         self._zeroed.clear()
+        self._version = None
+        try:
+            self._undo_records(undo)
+        except BaseException:
+            self.reset()  # half-undone: empty, so this batch rebuilds it
+            raise
+        self._version = undo[-1][1]  # the version record, written last by ``stage``
+
+    def _undo_records(self, undo: list) -> None:
         for record in reversed(undo):
             kind = record[0]
             if kind == "order":
@@ -220,8 +236,6 @@ class MemoryIndex:
             elif kind == "symbol":
                 _, symbol, delta = record
                 self._count(symbol, -delta)
-            else:
-                self._version = record[1]
 
     def _write(self, changes: Changes) -> None:
         undo = self._undo
@@ -301,7 +315,7 @@ class MemoryIndex:
              seq: int, token: str) -> None:
         """Rebuild from the state: segment snapshots, then the journal entries each
         segment has not seen, then the published levels (all open orders minus the
-        effects not published yet, ``pending_levels``)."""
+        effects not published yet, ``pending_levels``). Labelled only when complete."""
         self.reset()
         for _segment, chunk in segments:
             self._write(chunk)

@@ -23,7 +23,7 @@ from marketstream.spark.output import FiguresByBatch, OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
 from marketstream.spark.processor import STATE_LAYOUT, time_mode
 from marketstream.spark.shuffle_hash import state_partition_labels
-from marketstream.spark.state_server import server_key
+from marketstream.spark.state_server import server_dir
 from marketstream.spark.sink import Publisher
 from marketstream.spark.transforms import order_state, parse_events
 
@@ -156,7 +156,7 @@ def order_book(routed: DataFrame, settings: Settings, labels: list[int], connect
     """Routed order events -> each state partition's parts of the book, dead letters and
     batch figures (what the sink publishes)."""
     return order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
-                       server_key=server_key(str(settings.spark_checkpoint_dir)), log_dir=str(settings.spark_index_dir))
+                       server_dir=str(server_dir(settings.spark_index_dir, settings.spark_checkpoint_dir)))
 
 
 def serve_job_metrics(settings: Settings):

@@ -129,12 +129,13 @@ class OrderStateProcessor(StatefulProcessor):
     ``timers``: keep a timer for the next batch (the JVM connector, which sends no
     heartbeat row, would otherwise leave partitions without input uncalled; the query's
     time mode is then ``time_mode(True)``);
-    ``server_key`` and ``log_dir``: where the partitions' state servers listen and log."""
+    ``server_dir``: the job's private directory where the partitions' state servers
+    listen and log (``state_server.server_dir``)."""
 
-    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, server_key: str, log_dir: str):
+    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, server_dir: str):
         self.config, self.timers = config, timers
         self.index_of = {label: index for index, label in enumerate(labels)}
-        self.server_key, self.log_dir = server_key, log_dir
+        self.server_dir = server_dir
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -151,7 +152,7 @@ class OrderStateProcessor(StatefulProcessor):
         yield from self._run(self.index_of[int(key[0])], [], timerValues.getCurrentProcessingTimeInMs())
 
     def _run(self, index: int, routed: list[dict], now_ms: int) -> Iterator[Row]:
-        client = _client(socket_path(self.server_key, index), self.log_dir)
+        client = _client(socket_path(self.server_dir, index))
         out = run_batch(client, self.state, self.config, index, routed, now_ms)
         self._next_timer(now_ms)
         yield from output_rows(index, out)
@@ -183,8 +184,8 @@ def batch_time_ms(routed: list[dict], processing_time_ms: int) -> int:
 _CLIENTS: dict[str, StateServerClient] = {}
 
 
-def _client(path: str, log_dir: str) -> StateServerClient:
+def _client(path: str) -> StateServerClient:
     client = _CLIENTS.get(path)
     if client is None:
-        client = _CLIENTS[path] = StateServerClient(path, log_dir)
+        client = _CLIENTS[path] = StateServerClient(path)
     return client

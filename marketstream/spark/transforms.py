@@ -40,11 +40,11 @@ def parse_events(records: DataFrame, labels: list[int], topic: str) -> DataFrame
     return records.mapInArrow(route_batches, ROUTED_SCHEMA)
 
 
-def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], timers: bool, server_key: str,
-                log_dir: str) -> DataFrame:
+def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], timers: bool,
+                server_dir: str) -> DataFrame:
     """Routed rows -> each state partition's parts, dead letters and batch info."""
     return routed.groupBy("target").transformWithState(
-        OrderStateProcessor(config, labels, timers, server_key, log_dir), PART_SCHEMA, "Append", time_mode(timers))
+        OrderStateProcessor(config, labels, timers, server_dir), PART_SCHEMA, "Append", time_mode(timers))
 
 
 __all__ = ["ROUTED_SCHEMA", "order_state", "parse_events"]
