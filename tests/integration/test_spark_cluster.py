@@ -203,7 +203,7 @@ class StandaloneCluster:
         it started (the state partitions' servers: ``SPARK_INDEX_DIR``) into ``LOGS``."""
         for worker in range(1, len(self.workers) + 1):
             work = self.work_dir(worker)
-            for log in [*work.glob("*/*/std*"), *work.glob(f"*/*/{INDEX_DIR}/*.log")]:
+            for log in [*work.glob("*/*/std*"), *work.glob(f"*/*/{INDEX_DIR}/*/*.log")]:
                 target = LOGS / f"worker-{worker}" / log.relative_to(work)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(log, target)
