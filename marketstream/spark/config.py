@@ -67,9 +67,23 @@ def driver_java_options(settings: Settings, dump_classes_to: Path | None = None)
     return java_options(settings)
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def embedded(settings: Settings) -> bool:
+    """Whether the job runs in one JVM (``local`` master): nothing else needs to reach it."""
+    return settings.spark_master.startswith("local")
+
+
 def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[str, str]:
     """The ``--conf`` pairs (the job sets the same ones itself when started without them)."""
-    return {
+    # The embedded job listens on loopback only: the driver's RPC and block manager here,
+    # the UI through SPARK_LOCAL_IP (``job_env``). On a cluster the executors must reach
+    # the driver: the deployment says where (docker-compose.yml, with spark.authenticate).
+    network = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK} if embedded(settings) else {}
+    return network | {
+        # The UI shows the job; it must not stop it for whoever reaches the port.
+        "spark.ui.killEnabled": "false",
         # transformWithState needs RocksDB; changelog checkpointing writes only each
         # batch's changes instead of uploading state snapshots: shorter batches.
         "spark.sql.streaming.stateStore.providerClass": ROCKSDB_PROVIDER,
@@ -114,6 +128,8 @@ def job_env(settings: Settings) -> dict[str, str]:
     """Environment variables for the job: its settings and the Python it runs with."""
     env = {name.upper(): str(getattr(settings, name)).lower() if isinstance(getattr(settings, name), bool)
            else str(getattr(settings, name)) for name in _JOB_SETTINGS}
+    if embedded(settings):
+        env["SPARK_LOCAL_IP"] = LOOPBACK  # where Spark's UI (and whatever else asks it) binds
     env.update(
         PYSPARK_PYTHON=settings.spark_python,
         PYSPARK_DRIVER_PYTHON=settings.spark_python,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from marketstream.settings import Settings
-from marketstream.spark.config import QUERY_NAME, connector_sql_conf, spark_conf
+from marketstream.spark.config import LOOPBACK, QUERY_NAME, connector_sql_conf, embedded, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
 from marketstream.spark.listener import MetricsListener
 from marketstream.spark.output import FiguresByBatch, OutputConfig
@@ -35,6 +36,8 @@ _RECORD_OVERHEAD_BYTES = 64 * 1024
 
 
 def build_session(settings: Settings) -> SparkSession:
+    if embedded(settings):  # started without spark-submit's environment (``job_env``)
+        os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     builder = SparkSession.builder.appName(QUERY_NAME).master(settings.spark_master)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)

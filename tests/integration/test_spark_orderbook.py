@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import urlopen
 
 import pytest
 
@@ -147,6 +150,31 @@ def test_the_python_workers_are_one_pool_importing_the_installed_pyspark(setting
         env=environment, cwd=daemons[0].cwd(), capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()
     assert all(".zip" not in path and os.path.isfile(path) for path in imported), imported
+
+
+def test_the_embedded_job_listens_on_loopback_only_and_its_ui_cannot_kill(settings, job):
+    """What ``ss`` shows of the job's processes (the JVM, the Python driver, its workers
+    and state servers): every TCP or UDP listener on a loopback address."""
+    import psutil
+
+    wait_for_offsets(settings, job, 7826, timeout_s=150)
+    pids = {job.process.pid} | {p.pid for p in psutil.Process(job.process.pid).children(recursive=True)}
+    listening = subprocess.run(["ss", "-Hltunp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = []
+    for line in listening:
+        owners = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            ours.append(line.split()[4])  # the local address:port
+    ui_port = urlparse(settings.spark_ui_url).port
+    assert any(address.endswith(f":{ui_port}") for address in ours), ours  # the UI is among them
+    assert any(address.endswith(f":{settings.orderbook_metrics_port}") for address in ours), ours
+    outside = [a for a in ours if not re.match(r"^(127\.\d+\.\d+\.\d+|\[::1\]|\[::ffff:127\.\d+\.\d+\.\d+\]):\d+$", a)]
+    assert outside == [], f"the job listens beyond loopback: {outside}"
+
+    apps = json.loads(urlopen(f"{settings.spark_ui_url}/api/v1/applications", timeout=10).read())
+    environment = json.loads(urlopen(f"{settings.spark_ui_url}/api/v1/applications/{apps[0]['id']}/environment",
+                                     timeout=10).read())
+    assert ["spark.ui.killEnabled", "false"] in environment["sparkProperties"]
 
 
 def test_idle_input_still_gives_one_unchanged_snapshot_per_second(settings, job):

@@ -157,3 +157,15 @@ def test_only_the_python_source_builds_projections_interpreted():
     assert connector_sql_conf("python") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
     assert connector_sql_conf("jvm") == {}  # one event a row, not measured: generated code
     assert "spark.sql.codegen.factoryMode" not in spark_conf(load_settings())
+
+
+def test_the_embedded_job_binds_loopback_and_a_cluster_job_leaves_it_to_the_deployment():
+    local = load_settings(spark_master="local[2,4]")
+    conf, env = spark_conf(local), job_env(local)
+    assert conf["spark.driver.bindAddress"] == conf["spark.driver.host"] == "127.0.0.1"
+    assert env["SPARK_LOCAL_IP"] == "127.0.0.1"  # where the UI binds
+    assert conf["spark.ui.killEnabled"] == "false"
+    cluster = load_settings(spark_master="spark://spark-master:7077")
+    assert "spark.driver.bindAddress" not in spark_conf(cluster)
+    assert "SPARK_LOCAL_IP" not in job_env(cluster)
+    assert spark_conf(cluster)["spark.ui.killEnabled"] == "false"
