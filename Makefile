@@ -60,10 +60,12 @@ compose-env:
 	@$(PYTHON) docker/compose_env.py $(if $(FORCE),--force)
 
 run: install
-	@mkdir -p var exports
+	@# Everything the stack writes (state, database, exports, Airflow's password) is its
+	@# user's alone: a 077 umask for every process, and the existing directories closed.
+	@umask 077 && mkdir -p var exports && chmod 700 var exports
 	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
 	@# Ctrl-C (exit status 130) is the normal way to stop: not a make error.
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
+	umask 077 && PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
 
 demo: install
 	$(PY) -m marketstream.embedded.demo

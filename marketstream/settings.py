@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,8 @@ class Settings(BaseSettings):
     dashboard_url: str = ""
 
     # Alerts (marketstream/alerts): a Slack-compatible webhook ({"text": ...}); empty = none.
-    alert_webhook_url: str = ""
+    # Its path is the credential: kept as a secret, never shown (not even in an error).
+    alert_webhook_url: SecretStr = SecretStr("")
     # Also by email, through Airflow's SMTP provider (the smtp_default connection): comma-separated addresses.
     alert_email_to: str = ""
     # Which incidents are open (one row per open alert key), shared by every task process.
@@ -185,13 +186,23 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid Kafka topic name: {value!r}")
         return value
 
-    @field_validator("alert_webhook_url", "dashboard_url")
+    @field_validator("dashboard_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         value = value.strip()
         if value and not _HTTP_URL.match(value):
             raise ValueError(f"expected an http:// or https:// URL (or nothing), got {value!r}")
         return value
+
+    @field_validator("alert_webhook_url", mode="before")
+    @classmethod
+    def _secret_http_url(cls, value):
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+        if text and not _HTTP_URL.match(text):
+            scheme = text.split("://", 1)[0] if "://" in text else "none"
+            raise ValueError(f"expected an http:// or https:// URL (or nothing); got one with scheme {scheme[:10]!r} "
+                             "(the value itself is not shown: it holds a secret)")
+        return SecretStr(text)
 
     @field_validator("alert_email_to")
     @classmethod

@@ -65,8 +65,9 @@ class EmailChannel:
 
 def configured_channels(settings: Settings) -> list[Channel]:
     channels: list[Channel] = []
-    if settings.alert_webhook_url:
-        channels.append(WebhookChannel(settings.alert_webhook_url))
+    webhook = settings.alert_webhook_url.get_secret_value()
+    if webhook:
+        channels.append(WebhookChannel(webhook))
     if settings.alert_emails:
         channels.append(EmailChannel(settings.alert_emails))
     return channels

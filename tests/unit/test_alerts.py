@@ -277,3 +277,18 @@ def test_a_long_error_keeps_its_start_and_its_end(book):
     text = chat.sent[0].text
     assert "Cannot execute: spark-submit --conf" in text and text.count("Error code is: -9.") == 1
     assert "characters left out" in text and len(text) < 2500
+
+
+def test_the_webhook_url_is_a_secret_never_shown_not_even_when_it_is_wrong(capsys):
+    secret_path = "T0SECRET/B0SECRET/xoxsecretpart"
+    settings = load_settings(alert_webhook_url=f"https://hooks.slack.com/services/{secret_path}")
+    assert secret_path not in repr(settings) and secret_path not in str(settings)
+    assert configured_channels(settings)[0].url == f"https://hooks.slack.com/services/{secret_path}"
+    with pytest.raises(SystemExit) as refused:
+        load_settings(alert_webhook_url=f"hooks.slack.com/services/{secret_path}")
+    message = str(refused.value)
+    assert "ALERT_WEBHOOK_URL" in message and "expected an http:// or https:// URL" in message
+    assert secret_path not in message
+    with pytest.raises(SystemExit) as refused:
+        load_settings(alert_webhook_url=f"ftp://hooks.slack.com/services/{secret_path}")
+    assert secret_path not in str(refused.value) and "'ftp'" in str(refused.value)
