@@ -148,5 +148,6 @@ def reference_snapshot(topic: Topic, offsets: dict[int, int], config: PartitionC
 
 
 def config(partitions: int = 2, depth: int = 15, max_symbols: int | None = None,
-           closed_ttl_s: int | None = None, max_backfill_s: int = 3600) -> PartitionConfig:
-    return PartitionConfig(partitions, depth, max_symbols, closed_ttl_s, max_backfill_s)
+           closed_ttl_s: int | None = None, max_backfill_s: int = 3600,
+           max_closed_ids: int | None = None) -> PartitionConfig:
+    return PartitionConfig(partitions, depth, max_symbols, closed_ttl_s, max_backfill_s, max_closed_ids)

@@ -299,15 +299,19 @@ def _save_cache(settings: Settings, cache: _Cache) -> None:
     write_atomic(_cache_path(settings), json.dumps(data, separators=(",", ":")))
 
 
+# What the job's book refuses for one of its bounds (the replay skips them as the job did).
+_REFUSED_BY_THE_BOOK = frozenset({ReasonCode.SYMBOL_LIMIT, ReasonCode.CLOSED_ID_LIMIT})
+
+
 def _refused_by_job(settings: Settings, cache: _Cache) -> None:
-    """Add the job's symbol-limit rejects published since the last run to ``cache``."""
+    """Add the job's symbol-limit and closed-id-limit rejects published since the last run to ``cache``."""
     try:
         with open_topic(settings, settings.deadletter_topic) as reader:
             ends = reader.end_offsets()
             for partition, end in ends.items():
                 for record in reader.read(partition, cache.deadletter_offsets.get(partition, 0), end):
                     letter = DeadLetter.from_record(record.value, record.headers)
-                    if (letter.code == ReasonCode.SYMBOL_LIMIT and letter.source_topic == settings.orders_topic
+                    if (letter.code in _REFUSED_BY_THE_BOOK and letter.source_topic == settings.orders_topic
                             and letter.source_partition is not None and letter.source_offset is not None):
                         cache.refused.add((letter.source_partition, letter.source_offset))
             cache.deadletter_offsets = ends

@@ -62,6 +62,7 @@ class ReasonCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"  # a number outside its bounds
     BAD_VALUE = "bad_value"  # right type, not allowed: unknown status/side, bad symbol, too many decimals
     SYMBOL_LIMIT = "symbol_limit"  # the book: an OPEN for a symbol beyond BOOK_MAX_SYMBOLS
+    CLOSED_ID_LIMIT = "closed_id_limit"  # the book: a CLOSE whose id could not be remembered (CLOSED_ID_MAX)
     INTERNAL_ERROR = "internal_error"  # the job: an unexpected exception while handling one event
 
 

@@ -4,7 +4,10 @@ batch publishes. Plain Python, no Spark: every state partition keeps an identica
 
 Definitions (the snapshot contract in ``marketstream.orderbook.message``):
 - *record second* ``tau`` of a record: the running maximum, in offset order within its
-  Kafka partition, of its record timestamp in whole seconds. It never goes back.
+  Kafka partition, of its record timestamp in whole seconds and, once a batch read the
+  partition to its end, of the last second published before that batch (what such a
+  partition delivers next lands in a later snapshot anyway). It never goes back, and an
+  idle partition does not hold it, nor tombstone expiry (``watermark``), back.
 - the snapshot of second ``S`` is the book over, in each partition, the longest prefix of
   records with ``tau <= S``. A record that arrives after its second was published counts
   in the first second not yet published, and a record stamped in the future counts in
@@ -119,6 +122,12 @@ class Clock:
         if batch.progress:
             for partition, progress in batch.progress.items():
                 self.offsets.setdefault(partition, progress.start)
+        # Partitions read to their end (all of them with the JVM connector, which reads
+        # everything available): their next records' tau starts at the last published second.
+        caught_up = list(self.tau) if batch.progress is None else \
+            [p for p, progress in batch.progress.items() if progress.caught_up]
+        for partition in caught_up:
+            self.tau[partition] = max(self.tau.get(partition, self.last_published), self.last_published)
         return assigned
 
     def due(self, batch: BatchClockInput, max_backfill: int) -> Publication:

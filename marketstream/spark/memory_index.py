@@ -169,6 +169,9 @@ class MemoryIndex:
     def open_orders(self) -> int:
         return sum(self.symbols.values())
 
+    def tomb_count(self) -> int:
+        return sum(len(d) for d in self.tombs)
+
     def rows(self) -> int:
         return sum(len(d) for d in self.orders) + sum(len(d) for d in self.tombs)
 

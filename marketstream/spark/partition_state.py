@@ -211,6 +211,7 @@ class PartitionConfig:
     max_symbols: int | None
     closed_ttl_s: int | None
     max_backfill_s: int
+    max_closed_ids: int | None = None  # tombstones this partition keeps at most
 
 
 class StatePartition:
@@ -325,6 +326,8 @@ class StatePartition:
         the book of S (an open in one partition and its earlier close in another must not
         meet the wrong way round). The per-event loop is the job's hottest code."""
         ttl, limit, segments = self.config.closed_ttl_s, self.config.max_symbols, meta.segments
+        tomb_limit = self.config.max_closed_ids
+        tomb_room = None if tomb_limit is None else tomb_limit - index.tomb_count()
         changes = Changes.empty()
         opened, closed, tomb_changes = changes.opened, changes.closed, changes.tombs
         deltas: dict[int, dict[Level, list[int]]] = {}
@@ -348,7 +351,7 @@ class StatePartition:
         current: dict[int, StoredOrder | None] = dict(stored)
         symbols = index.symbol_orders()
         counts = dict.fromkeys(("opened", "closed", "duplicate_open", "open_after_close", "duplicate_close",
-                                "close_before_open", "symbol_limit", "internal_error"), 0)
+                                "close_before_open", "symbol_limit", "closed_id_limit", "internal_error"), 0)
         for eff, partition, _first, start, end, tau, row in runs:
             level_deltas = deltas.setdefault(eff, {})
             ids, opens, offsets = row["order_ids"], row["opens"], row["offsets"]
@@ -388,6 +391,16 @@ class StatePartition:
                     else:
                         order = current.get(order_id)
                         previous = tombs.get(order_id)
+                        if previous is None and tomb_room is not None:
+                            if tomb_room <= 0:
+                                counts["closed_id_limit"] += 1
+                                dead.append(DeadLetterRef(
+                                    partition, offsets[i],
+                                    f"closed-id limit: this close's id would be closed id {tomb_limit + 1} the state "
+                                    f"partition remembers (CLOSED_ID_MAX, CLOSED_ID_TTL_SECONDS={ttl}): the close "
+                                    "is not applied", "closed_id_limit"))
+                                continue
+                            tomb_room -= 1
                         tombs[order_id] = latest = tau if previous is None or tau > previous else previous
                         tomb_changes[order_id] = (segment_by_id[order_id], latest)
                         if order is None or not (ttl is None or tau > order.tau - ttl):

@@ -116,6 +116,7 @@ def partition_config(settings: Settings) -> PartitionConfig:
         partitions=settings.orderbook_state_partitions, depth=settings.book_depth,
         max_symbols=settings.book_max_symbols, closed_ttl_s=settings.closed_id_ttl_seconds,
         max_backfill_s=settings.snapshot_backfill_max_seconds,
+        max_closed_ids=-(-settings.closed_id_max // settings.orderbook_state_partitions),
     )
 
 

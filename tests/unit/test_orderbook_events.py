@@ -308,7 +308,8 @@ def test_csv_numbers_follow_the_same_rules_cheaply():
 
 def test_reason_codes_are_a_closed_set():
     assert REASON_CODES == {"too_large", "too_deep", "not_utf8", "bad_json", "not_object", "missing_field",
-                            "wrong_type", "out_of_range", "bad_value", "symbol_limit", "internal_error"}
+                            "wrong_type", "out_of_range", "bad_value", "symbol_limit", "closed_id_limit",
+                            "internal_error"}
     assert InvalidEvent("over the limit", "symbol_limit").code is ReasonCode.SYMBOL_LIMIT
     with pytest.raises(ValueError):
         InvalidEvent("x", "no_such_code")

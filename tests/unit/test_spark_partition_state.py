@@ -286,3 +286,39 @@ def test_journal_text_is_compact_json_and_reads_back():
     text = changes.to_text()
     assert text == json.dumps(changes.to_json(), separators=(",", ":"))  # the text journals always had
     assert Changes.from_text(text) == changes
+
+
+def test_an_idle_caught_up_partition_does_not_hold_tombstone_expiry_back():
+    """Input partition 1 speaks once and then stays idle (read to its end in every batch);
+    partition 0 closes ids all along. The tombstones older than the TTL go all the same."""
+    topic = Topic(2)
+    topic.append(1, T0, b'{"order_id":1,"symbol":"X","order_side":"BUY","size":1,"price":5,"status":"OPEN"}')
+    for i in range(2, 600):
+        topic.append(0, T0 + i * 100, json.dumps({"order_id": i, "status": "CLOSED"}).encode())
+    job = Job(topic, config(partitions=1, closed_ttl_s=5))
+    held = []
+    for second in range(1, 62):
+        job.batch(T0 + second * 1000 + 1)
+        held.append(job.indexes[0].tomb_count())
+    assert max(held[20:]) <= 70  # ~10 closes a second for the TTL's 5 s and a batch or two
+    assert held[-1] < held[5] or held[-1] == 0
+    assert_exact(job, topic)
+
+
+def test_at_the_closed_id_bound_closes_are_dead_lettered_not_applied_and_the_replay_agrees():
+    topic = Topic(1)
+    for i in range(200):
+        topic.append(0, T0 + i * 10, json.dumps({
+            "order_id": i, "symbol": "X", "order_side": "BUY", "size": 1, "price": 10 + i % 5,
+            "status": "OPEN"}).encode())
+    for i in range(200):
+        topic.append(0, T0 + 2000 + i * 10, json.dumps({"order_id": i, "status": "CLOSED"}).encode())
+    job = Job(topic, config(partitions=1, closed_ttl_s=3600, max_closed_ids=50))
+    for second in range(0, 8):
+        job.batch(T0 + second * 1000 + 1)
+    refused = [d for d in job.dead_letters if d.code == "closed_id_limit"]
+    assert len(refused) == 150
+    assert all("closed-id limit" in d.reason and "not applied" in d.reason for d in refused)
+    assert job.indexes[0].tomb_count() == 50
+    assert job.published[-1].open_orders == 150  # the refused closes' orders stay open
+    assert_exact(job, topic, skip={(d.partition, d.offset) for d in refused})
