@@ -35,7 +35,18 @@ ENV SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
     PYSPARK_PYTHON=python \
     PYTHONPATH=/opt/marketstream \
     PYTHONUNBUFFERED=1
-ENV PATH="${SPARK_HOME}/bin:${SPARK_HOME}/sbin:${PATH}"
-RUN mkdir -p /opt/marketstream/var /opt/marketstream/exports
+ENV PATH="${SPARK_HOME}/bin:${SPARK_HOME}/sbin:${PATH}" \
+    SPARK_WORKER_DIR=/opt/marketstream/var/spark-work
+
+# The services run as this user, never root (docker-compose.yml runs them as
+# MARKETSTREAM_UID:0, the uid Airflow's containers share): group 0 may write var/, where
+# the checkpoints volume starts from this ownership; nobody else may read it.
+ARG MARKETSTREAM_UID=50000
+RUN useradd --non-unique --uid "$MARKETSTREAM_UID" --gid 0 --home-dir /opt/marketstream/var --no-create-home \
+      --shell /usr/sbin/nologin marketstream \
+ && mkdir -p /opt/marketstream/var/checkpoints /opt/marketstream/var/spark-work /opt/marketstream/exports \
+ && chown -R marketstream:0 /opt/marketstream/var \
+ && chmod -R g+rwX,o-rwx /opt/marketstream/var
+USER marketstream
 
 CMD ["python", "-m", "marketstream.embedded.stack"]

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # core for minutes after a start, and its code was not faster at any measured rate
     # (interleaved runs up to 60,000 events/s, bench/REPORT-spark.md). "": the tiered JIT.
     spark_jvm_options: str = Field("-XX:TieredStopAtLevel=1", pattern=r"^\s*(-\S+\s*)*$")
+    # The Spark cluster's shared secret (spark.authenticate; docker-compose.yml generates
+    # one). Empty: no authentication, for the embedded job, which listens on loopback only.
+    spark_authenticate_secret: SecretStr = SecretStr("")
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())
 

@@ -81,6 +81,10 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
     # the UI through SPARK_LOCAL_IP (``job_env``). On a cluster the executors must reach
     # the driver: the deployment says where (docker-compose.yml, with spark.authenticate).
     network = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK} if embedded(settings) else {}
+    # The secret itself goes to the session in the driver (``pipeline.build_session``),
+    # never onto a command line.
+    if settings.spark_authenticate_secret.get_secret_value():
+        network["spark.authenticate"] = "true"
     return network | {
         # The UI shows the job; it must not stop it for whoever reaches the port.
         "spark.ui.killEnabled": "false",

@@ -41,6 +41,9 @@ def build_session(settings: Settings) -> SparkSession:
     builder = SparkSession.builder.appName(QUERY_NAME).master(settings.spark_master)
     for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
+    secret = settings.spark_authenticate_secret.get_secret_value()
+    if secret:
+        builder = builder.config("spark.authenticate.secret", secret)
     return builder.getOrCreate()
 
 

@@ -28,6 +28,8 @@ ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
 CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir"}
+# Settings only the containers that need them get (a secret is no business of the others).
+NEED_TO_KNOW = {"spark_authenticate_secret"}
 # Prometheus endpoints of the project's processes (issue 15): container port settings.
 METRICS_PORTS = {"PRODUCER_METRICS_PORT": 9101, "LISTENER_METRICS_PORT": 9102,
                  "LOADER_METRICS_PORT": 9103, "ORDERBOOK_METRICS_PORT": 9104}
@@ -289,7 +291,7 @@ def test_module_commands_exist(compose):
 def test_every_setting_is_set_for_the_containers(compose):
     env = compose["x-marketstream-env"]
     names = {n.upper() for n in Settings.model_fields}
-    missing = sorted(names - set(env) - {n.upper() for n in CONTAINER_DEFAULTS})
+    missing = sorted(names - set(env) - {n.upper() for n in CONTAINER_DEFAULTS | NEED_TO_KNOW})
     assert not missing, f"settings not passed to the containers in x-marketstream-env: {missing}"
     # Nothing may point a container at itself or at the embedded defaults.
     for key, value in env.items():
@@ -315,3 +317,35 @@ def test_env_example_lists_every_setting_and_variable(compose_code):
     # Only the generated secrets are uncommented (and empty): copying the file changes nothing else.
     active = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     assert active == set(load_compose_env_script().GENERATED)
+
+
+def test_spark_authenticates_with_the_generated_secret_given_only_where_needed(compose):
+    daemon_options = compose["x-spark-daemon-metrics"].split()
+    assert "-Dspark.authenticate=true" in daemon_options
+    secret = "${SPARK_AUTHENTICATE_SECRET:?"
+    for name in ("spark-master", "spark-worker"):
+        environment = services(compose)[name]["environment"]
+        assert environment["_SPARK_AUTH_SECRET"].startswith(secret), name  # where Spark's daemons read it
+        assert environment["SPARK_DAEMON_JAVA_OPTS"] == compose["x-spark-daemon-metrics"]
+    assert compose["x-airflow-common"]["environment"]["SPARK_AUTHENTICATE_SECRET"].startswith(secret)  # the driver
+    assert "SPARK_AUTHENTICATE_SECRET" not in compose["x-marketstream-env"]
+    for name in ("dashboard", "order-emulator", "trade-loader"):
+        assert not any("AUTH" in key for key in services(compose)[name]["environment"]), name
+    assert "secret" not in " ".join(daemon_options).lower()  # not on a command line
+
+
+def test_project_containers_run_unprivileged_read_exports_only_and_have_memory_limits(compose):
+    for name, service in services(compose).items():
+        assert service.get("mem_limit"), f"{name} has no memory limit"
+        image = service.get("image", "")
+        if not image.startswith(("${MARKETSTREAM_IMAGE", "${AIRFLOW_IMAGE")) or name == "airflow-init":
+            continue
+        assert service["user"].startswith("${AIRFLOW_UID:?") and service["user"].endswith("}:0"), name
+        exports = [v for v in service.get("volumes", []) if v.split(":")[1] == "/opt/marketstream/exports"]
+        writes_exports = name.startswith("airflow-")  # the export DAG's tasks
+        assert exports and exports[0].endswith(":ro") != writes_exports, (name, exports)
+    assert services(compose)["airflow-init"]["user"] == "0:0"  # hands the shared directories over, then exits
+    dockerfile = (ROOT / "docker/spark.Dockerfile").read_text()
+    assert re.search(r"^USER marketstream$", dockerfile, flags=re.MULTILINE)
+    assert compose["x-marketstream-common"]["build"]["args"]["MARKETSTREAM_UID"].startswith("${AIRFLOW_UID:?")
+    assert "SPARK_WORKER_DIR=/opt/marketstream/var/spark-work" in dockerfile  # not under the root-owned SPARK_HOME

@@ -115,6 +115,11 @@ def test_compose_accepts_the_file_with_a_generated_env(resolved, generated_env):
     # $${...} is left to the container's shell (config prints it still escaped).
     assert 'chown -R "$${AIRFLOW_UID}:0"' in resolved["services"]["airflow-init"]["command"][-1]
     assert resolved["services"]["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    for name in ("spark-master", "spark-worker"):
+        assert resolved["services"][name]["environment"]["_SPARK_AUTH_SECRET"] == secrets["SPARK_AUTHENTICATE_SECRET"]
+    assert airflow["SPARK_AUTHENTICATE_SECRET"] == secrets["SPARK_AUTHENTICATE_SECRET"]
+    assert str(resolved["services"]["spark-worker"]["user"]) == f"{secrets['AIRFLOW_UID']}:0"
+    assert resolved["services"]["dashboard"]["volumes"][0].endswith("/exports:/opt/marketstream/exports:ro")
     assert "${" not in re.sub(r"\$\$\{", "", yaml.safe_dump(resolved)), "a variable was not interpolated"
 
 

@@ -169,3 +169,13 @@ def test_the_embedded_job_binds_loopback_and_a_cluster_job_leaves_it_to_the_depl
     assert "spark.driver.bindAddress" not in spark_conf(cluster)
     assert "SPARK_LOCAL_IP" not in job_env(cluster)
     assert spark_conf(cluster)["spark.ui.killEnabled"] == "false"
+
+
+def test_a_cluster_secret_turns_authentication_on_and_stays_off_the_command_line():
+    secret = "s3cr3t-" + "x" * 40
+    settings = load_settings(spark_master="spark://spark-master:7077", spark_authenticate_secret=secret)
+    assert spark_conf(settings)["spark.authenticate"] == "true"
+    assert secret not in " ".join(submit_command(settings))
+    assert secret not in " ".join(job_env(settings).values())
+    assert secret not in repr(settings)
+    assert "spark.authenticate" not in spark_conf(load_settings())
