@@ -62,7 +62,7 @@ compose-env:
 run: install
 	@# Everything the stack writes (state, database, exports, Airflow's password) is its
 	@# user's alone: a 077 umask for every process, and the existing directories closed.
-	@umask 077 && mkdir -p var exports && chmod 700 var exports
+	@umask 077 && mkdir -p var exports && chmod 700 var exports $$(test -d .airflow && echo .airflow)
 	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
 	@# Ctrl-C (exit status 130) is the normal way to stop: not a make error.
 	umask 077 && PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
