@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     orderbook_state_partitions: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
     spark_ui_enabled: bool = True
     spark_read_tasks: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
+    # Address space each state partition's server may take (MB; 0: unbounded): the
+    # partition's working copy (~150 bytes an open order, ~100 a closed id) and, while it
+    # is rebuilt after a restart, about three times that. Past it the batch fails with a
+    # message naming this setting. Count it, times the partitions on a host, in the
+    # executors' memory (docs/deployment.md, "Memory").
+    orderbook_state_server_memory_mb: int = Field(4096, ge=0)
     # Where each executor host's state-partition servers write their logs (a relative
     # path resolves in the executor's working directory; their working copy is in memory).
     spark_index_dir: Path = PROJECT_ROOT / "var" / "spark-index"

@@ -21,8 +21,8 @@ CHECKPOINT_FILE_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointin
 _JOB_SETTINGS = (
     "kafka_bootstrap_servers", "orders_topic", "orderbook_topic", "deadletter_topic", "metrics_topic",
     "book_depth", "book_max_symbols", "closed_id_ttl_seconds", "closed_id_max", "snapshot_backfill_max_seconds",
-    "orderbook_max_message_bytes", "orderbook_state_partitions", "spark_master", "spark_checkpoint_dir",
-    "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
+    "orderbook_max_message_bytes", "orderbook_state_partitions", "orderbook_state_server_memory_mb", "spark_master",
+    "spark_checkpoint_dir", "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
     "spark_ui_enabled", "spark_ui_url", "spark_python", "spark_jvm_options", "orderbook_metrics_port",
     "metrics_address",
 )

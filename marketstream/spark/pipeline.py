@@ -24,7 +24,7 @@ from marketstream.spark.output import FiguresByBatch, OutputConfig
 from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
 from marketstream.spark.processor import STATE_LAYOUT, time_mode
 from marketstream.spark.shuffle_hash import state_partition_labels
-from marketstream.spark.state_server import server_dir
+from marketstream.spark.state_server import Servers, server_dir
 from marketstream.spark.sink import Publisher
 from marketstream.spark.transforms import order_state, parse_events
 
@@ -163,7 +163,8 @@ def order_book(routed: DataFrame, settings: Settings, labels: list[int], connect
     """Routed order events -> each state partition's parts of the book, dead letters and
     batch figures (what the sink publishes)."""
     return order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
-                       server_dir=str(server_dir(settings.spark_index_dir, settings.spark_checkpoint_dir)))
+                       servers=Servers(str(server_dir(settings.spark_index_dir, settings.spark_checkpoint_dir)),
+                                       settings.orderbook_state_server_memory_mb))
 
 
 def serve_job_metrics(settings: Settings):

@@ -33,7 +33,7 @@ from pyspark.sql.types import (
 
 from marketstream.spark.parse import HEARTBEAT, ROUTED_COLUMNS
 from marketstream.spark.partition_state import PartitionConfig, PartitionOutput
-from marketstream.spark.state_server import StateServerClient, run_batch, socket_path
+from marketstream.spark.state_server import Servers, StateServerClient, run_batch
 
 PART, DEAD, INFO = "part", "dead", "info"
 
@@ -129,13 +129,12 @@ class OrderStateProcessor(StatefulProcessor):
     ``timers``: keep a timer for the next batch (the JVM connector, which sends no
     heartbeat row, would otherwise leave partitions without input uncalled; the query's
     time mode is then ``time_mode(True)``);
-    ``server_dir``: the job's private directory where the partitions' state servers
-    listen and log (``state_server.server_dir``)."""
+    ``servers``: where the partitions' state servers listen and how much memory each may take."""
 
-    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, server_dir: str):
+    def __init__(self, config: PartitionConfig, labels: list[int], timers: bool, servers: Servers):
         self.config, self.timers = config, timers
         self.index_of = {label: index for index, label in enumerate(labels)}
-        self.server_dir = server_dir
+        self.servers = servers
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.handle = handle
@@ -152,7 +151,7 @@ class OrderStateProcessor(StatefulProcessor):
         yield from self._run(self.index_of[int(key[0])], [], timerValues.getCurrentProcessingTimeInMs())
 
     def _run(self, index: int, routed: list[dict], now_ms: int) -> Iterator[Row]:
-        client = _client(socket_path(self.server_dir, index))
+        client = _client(self.servers, index)
         out = run_batch(client, self.state, self.config, index, routed, now_ms)
         self._next_timer(now_ms)
         yield from output_rows(index, out)
@@ -184,8 +183,9 @@ def batch_time_ms(routed: list[dict], processing_time_ms: int) -> int:
 _CLIENTS: dict[str, StateServerClient] = {}
 
 
-def _client(path: str) -> StateServerClient:
-    client = _CLIENTS.get(path)
+def _client(servers: Servers, index: int) -> StateServerClient:
+    key = f"{servers.directory}/{index}"
+    client = _CLIENTS.get(key)
     if client is None:
-        client = _CLIENTS[path] = StateServerClient(path)
+        client = _CLIENTS[key] = servers.client(index)
     return client

@@ -37,6 +37,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import resource
 import secrets
 import select
 import socket
@@ -47,6 +48,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from multiprocessing.connection import AuthenticationError, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Literal
@@ -67,9 +69,23 @@ _CALL_ATTEMPTS = 5
 _SECRET_BYTES = 32
 _SUN_PATH_MAX = 107  # bytes of a Unix socket path (Linux: 108 with the terminating NUL)
 _JOB_POLL_S = 1.0
+_RESERVE_BYTES = 16 * 2**20
 
 
 # ---------------------------------------------------------------------- where
+
+
+@dataclass(frozen=True)
+class Servers:
+    """A job's state servers on one host: their private ``directory`` (``server_dir``) and
+    the address space each may take (``memory_mb``, ``ORDERBOOK_STATE_SERVER_MEMORY_MB``;
+    0: unbounded)."""
+
+    directory: str
+    memory_mb: int = 0
+
+    def client(self, partition: int) -> "StateServerClient":
+        return StateServerClient(socket_path(self.directory, partition), memory_mb=self.memory_mb)
 
 
 def server_key(checkpoint_dir: str) -> str:
@@ -197,7 +213,11 @@ class Failed(msgspec.Struct, tag="failed"):
 
 Reply = Need | Done | Failed
 
+_OUT_OF_MEMORY = ("MemoryError: the working copy outgrew the state server's memory bound "
+                  "(ORDERBOOK_STATE_SERVER_MEMORY_MB): raise it, with the executors' memory limit, or "
+                  "split the book over more state partitions; the copy was dropped")
 _ENCODER = msgspec.json.Encoder()
+_OUT_OF_MEMORY_REPLY = _ENCODER.encode(Failed(_OUT_OF_MEMORY))
 _REQUEST = msgspec.json.Decoder(Request)
 _REPLY = msgspec.json.Decoder(Reply)
 
@@ -258,12 +278,17 @@ class PartitionServer:
             request = _REQUEST.decode(data)
         except msgspec.DecodeError as exc:
             return _ENCODER.encode(Failed(f"malformed request: {exc}"))
+        except MemoryError:
+            return _OUT_OF_MEMORY_REPLY
         try:
-            reply = self.handle(request)
+            return _ENCODER.encode(self.handle(request))
+        except MemoryError:
+            self.index = None  # also when the reply was too large to encode
+            log.error("request failed: %s", _OUT_OF_MEMORY)
+            return _OUT_OF_MEMORY_REPLY
         except Exception:  # noqa: BLE001 - reported to the worker, whose batch fails
             log.exception("request failed")
-            reply = Failed(traceback.format_exc(limit=8))
-        return _ENCODER.encode(reply)
+            return _ENCODER.encode(Failed(traceback.format_exc(limit=8)))
 
     def handle(self, request: Request) -> Need | Done:
         try:
@@ -332,6 +357,7 @@ def serve(path: str, secret: bytes, job: int, idle_exit_s: float = IDLE_EXIT_S) 
     requests keep coming (at least every ``idle_exit_s``)."""
     os.umask(0o077)
     server, lock = PartitionServer(), threading.Lock()
+    reserve = [bytearray(_RESERVE_BYTES)]  # given back at the memory bound, for the answer
     last_request = [time.monotonic()]
     job_alive = _job_watch(job)
     if not job_alive():
@@ -358,14 +384,30 @@ def serve(path: str, secret: bytes, job: int, idle_exit_s: float = IDLE_EXIT_S) 
                         data = conn.recv_bytes()
                     except (EOFError, OSError):
                         return
-                    with lock:
+                    except MemoryError:  # the request alone is past the bound: say so, then hang up
+                        data = None
+                    # Not ``with lock``: at the memory bound even the exit of a ``with`` can
+                    # fail to allocate and leave the lock taken.
+                    lock.acquire()
+                    try:
                         last_request[0] = time.monotonic()
-                        reply = server.handle_bytes(data)
+                        reply = server.handle_bytes(data) if data is not None else _OUT_OF_MEMORY_REPLY
+                    except MemoryError:
+                        reserve.clear()  # room to answer
+                        server.index = None
+                        reply = _OUT_OF_MEMORY_REPLY
+                    finally:
                         last_request[0] = time.monotonic()
+                        lock.release()
                     try:
                         conn.send_bytes(reply)
-                    except OSError:
+                    except (OSError, MemoryError):
                         return
+                    if data is None:
+                        return  # the rest of that request is still in the socket
+                    if not reserve:
+                        with contextlib.suppress(MemoryError):
+                            reserve.append(bytearray(_RESERVE_BYTES))
 
         def watchdog():
             while True:
@@ -379,8 +421,9 @@ def serve(path: str, secret: bytes, job: int, idle_exit_s: float = IDLE_EXIT_S) 
                 else:
                     continue
                 log.info("state server %s: %s, exiting", path, reason)
-                with lock:  # not halfway through a reply's state writes
-                    os._exit(0)
+                # At once, whatever a request is doing: its worker sees the connection drop
+                # and the batch is retried, the truth being in Spark's state.
+                os._exit(0)
 
         threading.Thread(target=watchdog, daemon=True).start()
         log.info("state server listening on %s for job process %d", path, job)
@@ -406,8 +449,8 @@ class StateServerClient:
     server when there is none yet (under a file lock, so two workers never start two).
     ``job``: the process whose end ends the server (default ``job_pid()``)."""
 
-    def __init__(self, path: str, job: int | None = None):
-        self.path = path
+    def __init__(self, path: str, job: int | None = None, memory_mb: int = 0):
+        self.path, self.memory_mb = path, memory_mb
         self.directory = Path(path).parent
         self.stem = Path(path).stem
         self.job = job
@@ -527,7 +570,8 @@ class StateServerClient:
         job = self.job if self.job is not None else job_pid()
         with os.fdopen(log_fd, "ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "marketstream.spark.state_server", "--socket", self.path, "--job-pid", str(job)],
+                [sys.executable, "-m", "marketstream.spark.state_server", "--socket", self.path, "--job-pid", str(job),
+                 "--memory-mb", str(self.memory_mb)],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 close_fds=True)
         process.stdin.write(secret.hex().encode() + b"\n")
@@ -586,11 +630,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--job-pid", type=int, required=True)
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_S)
+    parser.add_argument("--memory-mb", type=int, default=0, help="address space bound (0: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     secret = bytes.fromhex(sys.stdin.readline().strip())
     if len(secret) < _SECRET_BYTES:
         parser.error(f"expected a secret of {_SECRET_BYTES} bytes (hex) on stdin")
+    if args.memory_mb:
+        # Past it an allocation raises MemoryError: the copy is dropped and the batch fails
+        # with a sentence naming the setting, instead of the host's OOM killer choosing.
+        limit = args.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     serve(args.socket, secret, args.job_pid, args.idle_exit)
     return 0
 

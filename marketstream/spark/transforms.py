@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame
 from marketstream.spark.partition_state import PartitionConfig
 from marketstream.spark.processor import PART_SCHEMA, OrderStateProcessor, time_mode
 from marketstream.spark.routed import ROUTED_SCHEMA
+from marketstream.spark.state_server import Servers
 
 
 def parse_events(records: DataFrame, labels: list[int], topic: str) -> DataFrame:
@@ -41,10 +42,10 @@ def parse_events(records: DataFrame, labels: list[int], topic: str) -> DataFrame
 
 
 def order_state(routed: DataFrame, config: PartitionConfig, labels: list[int], timers: bool,
-                server_dir: str) -> DataFrame:
+                servers: Servers) -> DataFrame:
     """Routed rows -> each state partition's parts, dead letters and batch info."""
     return routed.groupBy("target").transformWithState(
-        OrderStateProcessor(config, labels, timers, server_dir), PART_SCHEMA, "Append", time_mode(timers))
+        OrderStateProcessor(config, labels, timers, servers), PART_SCHEMA, "Append", time_mode(timers))
 
 
 __all__ = ["ROUTED_SCHEMA", "order_state", "parse_events"]

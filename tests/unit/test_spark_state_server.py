@@ -29,7 +29,7 @@ from marketstream.spark.memory_index import MemoryIndex
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
 from marketstream.spark.partition_state import DictState
 from marketstream.spark.state_server import (
-    _ENCODER, _REPLY, PartitionServer, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
+    _ENCODER, _REPLY, PartitionServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
     socket_path,
 )
 from tests.job_sim import Job, config
@@ -374,7 +374,7 @@ def test_a_failure_at_any_step_of_an_update_never_yields_a_wrong_book(monkeypatc
         if fault_at is None:  # counts the steps
             batch(10, cs, ss, ps, float("inf"))
             return []
-        with pytest.raises(RuntimeError, match="MemoryError: injected"):
+        with pytest.raises(RuntimeError, match="MemoryError"):
             batch(10, cs, ss, ps, fault_at)
         for state in ss:  # Spark rolls the batch back and runs it again
             state.rollback()
@@ -388,3 +388,35 @@ def test_a_failure_at_any_step_of_an_update_never_yields_a_wrong_book(monkeypatc
         assert len(published) == 3
         for message in published:
             assert (message.value, message.open_orders) == expected[message.snapshot_time], (phase, at)
+
+
+def test_a_copy_beyond_the_memory_bound_fails_the_batch_with_the_setting_named(tmp_path):
+    """Batches of 50,000 opens until the copy no longer fits ~60 MB above what the
+    interpreter reserves for itself: that batch fails with the setting named, and the
+    server, its copy dropped, goes on with a book that fits."""
+    directory = server_dir(tmp_path / "index", tmp_path / "checkpoint")
+    servers = Servers(str(directory), memory_mb=320)
+    cfg = config(partitions=1)
+    count = 50_000
+
+    def batch(second: int) -> list[dict]:
+        first = second * count
+        values = [(f'{{"order_id":{i},"symbol":"S{i % 50}","order_side":"BUY","size":1,"price":{1000 + i % 400},'
+                   f'"status":"OPEN"}}').encode() for i in range(first, first + count)]
+        heartbeat = json.dumps({"0": [first, first + count, first + count]}).encode()
+        return list(pack(route([(HEARTBEAT_PARTITION, [], [], [heartbeat]),
+                                (0, list(range(first, first + count)), [T0 + second * 1000] * count, values)], 1), 1))
+
+    client, state = servers.client(0), DictState()
+    try:
+        with pytest.raises(RuntimeError, match="outgrew the state server's memory bound .ORDERBOOK_STATE_SERVER_MEMORY_MB"):
+            for second in range(40):
+                run_batch(client, state, cfg, 0, batch(second), T0 + (second + 1) * 1000 + 50)
+                state.commit()
+        assert second >= 2  # it did hold a copy before
+        # The server lives on, its copy dropped: a book that fits goes through.
+        out = run_batch(client, DictState(), cfg, 0, batch(0), T0 + 1050)
+        assert out.stats["opened"] == count
+    finally:
+        client.close()
+        os.unlink(socket_path(directory, 0))
