@@ -3,7 +3,11 @@ below its ``input_offsets`` with the core ``OrderBook`` and nothing of the Spark
 
 Records are applied partition by partition (the book does not depend on the
 interleaving), each at its record second ``tau`` (the running maximum of record
-timestamps within its partition: what tombstones expire by). Two kinds of records are
+timestamps within its partition: what tombstones expire by). The job's ``tau`` is also at
+least the last second published when a batch found the partition read to its end (so that
+an idle partition does not stop expiry, ``spark.clock``): for a record stamped before
+that second the replay's is lower, which matters only when a close of its id lies at the
+TTL's edge between the two. Two kinds of records are
 skipped: those that break the input contract (the parser says so) and the OPENs the job
 dead-lettered for the symbol limit (whether a symbol fits depends on the order in which
 the job met the events, so the replay takes the job's word for those: ``refused``).
