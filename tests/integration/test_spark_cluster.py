@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -56,6 +57,9 @@ SPARK_CLASS = str(Path(sys.executable).with_name("spark-class"))
 EXECUTOR_CLASS = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 # Relative: in each executor's own work directory (see the module docstring).
 INDEX_DIR = "spark-index"
+# spark.authenticate, as compose sets it up: the daemons read it from _SPARK_AUTH_SECRET,
+# the driver from SPARK_AUTHENTICATE_SECRET (its settings).
+AUTH_SECRET = secrets.token_urlsafe(32)
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 
@@ -98,7 +102,7 @@ class StandaloneCluster:
     def _spawn(self, name: str, service: str, argv: list[str], **env: str) -> subprocess.Popen:
         # The daemon options compose gives the service; SPARK_LOCAL_IP: the daemons and
         # the executors they start bind to loopback.
-        env.update(SPARK_LOCAL_IP="127.0.0.1",
+        env.update(SPARK_LOCAL_IP="127.0.0.1", _SPARK_AUTH_SECRET=AUTH_SECRET,
                    SPARK_DAEMON_JAVA_OPTS=COMPOSE[service]["environment"]["SPARK_DAEMON_JAVA_OPTS"])
         with (LOGS / f"{name}.log").open("w") as log:
             return subprocess.Popen([SPARK_CLASS, *argv], env=python_env(**env), cwd=self.base, stdout=log,
@@ -279,7 +283,8 @@ def pipeline(cluster, overrides):
     env = airflow_env(overrides)
     print(f"airflow db migrate: {time.monotonic() - started:.0f} s")
     # spark-submit (the driver, client mode) on loopback too; alert bookkeeping private to the test.
-    env.update(SPARK_LOCAL_IP="127.0.0.1", ALERT_STATE_PATH=str(Path(overrides["airflow_home"]) / "alerts.sqlite"))
+    env.update(SPARK_LOCAL_IP="127.0.0.1", ALERT_STATE_PATH=str(Path(overrides["airflow_home"]) / "alerts.sqlite"),
+               SPARK_AUTHENTICATE_SECRET=AUTH_SECRET)
     log_path = LOGS / "airflow-orderbook-pipeline.log"
     with log_path.open("w") as log:
         run = subprocess.Popen([sys.executable, "-c", RUN_DAG, str(ROOT / "dags"), "orderbook_pipeline"], env=env,
