@@ -1,0 +1,138 @@
+"""Seconds from the snapshot topic, located through the topic's time index.
+
+A snapshot record's Kafka timestamp is when it was produced, never before the second it
+describes, and a backfilled second is produced late; the snapshot time itself is in the
+headers, and never decreases in offset order (``marketstream.snapshots``). So the time
+index (``offsets_for_times``, Kafka's ListOffsets by timestamp) only gives a *hint*: the
+first record produced at or after the second, usually a record or two before it. The
+hint is verified by the snapshot time of the record found there and corrected by a
+galloping search outwards, then a binary search within the bracket: a couple of reads
+when the index is right, O(log distance) reads when it is not. Tansu answers offset 0
+for any time (so every lookup there is a search from the start, ~2 log2 n reads); Apache
+Kafka answers the first record produced at or after the time.
+
+Readers use ``isolation_level="read_committed"``: a snapshot of an aborted transaction
+was never published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from marketstream.kafka_io import PROBING, Record, TopicReader, open_topic
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.settings import Settings
+from marketstream.snapshots import decode_snapshot, snapshot_time_of
+
+COMMITTED = {"isolation_level": "read_committed"}
+SHORT_RANGE_SECONDS = 4
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Offsets of one partition still held: ``[low, high)``."""
+
+    low: int
+    high: int
+
+
+def _next_keyed(reader: TopicReader, partition: int, offset: int, high: int) -> tuple[int, int] | None:
+    """(offset, snapshot time) of the first snapshot record at or after ``offset``."""
+    return next(((r.offset, t) for r in reader.read(partition, offset, high)
+                 if (t := snapshot_time_of(r)) is not None), None)
+
+
+def index_hint(reader: TopicReader, partition: int, second: int) -> int | None:
+    """What the broker's time index says: the first offset produced at or after ``second``
+    (``None``: nothing was)."""
+    from kafka import TopicPartition
+
+    tp = TopicPartition(reader.topic, partition)
+    found = reader.consumer.offsets_for_times({tp: second * 1000}).get(tp)
+    return None if found is None else found.offset
+
+
+def locate(reader: TopicReader, partition: int, bounds: Bounds, second: int, hint: int | None = None) -> int:
+    """The first offset in ``[low, high]`` from which the next snapshot record is for
+    ``second`` or later (``high`` when there is none): the time index's hint (or the one
+    given), verified. Any hint gives the same answer; a good one gives it sooner."""
+    low, high = bounds.low, bounds.high
+    if hint is None:
+        hint = index_hint(reader, partition, second)
+    hint = high if hint is None else min(max(hint, low), high)
+    found = _next_keyed(reader, partition, hint, high) if hint < high else None
+    if found is None or found[1] >= second:
+        # The answer is at or before the hint: gallop back until a record is earlier.
+        high, step = hint, 1
+        while high > low:
+            probe = max(low, high - step)
+            back = _next_keyed(reader, partition, probe, high)
+            if back is not None and back[1] < second:
+                low = back[0] + 1
+                break
+            high, step = probe, step * 2
+    else:
+        # The record at the hint is earlier: gallop forward until one is not.
+        low, step = found[0] + 1, 1
+        while low < high:
+            probe = min(high, low + step)
+            ahead = _next_keyed(reader, partition, probe, high) if probe < high else None
+            if ahead is None or ahead[1] >= second:
+                high = probe
+                break
+            low, step = ahead[0] + 1, step * 2
+    return reader.first_offset(partition, low, high, snapshot_time_of, second)
+
+
+@dataclass(frozen=True)
+class TopicSecond:
+    message: SnapshotMessage
+    partition: int
+    offset: int
+
+
+@dataclass
+class TopicSeconds:
+    """The snapshot records for the seconds ``[start, end)`` in topic order, and the
+    records there that are not snapshot messages ("partition:offset: reason")."""
+
+    messages: list[TopicSecond]
+    undecodable: list[str]
+
+
+def _decoded(records: Iterator[Record], start: int, end: int, undecodable: list[str],
+             limit: int) -> Iterator[TopicSecond]:
+    for record in records:
+        try:
+            message = decode_snapshot(record)
+        except ValueError as exc:
+            if len(undecodable) < limit:
+                undecodable.append(f"{record.partition}:{record.offset}: {exc}")
+            continue
+        if message.snapshot_time >= end:
+            return  # times never decrease: nothing further belongs to the range
+        if message.snapshot_time >= start:
+            yield TopicSecond(message, record.partition, record.offset)
+
+
+def read_seconds(settings: Settings, start: int, end: int, max_undecodable: int = 100) -> TopicSeconds:
+    """The snapshot records for ``[start, end)``; ``LookupError`` when the topic does not
+    exist. Reading stops at the first record past the range, so a second near the head of
+    a long topic costs a few reads, not a scan."""
+    messages: list[TopicSecond] = []
+    undecodable: list[str] = []
+    with open_topic(settings, settings.orderbook_topic, **PROBING, **COMMITTED) as reader:
+        starts, ends = reader.start_offsets(), reader.end_offsets()
+        begins = {p: locate(reader, p, Bounds(starts.get(p, 0), ends[p]), start) for p in reader.partitions}
+        if end - start <= SHORT_RANGE_SECONDS:  # a record or two: the probing consumer's small fetches suffice
+            for partition in reader.partitions:
+                records = reader.read(partition, begins[partition], ends[partition])
+                messages += _decoded(records, start, end, undecodable, max_undecodable)
+            return TopicSeconds(messages, undecodable)
+    # A consumer of its own: the probing one's small fetches would slow a long read.
+    with open_topic(settings, settings.orderbook_topic, **COMMITTED) as reader:
+        for partition in reader.partitions:
+            records = reader.read(partition, begins.get(partition, 0), ends.get(partition, 0))
+            messages += _decoded(records, start, end, undecodable, max_undecodable)
+    return TopicSeconds(messages, undecodable)
