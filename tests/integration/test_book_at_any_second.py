@@ -24,6 +24,7 @@ from marketstream.kafka_io import PROBING, open_topic
 from marketstream.orderbook import render_book
 from marketstream.orderbook.render import levels_from_json
 from marketstream.snapshots import snapshot_time_of
+from marketstream.topics import ensure_topics
 from tests.published_stream import PublishedStream
 from tests.support import ROOT, python_env
 
@@ -31,14 +32,17 @@ pytestmark = pytest.mark.integration
 
 T0 = int(datetime(2026, 3, 2, 9, 30, tzinfo=UTC).timestamp())  # the job's first second
 LIVE, OUTAGE, MISSING, LAST = range(T0, T0 + 40), range(T0 + 40, T0 + 52), T0 + 55, T0 + 59
-EXPORTED = (datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 30, UTC))
+START = datetime.fromtimestamp(T0, UTC)
+
+
+def at(second: int) -> datetime:
+    return datetime.fromtimestamp(second, UTC)
 
 
 @pytest.fixture(scope="module")
 def stream(broker_bootstrap, tmp_path_factory):
     """The published stream, once for the module (the tests only read it)."""
     from marketstream.settings import load_settings
-    from marketstream.topics import ensure_topics
 
     unique, root = f"book{random.randrange(16**8):08x}", tmp_path_factory.mktemp("book")
     settings = load_settings(
@@ -170,14 +174,19 @@ def test_unknown_symbol_and_bad_times_are_clear_errors(stream):
 
 def test_seconds_the_topic_no_longer_holds_come_from_the_exports(stream):
     settings, expected = stream
-    export_interval(settings, *EXPORTED, grace_s=0)
-    validate_interval(settings, *EXPORTED)
-    # Only the first third is rolled up; the rest of the interval is read from its own file.
-    rollup_day(settings.export_dir, EXPORTED[0].date())
+    # [T0, T0 + 20) validated and rolled up; [T0 + 20, T0 + 30) exported after the roll-up ran.
+    rolled_up, recent = (START, at(T0 + 20)), (at(T0 + 20), at(T0 + 30))
+    export_interval(settings, *rolled_up, grace_s=0)
+    validate_interval(settings, *rolled_up)
+    rollup_day(settings.export_dir, START.date())
+    export_interval(settings, *recent, grace_s=0)
+    # Retention deleted the topic's records (Tansu has no DeleteRecords: an empty topic).
     gone = settings.model_copy(update={"orderbook_topic": settings.orderbook_topic + "-expired"})
-    for second in (T0, T0 + 11, T0 + 29):
+    ensure_topics(gone)
+    for second, file in ((T0, "orderbook-daily"), (T0 + 19, "orderbook-daily"), (T0 + 20, "T093020Z_"),
+                         (T0 + 29, "T093020Z_")):
         found = book_at(gone, second)
-        assert found.source == "exports" and "orderbook-daily" in found.location
+        assert found.source == "exports" and file in found.location
         assert found.message.value == expected[second].value
     found = book_range(gone, T0 + 25, T0 + 35)
     assert [s.second for s in found.seconds] == list(range(T0 + 25, T0 + 30))
