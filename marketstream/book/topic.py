@@ -5,11 +5,10 @@ describes, and a backfilled second is produced late; the snapshot time itself is
 headers, and never decreases in offset order (``marketstream.snapshots``). So the time
 index (``offsets_for_times``, Kafka's ListOffsets by timestamp) only gives a *hint*: the
 first record produced at or after the second, usually a record or two before it. The
-hint is verified by the snapshot time of the record found there and corrected by a
-galloping search outwards, then a binary search within the bracket: a couple of reads
-when the index is right, O(log distance) reads when it is not. Tansu answers offset 0
-for any time (so every lookup there is a search from the start, ~2 log2 n reads); Apache
-Kafka answers the first record produced at or after the time.
+hint is verified by the snapshot time of the record found there, and corrected by
+stepping one record per second of difference (``locate``). Apache Kafka answers the first
+record produced at or after the time; Tansu answers offset 0 for any time (measured on
+the embedded broker), so there the first step is from the topic's start.
 
 Readers use ``isolation_level="read_committed"``: a snapshot of an aborted transaction
 was never published.
@@ -53,35 +52,40 @@ def index_hint(reader: TopicReader, partition: int, second: int) -> int | None:
     return None if found is None else found.offset
 
 
+# Estimates before falling back to a plain binary search over what is left.
+MAX_ESTIMATES = 8
+
+
 def locate(reader: TopicReader, partition: int, bounds: Bounds, second: int, hint: int | None = None) -> int:
     """The first offset in ``[low, high]`` from which the next snapshot record is for
-    ``second`` or later (``high`` when there is none): the time index's hint (or the one
-    given), verified. Any hint gives the same answer; a good one gives it sooner."""
+    ``second`` or later (``high`` when there is none).
+
+    The first read is at the time index's hint (or the one given). Each read's snapshot
+    time then says how far to step: one record a second, so the record for ``second`` is
+    ``second - t`` records on from one for ``t``; the record before it is read too, which
+    pins the answer on both sides. Every read narrows ``[low, high]``, so a wrong hint or
+    estimate (gaps, duplicates, records that are not snapshots) costs reads, never the
+    answer: after ``MAX_ESTIMATES`` a binary search finishes. Any hint gives the same
+    answer; a good one gives it in two or three reads."""
     low, high = bounds.low, bounds.high
     if hint is None:
         hint = index_hint(reader, partition, second)
-    hint = high if hint is None else min(max(hint, low), high)
-    found = _next_keyed(reader, partition, hint, high) if hint < high else None
-    if found is None or found[1] >= second:
-        # The answer is at or before the hint: gallop back until a record is earlier.
-        high, step = hint, 1
-        while high > low:
-            probe = max(low, high - step)
-            back = _next_keyed(reader, partition, probe, high)
-            if back is not None and back[1] < second:
-                low = back[0] + 1
-                break
-            high, step = probe, step * 2
-    else:
-        # The record at the hint is earlier: gallop forward until one is not.
-        low, step = found[0] + 1, 1
-        while low < high:
-            probe = min(high, low + step)
-            ahead = _next_keyed(reader, partition, probe, high) if probe < high else None
-            if ahead is None or ahead[1] >= second:
-                high = probe
-                break
-            low, step = ahead[0] + 1, step * 2
+    probe = high if hint is None else hint
+    for _ in range(MAX_ESTIMATES):
+        if low >= high:
+            return low
+        probe = min(max(probe, low), high - 1)
+        found = _next_keyed(reader, partition, probe, high)
+        if found is None:  # nothing keyed from here on: the answer is at or before it
+            high, probe = probe, probe - 1
+            continue
+        offset, time = found
+        if time >= second:
+            high = probe
+        else:
+            low = offset + 1
+        # Read just before where the second should start: that record is earlier than it.
+        probe = offset + (second - time) - 1
     return reader.first_offset(partition, low, high, snapshot_time_of, second)
 
 
