@@ -79,6 +79,11 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
     if not levels:
         st.info(f"{symbol}: the book is empty in the newest snapshot (all its orders closed).")
         return
+    depth_chart(symbol, levels)
+    st.table(book_model.level_table(symbol, levels), hide_index=True)
+
+
+def depth_chart(symbol: str, levels) -> None:
     series = book_model.depth_series(levels)
     colour = alt.Color("side:N", scale=alt.Scale(domain=["buy", "sell"], range=["#1a7f37", "#cf222e"]))
     layers = [
@@ -93,7 +98,6 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
         for side, step in (("buy", "step-before"), ("sell", "step-after"))
     ]
     st.altair_chart(alt.layer(*layers).properties(height=260, title=f"{symbol} depth"), width="stretch")
-    st.table(book_model.level_table(symbol, levels), hide_index=True)
 
 
 # ---------------------------------------------------------------- pipeline health
