@@ -10,6 +10,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -195,3 +196,28 @@ def test_seconds_the_topic_no_longer_holds_come_from_the_exports(stream):
         explain(gone, T0 + 11, "BTC-USDT", "buy_1")
     with pytest.raises(BookError, match="is after the newest snapshot"):
         book_at(gone, T0 + 31)
+
+
+def test_transactional_publishing_aborted_seconds_are_gaps_and_reads_end_on_markers(kafka_settings):
+    """As the job publishes in Kafka transactions: every second in its own transaction, one
+    aborted. The aborted second is a gap to a read_committed reader; the newest second,
+    followed only by its commit marker, is read without waiting for a record that never
+    comes."""
+    from marketstream.kafka_io import make_producer
+    from marketstream.orderbook.message import SnapshotMessage
+
+    producer = make_producer(kafka_settings, transactional_id=f"book-{kafka_settings.orderbook_topic}")
+    producer.init_transactions()
+    for second in range(T0, T0 + 6):
+        producer.begin_transaction()
+        message = SnapshotMessage(second, second - T0 + 1, {0: 0}, 0, "[]")
+        producer.send(kafka_settings.orderbook_topic, key=message.key.encode(), value=b"[]",
+                      headers=message.headers(), partition=0)
+        (producer.abort_transaction if second == T0 + 2 else producer.commit_transaction)()
+    producer.close()
+    started = time.monotonic()
+    assert book_at(kafka_settings, T0 + 5).message.sequence == 6
+    assert [s.second for s in book_range(kafka_settings, T0, T0 + 6).seconds] == [T0, T0 + 1, T0 + 3, T0 + 4, T0 + 5]
+    with pytest.raises(BookError, match="a gap"):
+        book_at(kafka_settings, T0 + 2)
+    assert time.monotonic() - started < 20  # a stalled read waits 60 s for its timeout
