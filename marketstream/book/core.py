@@ -101,8 +101,9 @@ def _read_topic(settings: Settings, start: int, end: int) -> tuple[dict[int, top
                            f"({exc if str(exc).startswith(type(exc).__name__) else f'{type(exc).__name__}: {exc}'})") from None
 
 
-def _span_sentence(settings: Settings, second: int) -> str:
-    """Why ``second`` has no snapshot: before the first, after the newest, or a gap."""
+def _span_sentence(settings: Settings, second: int, last_second: int | None = None) -> str:
+    """Why ``second`` (or the seconds up to ``last_second``) has no snapshot: before the
+    first, after the newest, or a gap."""
     try:
         span = topic_span(settings)
         first, last = span.first, span.last
@@ -118,13 +119,13 @@ def _span_sentence(settings: Settings, second: int) -> str:
         return (f"no snapshot for {show(second)}: topic {settings.orderbook_topic} holds no snapshot and "
                 f"{settings.export_dir} no export. Has the order-book pipeline run?")
     held = f"snapshots are held from {show(first)} to {show(last)}"
-    if second < first:
-        return f"{show(second)} is before the first snapshot: {held}"
+    asked = show(second) if last_second is None else f"{show(second)} .. {show(last_second)}"
+    if (second if last_second is None else last_second) < first:
+        return f"{asked} is before the first snapshot: {held}"
     if second > last:
-        return (f"{show(second)} is after the newest snapshot: {held} (the job publishes each second "
+        return (f"{asked} is after the newest snapshot: {held} (the job publishes each second "
                 "about a second after it ends)")
-    return (f"no snapshot for {show(second)}: a gap (the job published nothing for that second, or its "
-            f"export is missing); {held}")
+    return (f"no snapshot for {asked}: a gap (the job published nothing then, or its export is missing); {held}")
 
 
 def book_at(settings: Settings, second: int) -> BookSecond:
@@ -193,7 +194,7 @@ def book_range(settings: Settings, start: int, end: int) -> BookRange:
     if not result.seconds and unreachable:
         raise BookError(f"{unreachable}, and the exports in {settings.export_dir} hold no second of the range")
     if not result.seconds:
-        raise BookError(_span_sentence(settings, start).replace(show(start), f"{show(start)} .. {show(end - 1)}", 1))
+        raise BookError(_span_sentence(settings, start, end - 1))
     return result
 
 

@@ -36,10 +36,22 @@ class Bounds:
     high: int
 
 
+# Records a probe asks for first: a snapshot record is almost always the first one. A
+# read of the rest of the topic would let the consumer fetch ahead, and the next probe's
+# seek would wait for that fetch to come back before sending its own.
+PROBE_WINDOW = 8
+
+
 def _next_keyed(reader: TopicReader, partition: int, offset: int, high: int) -> tuple[int, int] | None:
     """(offset, snapshot time) of the first snapshot record at or after ``offset``."""
-    return next(((r.offset, t) for r in reader.read(partition, offset, high)
-                 if (t := snapshot_time_of(r)) is not None), None)
+    while offset < high:
+        stop = min(high, offset + PROBE_WINDOW)
+        found = next(((r.offset, t) for r in reader.read(partition, offset, stop)
+                      if (t := snapshot_time_of(r)) is not None), None)
+        if found is not None:
+            return found
+        offset = stop
+    return None
 
 
 def index_hint(reader: TopicReader, partition: int, second: int) -> int | None:
