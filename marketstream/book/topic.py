@@ -42,11 +42,11 @@ class Bounds:
 PROBE_WINDOW = 8
 
 
-def _next_keyed(reader: TopicReader, partition: int, offset: int, high: int) -> tuple[int, int] | None:
-    """(offset, snapshot time) of the first snapshot record at or after ``offset``."""
+def _next_keyed(reader: TopicReader, partition: int, offset: int, high: int) -> tuple[Record, int] | None:
+    """The first snapshot record at or after ``offset``, and its snapshot time."""
     while offset < high:
         stop = min(high, offset + PROBE_WINDOW)
-        found = next(((r.offset, t) for r in reader.read(partition, offset, stop)
+        found = next(((r, t) for r in reader.read(partition, offset, stop)
                       if (t := snapshot_time_of(r)) is not None), None)
         if found is not None:
             return found
@@ -79,26 +79,34 @@ def locate(reader: TopicReader, partition: int, bounds: Bounds, second: int, hin
     estimate (gaps, duplicates, records that are not snapshots) costs reads, never the
     answer: after ``MAX_ESTIMATES`` a binary search finishes. Any hint gives the same
     answer; a good one gives it in two or three reads."""
+    return _locate(reader, partition, bounds, second, hint)[0]
+
+
+def _locate(reader: TopicReader, partition: int, bounds: Bounds, second: int,
+            hint: int | None = None) -> tuple[int, Record | None]:
+    """``locate``, and the first snapshot record from the answer on when a read already
+    fetched it (``None``: not known, or there is none)."""
     low, high = bounds.low, bounds.high
     if hint is None:
         hint = index_hint(reader, partition, second)
     probe = high if hint is None else hint
+    at_high: Record | None = None  # the first snapshot record from ``high`` on, when read
     for _ in range(MAX_ESTIMATES):
         if low >= high:
-            return low
+            return low, at_high
         probe = min(max(probe, low), high - 1)
         found = _next_keyed(reader, partition, probe, high)
         if found is None:  # nothing keyed from here on: the answer is at or before it
-            high, probe = probe, probe - 1
+            high, probe, at_high = probe, probe - 1, None
             continue
-        offset, time = found
+        record, time = found
         if time >= second:
-            high = probe
+            high, at_high = probe, record
         else:
-            low = offset + 1
+            low = record.offset + 1
         # Read just before where the second should start: that record is earlier than it.
-        probe = offset + (second - time) - 1
-    return reader.first_offset(partition, low, high, snapshot_time_of, second)
+        probe = record.offset + (second - time) - 1
+    return reader.first_offset(partition, low, high, snapshot_time_of, second), None
 
 
 @dataclass(frozen=True)
@@ -140,10 +148,17 @@ def read_seconds(settings: Settings, start: int, end: int, max_undecodable: int 
     undecodable: list[str] = []
     with open_topic(settings, settings.orderbook_topic, **PROBING, **COMMITTED) as reader:
         starts, ends = reader.start_offsets(), reader.end_offsets()
-        begins = {p: locate(reader, p, Bounds(starts.get(p, 0), ends[p]), start) for p in reader.partitions}
+        located = {p: _locate(reader, p, Bounds(starts.get(p, 0), ends[p]), start) for p in reader.partitions}
+        begins = {p: offset for p, (offset, _) in located.items()}
         if end - start <= SHORT_RANGE_SECONDS:  # a record or two: the probing consumer's small fetches suffice
             for partition in reader.partitions:
-                records = reader.read(partition, begins[partition], ends[partition])
+                first = located[partition][1]
+                if end - start == 1 and first is not None:
+                    # One second, and the search already read the record it starts at:
+                    # that is the second's snapshot, or a later one (a gap).
+                    records: Iterator[Record] = iter([first])
+                else:
+                    records = reader.read(partition, begins[partition], ends[partition])
                 messages += _decoded(records, start, end, undecodable, max_undecodable)
             return TopicSeconds(messages, undecodable)
     # A consumer of its own: the probing one's small fetches would slow a long read.
