@@ -335,3 +335,29 @@ def test_prometheus_endpoints_answer_with_moving_figures(settings, job):
     job.assert_alive()
     # One progress callback a second through py4j: its INFO chatter is off.
     assert "Received command c on object id" not in job.log_path.read_text()
+
+
+def test_book_at_random_seconds_of_the_run_equals_the_audited_replay(settings, job, tmp_path):
+    """``marketstream.book`` on what the job published through the kill -9 above: random
+    seconds equal the validator's replay below their offsets, the backfilled seconds are
+    recovered in a range with no gap, and a level's orders sum to its amount."""
+    from marketstream.book import book_at, book_range, explain
+    from marketstream.exports.validation import replay_book
+
+    audited = settings.model_copy(update={"validation_cache_dir": tmp_path / "validation"})
+    everything = snapshots(settings)
+    recovered = [m for m in everything if m.recovered]
+    assert recovered, "the kill -9 above left seconds for the job to backfill"
+    rng = random.Random(11)
+    for message in rng.sample(everything, min(8, len(everything))) + rng.sample(recovered, min(3, len(recovered))):
+        found = book_at(audited, message.snapshot_time)
+        assert found.message == message and found.source == "topic"
+        replayed, _ = replay_book(audited, message.input_offsets)
+        assert levels_to_json(render_book(replayed, DEPTH)) == found.message.value
+    span = book_range(audited, everything[0].snapshot_time, everything[-1].snapshot_time + 1)
+    assert span.gaps == [] and span.recovered == [m.snapshot_time for m in recovered]
+    second = rng.choice(recovered)
+    levels = [lv for lv in second.levels() if lv.side in ("buy_1", "sell_2")]
+    for level in levels:
+        result = explain(audited, second.snapshot_time, level.symbol, level.side)
+        assert sum(o.size for _, o in result.orders) == level.amount and result.orders
