@@ -6,6 +6,7 @@ it, replayed from the input topic."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -58,5 +59,16 @@ def test_time_travel_moves_through_seconds_and_explains_a_level(kafka_settings, 
         shot(page, "order-book-explain")
 
         page.get_by_role("button", name="Newest").click()
-        page.wait_for_url(f"**t={iso(T0 + 39).replace(':', '%3A')}*", timeout=30_000)
-        page.get_by_text(iso(T0 + 39).replace("T", " ").rstrip("Z")).first.wait_for(timeout=30_000)
+        newest = iso(T0 + 39).replace("T", " ").rstrip("Z")
+        page.get_by_text(newest).first.wait_for(timeout=30_000)
+
+        # Play at 10x from the first second: ten seconds a second, stopping at the newest.
+        page.goto(f"{url}/?t={iso(T0)}")
+        page.get_by_text(iso(T0).replace("T", " ").rstrip("Z")).first.wait_for(timeout=30_000)
+        started = time.monotonic()
+        page.locator("[data-testid=stButtonGroup]").get_by_text("Play 10×", exact=True).click()
+        page.get_by_text(iso(T0 + 10).replace("T", " ").rstrip("Z")).first.wait_for(timeout=15_000)
+        page.get_by_text(newest).first.wait_for(timeout=30_000)
+        assert time.monotonic() - started < 25  # 39 seconds at 10x: four ticks, not 39
+        page.wait_for_timeout(2500)
+        assert metric(page, "Snapshot time (UTC)") == newest  # stopped there
