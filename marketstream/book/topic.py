@@ -24,7 +24,9 @@ from marketstream.orderbook.message import SnapshotMessage
 from marketstream.settings import Settings
 from marketstream.snapshots import decode_snapshot, snapshot_time_of
 
-COMMITTED = {"isolation_level": "read_committed"}
+# Read only what was committed; and a broker that does not answer within 5 s is down for
+# a user waiting at a prompt (the exports may still answer).
+COMMITTED = {"isolation_level": "read_committed", "bootstrap_timeout_ms": 5000}
 SHORT_RANGE_SECONDS = 4
 
 

@@ -27,7 +27,7 @@ from marketstream.orderbook.render import levels_from_json
 from marketstream.snapshots import snapshot_time_of
 from marketstream.topics import ensure_topics
 from tests.published_stream import PublishedStream
-from tests.support import ROOT, python_env
+from tests.support import ROOT, free_port, python_env
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +150,15 @@ def test_range_over_the_outage_reports_recovered_seconds_and_the_gap(stream, tmp
     recovered = {row.split(",")[0] for row in rows[1:] if row.split(",")[2] == "true"}
     assert recovered == {iso(s) for s in OUTAGE}
 
+    import pyarrow.parquet as pq
+
+    as_parquet = tmp_path / "range.parquet"
+    done = run_book(settings, "range", iso(OUTAGE[0] - 2), iso(LAST), "--format", "parquet", "-o", str(as_parquet))
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(as_parquet)
+    assert table.num_rows == len(rows) - 1
+    assert sum(table.column("recovered").to_pylist()) == sum(row.split(",")[2] == "true" for row in rows[1:])
+
 
 @pytest.mark.parametrize("when, message", [
     (T0 - 60, "is before the first snapshot"),
@@ -167,6 +176,11 @@ def test_unknown_symbol_and_bad_times_are_clear_errors(stream):
     settings, _ = stream
     done = run_book(settings, "explain", iso(T0 + 5), "--symbol", "ETH-USDT", "--side", "buy_1")
     assert done.returncode == 1 and "unknown symbol 'ETH-USDT'" in done.stderr and "BTC-USDT" in done.stderr
+    done = run_book(settings, "at", iso(T0 + 5), "--symbol", "ETH-USDT")
+    assert done.returncode == 1 and "unknown symbol 'ETH-USDT' at 2026-03-02T09:30:05Z: the book holds BTC-USDT" \
+        in done.stderr
+    done = run_book(settings, "range", iso(LAST + 10), iso(LAST + 20))
+    assert done.returncode == 1 and "is after the newest snapshot" in done.stderr
     done = run_book(settings, "at", "2026-03-02T09:30:05")
     assert done.returncode == 2 and "has no time zone: add Z for UTC" in done.stderr
     done = run_book(settings, "at", str((T0 + 5) * 1000))
@@ -194,6 +208,12 @@ def test_seconds_the_topic_no_longer_holds_come_from_the_exports(stream):
     assert found.gaps == list(range(T0 + 30, T0 + 35))
     with pytest.raises(BookError, match="which keep no input offsets"):
         explain(gone, T0 + 11, "BTC-USDT", "buy_1")
+    # No broker at all: the exports answer, after the 5 s a reader gives a broker to answer.
+    down = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    started = time.monotonic()
+    found = book_at(down, T0 + 5)
+    assert found.source == "exports" and found.message.value == expected[T0 + 5].value
+    assert time.monotonic() - started < 15
     with pytest.raises(BookError, match="is after the newest snapshot"):
         book_at(gone, T0 + 31)
 
