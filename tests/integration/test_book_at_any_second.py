@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 T0 = int(datetime(2026, 3, 2, 9, 30, tzinfo=UTC).timestamp())  # the job's first second
 LIVE, OUTAGE, MISSING, LAST = range(T0, T0 + 40), range(T0 + 40, T0 + 52), T0 + 55, T0 + 59
+JUNK_BEFORE = T0 + 17
 START = datetime.fromtimestamp(T0, UTC)
 
 
@@ -54,7 +55,11 @@ def stream(broker_bootstrap, tmp_path_factory):
         validation_cache_dir=root / "validation", spark_checkpoint_dir=root / "checkpoint")
     ensure_topics(settings)
     published = PublishedStream(settings, 70, T0)
-    published.publish(LIVE)
+    published.publish(range(LIVE.start, JUNK_BEFORE))
+    # A foreign writer's records in between: not snapshots, skipped by every reader.
+    for junk in (b"not a snapshot", b'{"hello": 1}'):
+        published.producer.send(settings.orderbook_topic, value=junk, partition=0)
+    published.publish(range(JUNK_BEFORE, LIVE.stop))
     # The job died at T0 + 40 and came back at T0 + 52: it backfills what it missed, late.
     published.publish(OUTAGE, recovered=True, published_at=T0 + 53.2)
     published.publish(s for s in range(OUTAGE.stop, LAST + 1) if s != MISSING)
@@ -83,8 +88,10 @@ def test_any_hint_locates_the_same_offset(stream):
     with open_topic(settings, settings.orderbook_topic, **PROBING) as reader:
         bounds = Bounds(0, reader.end_offsets()[0])
         times = [snapshot_time_of(r) for r in reader.read(0, 0, bounds.high)]
-        for second in (T0, T0 + 17, OUTAGE[0], OUTAGE[-1], MISSING, LAST, LAST + 5, T0 - 3):
-            want = next((i for i, t in enumerate(times) if t >= second), bounds.high)
+        for second in (T0, T0 + 16, JUNK_BEFORE, OUTAGE[0], OUTAGE[-1], MISSING, LAST, LAST + 5, T0 - 3):
+            # A record that is not a snapshot belongs to the second of the next one that is.
+            want = next((i for i in range(len(times))
+                         if next((t for t in times[i:] if t is not None), second) >= second), bounds.high)
             for hint in (None, 0, 1, want - 1, want, want + 1, want + 9, bounds.high):
                 assert locate(reader, 0, bounds, second, hint) == want, (second, hint)
 
