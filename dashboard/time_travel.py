@@ -13,7 +13,6 @@ only wires the settings in.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Callable
@@ -106,22 +105,11 @@ def _naive_utc(second: int) -> datetime:
     return datetime.fromtimestamp(second, UTC).replace(tzinfo=None)  # the picker has no zones: UTC
 
 
-def time_travel_page(load: Loaders, clock: Callable[[], float] = time.time) -> None:
+def time_travel_page(load: Loaders) -> None:
     st.title("Order book: time travel")
     if st.button("Back to the live book", icon=":material/sensors:"):
         del st.query_params[QUERY_KEY]
         st.rerun()
-    try:
-        span = load.span()
-    except Exception as exc:  # kafka-python raises many types; the page needs one sentence
-        st.error(f"Cannot read the retained range: {exc}")
-        return
-    if span is None:
-        st.info("Nothing retained yet: no snapshot on the topic and no export. Start the pipeline DAG in Airflow.")
-        return
-    st.caption(f"Retained: {show(span.first)} to {show(span.last)} (UTC), from the snapshot topic and the exports.")
-    if st.session_state.get("tt_url") != st.query_params.get(QUERY_KEY):  # a link opened or edited
-        _move(_chosen(span))
     speed = SPEEDS[st.session_state.get("tt_play") or "Pause"]
 
     @st.fragment(run_every=1.0 if speed else None)
@@ -129,6 +117,17 @@ def time_travel_page(load: Loaders, clock: Callable[[], float] = time.time) -> N
         playing = SPEEDS[st.session_state.get("tt_play") or "Pause"]
         if playing != speed:
             st.rerun()  # the fragment's timer is set when the page runs
+        try:
+            span = load.span()  # in the fragment: "Newest" and play follow the job
+        except Exception as exc:  # kafka-python raises many types; the page needs one sentence
+            st.error(f"Cannot read the retained range: {exc}")
+            return
+        if span is None:
+            st.info("Nothing retained yet: no snapshot on the topic and no export. Start the pipeline DAG in Airflow.")
+            return
+        st.caption(f"Retained: {show(span.first)} to {show(span.last)} (UTC), from the snapshot topic and the exports.")
+        if st.session_state.get("tt_url") != st.query_params.get(QUERY_KEY):  # a link opened or edited
+            _move(_chosen(span))
         second = st.session_state["tt_second"]
         if playing:
             if second >= span.last:
