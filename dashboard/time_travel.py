@@ -45,22 +45,10 @@ def loaders(settings) -> Loaders:
     """The real sources for ``settings``; a second's book is cached (it never changes once
     published), a missing one is not (it may be published or backfilled soon)."""
     from marketstream import book
-    from marketstream.exports.layout import list_exports
-    from marketstream.snapshots import topic_span
 
     def span() -> Span | None:
-        firsts, lasts = [], []
-        try:
-            topic = topic_span(settings)
-            firsts += [t for t in [topic.first] if t is not None]
-            lasts += [t for t in [topic.last] if t is not None]
-        except LookupError:
-            pass
-        exports = list_exports(settings.export_dir)
-        if exports:
-            firsts.append(int(min(e.start for e in exports).timestamp()))
-            lasts.append(int(max(e.end for e in exports).timestamp()) - 1)
-        return Span(min(firsts), max(lasts)) if firsts else None
+        found = book.retained(settings)
+        return None if found is None else Span(*found)
 
     @st.cache_data(max_entries=600, show_spinner=False)
     def at(second: int, where: tuple) -> BookSecond:  # where: the cache key part settings are

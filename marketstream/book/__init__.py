@@ -3,11 +3,11 @@ a second's snapshot from the snapshot topic or, once the topic no longer holds i
 exports; every second of a range; the open orders behind a level."""
 
 from marketstream.book.core import (
-    MAX_RANGE_SECONDS, BookError, BookRange, BookSecond, Explanation, book_at, book_range, explain, parse_side,
+    MAX_RANGE_SECONDS, BookError, BookRange, BookSecond, Explanation, book_at, book_range, explain, parse_side, retained,
 )
 from marketstream.book.times import parse_time, show
 
 __all__ = [
     "MAX_RANGE_SECONDS", "BookError", "BookRange", "BookSecond", "Explanation", "book_at", "book_range", "explain",
-    "parse_side", "parse_time", "show",
+    "parse_side", "parse_time", "retained", "show",
 ]

@@ -101,23 +101,31 @@ def _read_topic(settings: Settings, start: int, end: int) -> tuple[dict[int, top
                            f"({exc if str(exc).startswith(type(exc).__name__) else f'{type(exc).__name__}: {exc}'})") from None
 
 
+def retained(settings: Settings) -> tuple[int, int] | None:
+    """The first and last second the topic and the exports hold together (``None``:
+    neither holds any). An export interval counts whole; gaps inside are not looked for."""
+    firsts, lasts = [], []
+    try:
+        span = topic_span(settings)
+        firsts += [span.first] if span.first is not None else []
+        lasts += [span.last] if span.last is not None else []
+    except LookupError:
+        pass
+    exports = list_exports(settings.export_dir)
+    if exports:
+        firsts.append(int(min(e.start for e in exports).timestamp()))
+        lasts.append(int(max(e.end for e in exports).timestamp()) - 1)
+    return (min(firsts), max(lasts)) if firsts and lasts else None
+
+
 def _span_sentence(settings: Settings, second: int, last_second: int | None = None) -> str:
     """Why ``second`` (or the seconds up to ``last_second``) has no snapshot: before the
     first, after the newest, or a gap."""
-    try:
-        span = topic_span(settings)
-        first, last = span.first, span.last
-    except LookupError:
-        first = last = None
-    exports = list_exports(settings.export_dir)
-    if exports:
-        oldest = int(min(e.start for e in exports).timestamp())
-        newest = int(max(e.end for e in exports).timestamp()) - 1
-        first = oldest if first is None else min(first, oldest)
-        last = newest if last is None else max(last, newest)
-    if first is None or last is None:
+    span = retained(settings)
+    if span is None:
         return (f"no snapshot for {show(second)}: topic {settings.orderbook_topic} holds no snapshot and "
                 f"{settings.export_dir} no export. Has the order-book pipeline run?")
+    first, last = span
     held = f"snapshots are held from {show(first)} to {show(last)}"
     asked = show(second) if last_second is None else f"{show(second)} .. {show(last_second)}"
     if (second if last_second is None else last_second) < first:
