@@ -248,3 +248,19 @@ def test_transactional_publishing_aborted_seconds_are_gaps_and_reads_end_on_mark
     with pytest.raises(BookError, match="a gap"):
         book_at(kafka_settings, T0 + 2)
     assert time.monotonic() - started < 20  # a stalled read waits 60 s for its timeout
+
+
+def test_explaining_an_older_second_leaves_the_validators_saved_replay(stream, tmp_path):
+    """The validator saves its replay to continue from it next interval; explaining a
+    second before that point replays from the start and leaves the saved state as it was."""
+    settings, expected = stream
+    own = settings.model_copy(update={"validation_cache_dir": tmp_path})
+    replay_book(own, expected[LAST].input_offsets)  # the validator's newest run
+    saved = tmp_path / f"replay-{settings.orders_topic}.json"
+    before = saved.read_bytes()
+    result = explain(own, T0 + 5, "BTC-USDT", "buy_1")
+    assert result.total_size == result.level.amount
+    assert saved.read_bytes() == before
+    # A newer second continues from the saved state (and saves where it got to).
+    explain(own, LAST, "BTC-USDT", "sell_1")
+    assert saved.read_bytes() == before  # LAST is where the validator already was
