@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools compose-env clean-state
+.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools postgres-server compose-env clean-state
 
 check-env:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null || \
@@ -40,6 +40,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "The dashboard browser test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
+# The energy tests' PostgreSQL: tests/postgres_server.py starts a throwaway cluster of
+# Debian's server binaries for each test session (TEST_POSTGRES_URL points elsewhere).
+postgres-server:
+	@test -n "$$TEST_POSTGRES_URL" || command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "The energy tests need PostgreSQL's server binaries: sudo apt-get install postgresql (or set TEST_POSTGRES_URL)"; exit 1; fi; }
+
 # The compose checks of the unit tier (tests/unit/test_compose*.py) need no Docker engine:
 # Debian's docker-compose (v1, whose `config` interpolates and validates offline) and
 # promtool, taken out of Debian's prometheus package (no service is installed or started).
@@ -68,7 +75,7 @@ run: install
 demo: install
 	$(PY) -m marketstream.embedded.demo
 
-test: install browser compose-tools
+test: install browser compose-tools postgres-server
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: install compose-tools

@@ -4,7 +4,7 @@
 
 Starts a Tansu broker on a free port, the exchange emulator in this process, and the
 listener and loader as the same subprocesses ``make run`` starts; the database is a
-private schema of the machine's PostgreSQL (default) or any URL given.
+private schema of PostgreSQL (``TEST_POSTGRES_URL``, else a throwaway server; default) or any URL given.
 1. steady: ``--rate`` deals a minute for ``--seconds``; deal-to-database latency per deal =
    ``trades.loaded_at`` (stamped just before the loader's transaction) − the moment the
    emulator handed the deal to its socket; p50/p99/max;
@@ -40,7 +40,6 @@ from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "energy_pipeline.json"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,12 +99,22 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = uuid.uuid4().hex[:8]
     schema = None
+    postgres = None
     if args.database is None:
+        # The suite's PostgreSQL: TEST_POSTGRES_URL, else a throwaway server for this run.
+        import os
+
+        from tests.postgres_server import ThrowawayPostgres
+
+        base_url = os.environ.get("TEST_POSTGRES_URL")
+        if not base_url:
+            postgres = ThrowawayPostgres()
+            base_url = postgres.start()
         schema = f"bench_{run_id}"
-        admin = sa.create_engine(POSTGRES)
+        admin = sa.create_engine(base_url)
         with admin.begin() as connection:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        database_url = f"{POSTGRES}?options={quote(f'-csearch_path={schema}')}"
+        database_url = f"{base_url}?options={quote(f'-csearch_path={schema}')}"
     else:
         database_url = args.database
     log_dir = Path(tempfile.mkdtemp(prefix="energy-bench-"))
@@ -231,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             with admin.begin() as connection:
                 connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
+        if postgres is not None:
+            postgres.stop()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,6 +1,6 @@
-"""Shared fixtures: a real Tansu broker on a free port, settings pointing at it, and the
-machine's PostgreSQL. Integration tests create uniquely named topics so they never see
-each other's data."""
+"""Shared fixtures: a real Tansu broker on a free port, settings pointing at it, and a
+PostgreSQL server started for the session. Integration tests create uniquely named topics
+so they never see each other's data."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import uuid
 import pytest
 
 from marketstream.settings import Settings, load_settings
-from tests.support import POSTGRES_URL, free_port
-
-
-
+from tests.support import free_port
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +63,25 @@ def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The machine's PostgreSQL (trust auth, database test); tests fail, not skip, without it."""
+    """``TEST_POSTGRES_URL`` when set, else a throwaway server started for this session
+    (tests/postgres_server.py); tests fail, not skip, when neither is possible."""
+    import os
+
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(POSTGRES_URL)
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text("select 1"))
-    engine.dispose()
-    return POSTGRES_URL
+    from tests.postgres_server import ThrowawayPostgres
+
+    server = None
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        server = ThrowawayPostgres()
+        url = server.start()
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+        yield url
+    finally:
+        if server is not None:
+            server.stop()

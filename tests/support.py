@@ -12,7 +12,6 @@ from marketstream.ports import free_port  # noqa: F401 - the tests' helper
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 OFFICIAL_CSV = FIXTURES / "pintu_order_book_mockup.csv"
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
