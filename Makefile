@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools postgres-server compose-env clean-state
+.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools postgres-server jvm-deps compose-env clean-state
 
 check-env:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null || \
@@ -33,6 +33,15 @@ $(CLASS_ARCHIVE): $(STAMP)
 	-SPARK_CLASS_ARCHIVE="$(abspath $@)" $(PY) -m marketstream.spark.class_archive
 
 install: check-env $(STAMP) $(CLASS_ARCHIVE)
+
+# Apache Kafka's broker and Spark's own Kafka connector (jvm/*.ivy.xml, pinned by jvm/*.lock),
+# resolved from Maven Central once into .cache/jvm by the Ivy jar inside pyspark.
+JVM_DEPS := .cache/jvm/.resolved
+$(JVM_DEPS): $(wildcard jvm/*.ivy.xml jvm/*.lock) | $(STAMP)
+	$(PY) -m marketstream.jvm_deps
+	@touch $@
+
+jvm-deps: $(JVM_DEPS)
 
 # Debian's Chromium for the dashboard's browser test (no browser download).
 browser:
@@ -75,13 +84,13 @@ run: install
 demo: install
 	$(PY) -m marketstream.embedded.demo
 
-test: install browser compose-tools postgres-server
+test: install jvm-deps browser compose-tools postgres-server
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: install compose-tools
+test-unit: install jvm-deps compose-tools
 	$(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
 
-bench: install
+bench: install jvm-deps
 	$(PIP) install -q -c constraints.txt -e ".[bench]"
 	$(PY) -m bench
 

@@ -1,6 +1,12 @@
-"""Shared fixtures: a real Tansu broker on a free port, settings pointing at it, and a
-PostgreSQL server started for the session. Integration tests create uniquely named topics
-so they never see each other's data."""
+"""Shared fixtures: the two real brokers, each started once per session on free ports, settings
+pointing at them, and a PostgreSQL server started for the session. Integration tests create
+uniquely named topics so they never see each other's data.
+
+Which broker: tests whose subject is broker behaviour (transactions and read_committed,
+retention and DeleteRecords, compression codecs, TLS and SASL) run against Apache Kafka
+(``apache_kafka``, ``apache_kafka_settings``), which implements them; the rest run against
+the embedded Tansu broker (``kafka_settings``), which starts in a fraction of a second and
+is what ``make run`` uses."""
 
 from __future__ import annotations
 
@@ -35,19 +41,32 @@ def broker_bootstrap(tmp_path_factory) -> str:
         log.close()
 
 
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory):
+    """One Apache Kafka node (KRaft) for the whole test session: a plaintext listener, a TLS
+    listener and a SASL_SSL listener with a SCRAM-SHA-512 user (``SCRAM_USER``)."""
+    from marketstream.embedded.apache_kafka import ApacheKafka
+    from tests.support import SCRAM_USER
+
+    kafka = ApacheKafka(tmp_path_factory.mktemp("apache-kafka") / "node", tls=True,
+                        scram_users={SCRAM_USER[0]: SCRAM_USER[1]})
+    kafka.start(timeout_s=120)
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture
-def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
-    """Settings on the test broker with topic names and paths private to this test;
-    topics are created (with the project's own code) before the test starts."""
+def _private_settings(bootstrap: str, unique: str, tmp_path, **extra) -> Settings:
     from marketstream.topics import ensure_topics
 
     settings = load_settings(
-        kafka_bootstrap_servers=broker_bootstrap,
+        kafka_bootstrap_servers=bootstrap,
         orders_topic=f"orders-{unique}",
         orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}",
@@ -56,9 +75,23 @@ def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
         deals_deadletter_topic=f"deals-dlq-{unique}",
         spark_checkpoint_dir=tmp_path / "checkpoint",
         export_dir=tmp_path / "exports",
+        **extra,
     )
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture
+def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
+    """Settings on the Tansu test broker with topic names and paths private to this test;
+    topics are created (with the project's own code) before the test starts."""
+    return _private_settings(broker_bootstrap, unique, tmp_path)
+
+
+@pytest.fixture
+def apache_kafka_settings(apache_kafka, unique, tmp_path) -> Settings:
+    """``kafka_settings`` on the Apache Kafka test broker (plaintext listener)."""
+    return _private_settings(apache_kafka.bootstrap, unique, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 OFFICIAL_CSV = FIXTURES / "pintu_order_book_mockup.csv"
 ARTIFACTS = ROOT / "test-artifacts"
+# The Apache Kafka test broker's SCRAM-SHA-512 user (a throwaway broker on loopback).
+SCRAM_USER = ("marketstream", "scram-" + os.urandom(8).hex())
 
 
 def python_env(**extra: str) -> dict[str, str]:
