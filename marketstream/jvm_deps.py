@@ -109,6 +109,12 @@ def jars(name: str) -> list[Path]:
     return sorted(directory.glob("*.jar"))
 
 
+def resolved_jars(name: str) -> list[Path]:
+    """The jars of set ``name`` already in the cache, unchecked and never resolved: cheap
+    enough for the Spark settings an Airflow DAG builds at parse time."""
+    return sorted((CACHE_DIR / name).glob("*.jar"))
+
+
 def classpath(name: str) -> str:
     return os.pathsep.join(str(p) for p in jars(name))
 

@@ -107,7 +107,18 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.executor.extraJavaOptions": java_options(settings),
         # Logs and checkpoints stay small on a long-running job.
         "spark.sql.streaming.minBatchesToRetain": "20",
+        **connector_jars(settings),
     }
+
+
+def connector_jars(settings: Settings) -> dict[str, str]:
+    """``spark.jars`` for Spark's own Kafka connector when ``SPARK_KAFKA_CONNECTOR=jvm`` asks
+    for it and the project resolved it (``make jvm-deps``); an image with the connector in
+    Spark's own jars needs none. Without either the job stops at start and says so."""
+    from marketstream.jvm_deps import resolved_jars
+
+    jars = resolved_jars("spark-kafka") if settings.spark_kafka_connector == "jvm" else []
+    return {"spark.jars": ",".join(str(jar) for jar in jars)} if jars else {}
 
 
 def job_env(settings: Settings) -> dict[str, str]:

@@ -43,13 +43,18 @@ def build_session(settings: Settings) -> SparkSession:
 
 def jvm_kafka_available(spark: SparkSession) -> bool:
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName(JVM_KAFKA_CLASS)
+        # Spark's class loader: it holds ``spark.jars``, which the system class loader does not.
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(JVM_KAFKA_CLASS, True, False)
         return True
     except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
         return False
 
 
 def choose_connector(spark: SparkSession, settings: Settings) -> str:
+    if settings.spark_kafka_connector == "jvm" and not jvm_kafka_available(spark):
+        raise RuntimeError("SPARK_KAFKA_CONNECTOR=jvm, but Spark's Kafka connector is not on the classpath: "
+                           "resolve it with 'make jvm-deps' (python -m marketstream.jvm_deps spark-kafka), "
+                           "or put spark-sql-kafka-0-10 and its dependencies into Spark's jars")
     if settings.spark_kafka_connector != "auto":
         return settings.spark_kafka_connector
     return "jvm" if jvm_kafka_available(spark) else "python"
@@ -136,6 +141,8 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
             .option("subscribe", settings.orders_topic)
             .option("startingOffsets", "earliest")
             .option("failOnDataLoss", "true")
+            # Orders of an aborted transaction never enter the book.
+            .option("kafka.isolation.level", "read_committed")
             .load()
             .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
                     F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values")),
