@@ -79,7 +79,7 @@ class ScriptedExchange:
         self.loop.run(self.server.wait_closed())
 
 
-def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
+def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
         kafka_settings, pg_url, tmp_path):
     one_mb_valid_deal = deal_text("big", note="x" * 1_000_000)  # valid but for its size
     deep_100k = '{"deal_confirmation": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
