@@ -33,8 +33,8 @@ from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-# The last commit of the stdlib-json parser (one JSONDecoder(parse_float=Decimal), before the
-# issue-10 input contract): the baseline the parser's cost is compared with.
+# A commit with the stdlib-json parser (one JSONDecoder(parse_float=Decimal), without the
+# input contract's bounds): the baseline the parser's cost is compared with.
 PREVIOUS_PARSER = "b2fab90"
 
 

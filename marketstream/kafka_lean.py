@@ -3,10 +3,10 @@ tuples, for the order-book job's read tasks.
 
 kafka-python turns every record into a ``DefaultRecord`` and then a 13-field
 ``ConsumerRecord`` (two deserializer calls, header sizes, a CRC call and a handful of
-property lookups a record): 10-13 µs of CPU a record on this machine, the biggest single
+property lookups a record): 10-13 µs of CPU a record on a 2-core x86_64 box, the biggest single
 cost of the job's read tasks. The job needs three fields. ``lean_consumer`` makes a
 ``KafkaConsumer`` whose fetcher decodes each v2 record batch straight into tuples: ~2 µs a
-record, the same reads end to end (``bench/REPORT-spark.md``). Fetching, positions,
+record, with the same records read end to end. Fetching, positions,
 batch CRC checks, decompression, control batches, transactions and older formats stay
 kafka-python's: only the loop over a v2 batch's records is ours, in ``decode_batch``.
 

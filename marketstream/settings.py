@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
     # A backlog batch has fixed costs (two stages, state commits, the driver's publish):
     # 400,000 events a batch drained a 2M backlog 1.37x as fast as 200,000, 600,000 not
-    # much faster again (bench/REPORT-spark.md); one such batch takes ~2.7 s on two cores.
+    # much faster again (docs/deployment.md, "Scaling out"); one such batch takes 2.5-2.9 s
+    # on two cores.
     spark_max_events_per_batch: int = Field(400_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
@@ -90,7 +91,8 @@ class Settings(BaseSettings):
     # Extra flags for the job's JVMs (driver and executors). By default the JIT stops at
     # C1: C2 spends a fifth of two cores compiling Spark's code in a backlog drain and ~0.5
     # core for minutes after a start, and its code was not faster at any measured rate
-    # (interleaved runs up to 60,000 events/s, bench/REPORT-spark.md). "": the tiered JIT.
+    # (interleaved runs up to 60,000 events/s; docs/deployment.md, "The JIT and the code
+    # cache"). "": the tiered JIT.
     spark_jvm_options: str = Field("-XX:TieredStopAtLevel=1", pattern=r"^\s*(-\S+\s*)*$")
     # The Python the Spark driver and workers run (needs pyspark, protobuf, this package).
     spark_python: str = Field(default_factory=lambda: _default_python())

@@ -30,7 +30,8 @@ _JOB_SETTINGS = (
 
 # With the JIT at C1 (the default ``SPARK_JVM_OPTIONS``) the JVM reserves 48 MB for
 # compiled code, and a job at seed load filled it in ~9 minutes: the JVM then disables
-# its compiler for good and every batch slows down (bench/REPORT-spark.md, "Session 11").
+# its compiler for good and every batch slows down (docs/deployment.md, "The JIT and the
+# code cache").
 # The tiered JIT's own default is 240 MB. First, so that ``SPARK_JVM_OPTIONS`` can set another.
 CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
 
@@ -41,7 +42,7 @@ def connector_sql_conf(connector: str) -> dict[str, str]:
 
     With the Python source, row projections are built interpreted: its rows pack up to
     5,000 events, so generated code saved nothing, and every task regenerated it (a
-    quarter of the JVM's CPU at seed load; bench/REPORT-spark.md, "Session 12"). The JVM
+    quarter of the JVM's CPU at seed load; docs/deployment.md, "Row projections"). The JVM
     connector (one event a row, not measured here) keeps generated code."""
     return {"spark.sql.codegen.factoryMode": "NO_CODEGEN"} if connector == "python" else {}
 
@@ -58,7 +59,7 @@ def driver_java_options(settings: Settings, dump_classes_to: Path | None = None)
     archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
-    (bench/REPORT-spark.md). ``dump_classes_to``: write such an archive when the JVM
+    (docs/deployment.md, "Restart time"). ``dump_classes_to``: write such an archive when the JVM
     exits (how it is built)."""
     if dump_classes_to is not None:
         return java_options(settings, f"-XX:ArchiveClassesAtExit={dump_classes_to}")

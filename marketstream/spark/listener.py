@@ -5,7 +5,7 @@ The listener takes each batch's progress as the JVM's JSON text (``_ProgressAsJs
 as PySpark's ``QueryProgressEvent``: building that one walks the progress field by field
 over py4j, and its observed metrics through a JVM class looked up by name (a search of
 every jar on the classpath), ~50 ms of the driver JVM's CPU in every batch, the largest
-share of an idle batch's JVM work (bench/REPORT-spark.md); the metrics need the JSON only."""
+share of an idle batch's JVM work; the metrics need the JSON only."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ def check_state_layout(checkpoint_dir: Path, connector: str) -> None:
     if path.exists():
         recorded = json.loads(path.read_text())
     elif any((Path(checkpoint_dir) / "offsets").glob("[0-9]*")):
-        recorded = {"state_layout": 1, "time_mode": "ProcessingTime"}  # written before the layout was recorded
+        recorded = {"state_layout": 1, "time_mode": "ProcessingTime"}  # a checkpoint without the file: layout 1
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(wanted) + "\n")

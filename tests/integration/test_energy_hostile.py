@@ -1,5 +1,5 @@
-"""Hostile input for the power desk (issue 10), all real: a websocket server that sends the
-issue's messages, the listener and loader as the processes `make run` starts, a Tansu
+"""Hostile input for the power desk, all real: a websocket server that sends hostile
+messages, the listener and loader as the processes `make run` starts, a Tansu
 broker, PostgreSQL. Every hostile message becomes a dead letter with its reason code, every
 valid deal around them is stored once, and nothing stops or wedges."""
 
@@ -79,7 +79,7 @@ class ScriptedExchange:
         self.loop.run(self.server.wait_closed())
 
 
-def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
+def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
         kafka_settings, pg_url, tmp_path):
     one_mb_valid_deal = deal_text("big", note="x" * 1_000_000)  # valid but for its size
     deep_100k = '{"deal_confirmation": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
@@ -146,8 +146,9 @@ def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them
 
 
 def test_a_record_the_producer_refuses_is_dead_lettered_at_once_not_retried(kafka_settings):
-    """The issue's wedge: MessageSizeTooLarge retried forever. A deals producer whose limit is
-    below a (valid, 2 KB) deal stands in for a topic that takes less than the contract allows
+    """A record the topic refuses (MessageSizeTooLarge) is dead-lettered, not retried forever.
+    A deals producer whose limit is below a (valid, 2 KB) deal stands in for a topic that
+    takes less than the contract allows
     (Tansu does not enforce max.message.bytes; the producer's own check raises the same error)."""
     from marketstream.energy.listener import TradeListener
 
@@ -171,9 +172,10 @@ def test_a_record_the_producer_refuses_is_dead_lettered_at_once_not_retried(kafk
 
 def test_an_exchange_that_closes_at_once_is_reconnected_to_at_a_bounded_rate_then_deals_are_stored(
         kafka_settings, pg_url, tmp_path):
-    """The issue measured 3,206 connections in 3 s against an exchange that accepts and closes
-    at once (1011). Now: a handful, one every EXCHANGE_RECONNECT_MAX_SECONDS at most, no crash;
-    once the exchange recovers, every deal it sends is stored."""
+    """Against an exchange that accepts and closes at once (1011), a reconnect loop without
+    backoff makes about a thousand connections a second. Expected: a handful, one every
+    EXCHANGE_RECONNECT_MAX_SECONDS at most, no crash; once the exchange recovers, every
+    deal it sends is stored."""
     with BackgroundLoop() as loop:
         exchange = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=600, seed=5))
         exchange.closing_at_once = True

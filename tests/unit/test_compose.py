@@ -28,7 +28,7 @@ ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
 CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir"}
-# Prometheus endpoints of the project's processes (issue 15): container port settings.
+# Prometheus endpoints of the project's processes: container port settings.
 METRICS_PORTS = {"PRODUCER_METRICS_PORT": 9101, "LISTENER_METRICS_PORT": 9102,
                  "LOADER_METRICS_PORT": 9103, "ORDERBOOK_METRICS_PORT": 9104}
 # What each long-running service's healthcheck must ask: its own process, on its own port.
@@ -109,7 +109,7 @@ def test_metrics_ports_are_fixed_and_scraped(compose):
     env = compose["x-marketstream-env"]
     for name, port in METRICS_PORTS.items():
         assert env[name] == str(port), f"{name}={env[name]!r}, expected {port}"
-        if name.lower() in Settings.model_fields:  # settings.py gains these with issue 15
+        if name.lower() in Settings.model_fields:  # a port the settings module defines
             assert Settings.model_fields[name.lower()].default == port, name
     scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     targets = {

@@ -128,7 +128,7 @@ def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
     settings = load_settings(spark_class_archive=tmp_path / "none.jsa")
     conf = spark_conf(settings)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        # by default the JIT stops at C1 (bench/REPORT-spark.md says why)
+        # by default the JIT stops at C1 (docs/deployment.md says why)
         assert conf[key].split() == [CODE_CACHE_OPTION, "-XX:TieredStopAtLevel=1",
                                      f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
     tuned_settings = load_settings(spark_class_archive=tmp_path / "none.jsa", spark_jvm_options="-XX:+UseSerialGC -Xss2m")
