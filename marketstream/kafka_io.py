@@ -44,6 +44,12 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
+# Every fetch response lists every assigned partition: an incremental fetch session leaves
+# out partitions that did not change, so an empty partition's high watermark would never
+# come back to ``high_watermarks`` a second time (Apache Kafka; Tansu has no sessions).
+FULL_FETCHES = {"enable_incremental_fetch_sessions": False}
+
+
 def make_consumer(settings: Settings, **overrides):
     from kafka import KafkaConsumer
 
@@ -54,6 +60,7 @@ def make_consumer(settings: Settings, **overrides):
         auto_offset_reset="earliest",
         consumer_timeout_ms=1000,
         fetch_max_wait_ms=100,
+        **FULL_FETCHES,
     )
     config.update(overrides)
     return KafkaConsumer(**config)
@@ -155,6 +162,17 @@ def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: 
     return marks
 
 
+class RangeNotOnBroker(LookupError):
+    """Part of an offset range is no longer (or not yet) on the broker: retention deleted
+    it, or the topic was recreated. Raised only by consumers that do not reset offsets
+    (``auto_offset_reset="none"``): a reader that must not skip records silently."""
+
+    def __init__(self, topic: str, partition: int, start: int, end: int, missing_from: int):
+        self.topic, self.partition, self.start, self.end, self.missing_from = topic, partition, start, end, missing_from
+        super().__init__(f"offsets {missing_from}.. of {topic}[{partition}] (of the range {start}..{end - 1} being "
+                         "read) are not on the broker: retention deleted them, or the topic was recreated")
+
+
 def partition_chunks(consumer, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0,
                      offset_of: Callable = operator.attrgetter("offset")):
     """The messages of ``topic[partition]`` at offsets ``[start, end)`` as the lists one
@@ -163,10 +181,13 @@ def partition_chunks(consumer, topic: str, partition: int, start: int, end: int,
 
     Stops at ``end`` even when a fetch returns records beyond it (data published since
     ``end`` was taken) and skips records before ``start`` (a fetch can return the whole
-    batch the seek position lies in). Offsets may skip (compaction, transaction markers):
-    the range still ends at ``end``. Raises ``TimeoutError`` when no progress is made for
-    ``timeout_s``. The consumer is left assigned to this partition only."""
+    batch the seek position lies in). Offsets may skip (compaction, transaction markers,
+    aborted transactions under read_committed): the consumer's position moves past them,
+    and the range ends when it reaches ``end``. Raises ``TimeoutError`` when no progress is
+    made for ``timeout_s``, ``RangeNotOnBroker`` when part of the range is gone and the
+    consumer does not reset. The consumer is left assigned to this partition only."""
     from kafka import TopicPartition
+    from kafka.errors import OffsetOutOfRangeError
 
     if end <= start:
         return
@@ -180,7 +201,11 @@ def partition_chunks(consumer, topic: str, partition: int, start: int, end: int,
         # No more records than the range still needs: a fetch brings up to
         # max_partition_fetch_bytes, and kafka-python decodes every record a poll returns
         # (a batch that reads 16,000 of a backlog's records decoded 50,000: 2.4x the time).
-        polled = consumer.poll(timeout_ms=500, max_records=min(100_000, end - position)).get(tp, [])
+        try:
+            polled = consumer.poll(timeout_ms=500, max_records=min(100_000, end - position)).get(tp, [])
+        except OffsetOutOfRangeError as error:
+            missing_from = next(iter(error.args[0].values()), position) if error.args else position
+            raise RangeNotOnBroker(topic, partition, start, end, int(missing_from)) from error
         first = bisect.bisect_left(polled, position, key=offset_of)
         last = bisect.bisect_left(polled, end, lo=first, key=offset_of)
         if last > first:
@@ -189,6 +214,11 @@ def partition_chunks(consumer, topic: str, partition: int, start: int, end: int,
             yield polled[first:last] if first or last < len(polled) else polled
         if last < len(polled):
             position = end
+        elif not polled:
+            # Markers and aborted records return nothing but move the position on.
+            moved = consumer.position(tp)
+            if moved is not None and moved > position:
+                position, deadline = moved, time.monotonic() + timeout_s
 
 
 def read_partition(consumer, topic: str, partition: int, start: int, end: int,

@@ -41,6 +41,7 @@ from pyspark.sql.datasource import (
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
+from marketstream.kafka_io import FULL_FETCHES
 from marketstream.spark.parse import HEARTBEAT_PARTITION
 
 FORMAT = "marketstream_kafka"
@@ -76,7 +77,11 @@ def _consumer(bootstrap: str, lean: bool = False):
     if consumer is None:
         consumer = (lean_consumer if lean else KafkaConsumer)(
             bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Never a silent jump: a range retention deleted fails the read (RangeNotOnBroker).
+            auto_offset_reset="none",
+            # Orders of aborted transactions never enter the book; transaction markers are skipped.
+            isolation_level="read_committed",
+            fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024, **FULL_FETCHES,
         )
         _CONSUMERS[(bootstrap, lean)] = consumer
     return consumer
@@ -120,6 +125,14 @@ class InputRecordsLost(RuntimeError):
     """Records the job has not read yet were deleted (retention): the book would be wrong."""
 
 
+def records_lost(topic: str, where: str) -> InputRecordsLost:
+    return InputRecordsLost(
+        f"records of topic {topic!r} were deleted before the job read them ({where}): the book cannot be "
+        "rebuilt from what is left. Keep the topic's retention longer than the job can be down; to go on "
+        "from what is left, start the job with a new checkpoint (remove SPARK_CHECKPOINT_DIR), which "
+        "builds the book from the records still on the topic, without the orders that were deleted.")
+
+
 def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int],
                        earliest: dict[int, int] | None = None) -> None:
     """Fail like the JVM source's ``failOnDataLoss``: a partition that ends before the
@@ -127,13 +140,9 @@ def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int]
     data; one that now starts after it lost unread records to retention."""
     lost = {p: (o, earliest[p]) for p, o in start.items() if earliest and earliest.get(p, 0) > o}
     if lost:
-        where = ", ".join(f"partition {p} now starts at offset {first}, the job had read up to {o}"
-                          for p, (o, first) in sorted(lost.items()))
-        raise InputRecordsLost(
-            f"records of topic {topic!r} were deleted before the job read them ({where}): the book cannot be "
-            "rebuilt from what is left. Keep the topic's retention longer than the job can be down; to go on "
-            "from what is left, start the job with a new checkpoint (remove SPARK_CHECKPOINT_DIR), which "
-            "builds the book from the records still on the topic.")
+        raise records_lost(topic, ", ".join(
+            f"partition {p}: offsets {o} to {first - 1} are gone, it now starts at {first}"
+            for p, (o, first) in sorted(lost.items())))
     behind = {p: (o, latest.get(p)) for p, o in start.items() if o > 0 and (latest.get(p) or 0) < o}
     if behind:
         where = ", ".join(f"partition {p} ends at {end if end is not None else '(missing)'}, checkpoint at {o}"
@@ -207,6 +216,19 @@ def split_ranges(ranges: list[tuple[int, int, int]], tasks: int,
     return splits
 
 
+def read_range_columns(consumer, topic: str, partition: int, start: int, end: int):
+    """A read task's range as columns (``kafka_lean.read_columns``); a range that is no
+    longer all on the broker (every read checks, a replayed batch's too) stops the job."""
+    from marketstream.kafka_io import RangeNotOnBroker
+    from marketstream.kafka_lean import read_columns
+
+    try:
+        return read_columns(consumer, topic, partition, start, end, timeout_s=120.0)
+    except RangeNotOnBroker as gone:
+        raise records_lost(topic, f"partition {partition}: the batch reads offsets {start} to {end - 1}, "
+                                  f"offset {gone.missing_from} is not on the broker any more") from gone
+
+
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]):
         self.bootstrap = options["bootstrap.servers"]
@@ -229,7 +251,7 @@ class KafkaStreamReader(DataSourceStreamReader):
 
             self._client = KafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                fetch_max_wait_ms=50,
+                fetch_max_wait_ms=50, **FULL_FETCHES,
             )
         return self._client
 
@@ -283,11 +305,9 @@ class KafkaStreamReader(DataSourceStreamReader):
                 for i, chunks in enumerate(split_ranges(ranges, self.read_tasks))]
 
     def read(self, split: KafkaSplit):
-        from marketstream.kafka_lean import read_columns
-
         consumer = _consumer(self.bootstrap, lean=True)
         heartbeat = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
-        records = ((partition, *read_columns(consumer, self.topic, partition, start, end, timeout_s=120.0))
+        records = ((partition, *read_range_columns(consumer, self.topic, partition, start, end))
                    for partition, start, end in split.ranges)
         if self.route_to is not None:
             # Parse and route here, in the read task: one Python process and one trip

@@ -75,7 +75,7 @@ def test_records_deleted_before_the_job_read_them_stop_it_naming_the_loss():
     with pytest.raises(InputRecordsLost) as caught:
         check_no_data_loss("orders", {0: 10, 1: 4}, {0: 20, 1: 9}, {0: 15, 1: 0})
     message = str(caught.value)
-    assert "partition 0 now starts at offset 15, the job had read up to 10" in message and "retention" in message
+    assert "partition 0: offsets 10 to 14 are gone, it now starts at 15" in message and "retention" in message
 
 
 def test_the_state_partitions_of_an_existing_checkpoint_are_read_from_its_offset_log(tmp_path):
