@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # The export waits up to this long for its interval to be final (a snapshot for a
     # later second on the topic), then fails so that the task's retry exports it later.
     export_grace_seconds: float = Field(30.0, ge=0)
+    # The export DAG's prune task removes interval files whose interval ended this many
+    # days ago, and daily roll-ups this many days after their day (0: kept for ever).
+    export_retention_days: int = Field(30, ge=0)
+    export_rollup_retention_days: int = Field(365, ge=0)
     # orderbook_health thresholds (one snapshot a second, the job's one-second trigger).
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
