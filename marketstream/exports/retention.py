@@ -135,6 +135,18 @@ def _interval_files(folder: Path):
         yield path, start, end
 
 
+def newest_report(export_dir: Path | str) -> tuple[datetime, Path] | None:
+    """The end of the newest interval with a validation report, and the report. Reads
+    the newest date folders only, back to the first that has one."""
+    root = interval_root(export_dir)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _DATE_FOLDER.match(p.name)) if root.is_dir() else []
+    for folder in reversed(folders):
+        reports = [(end, path) for path, _, end in _interval_files(folder) if path.name.endswith(f".{VALIDATION}")]
+        if reports:
+            return max(reports)
+    return None
+
+
 def retained_range(export_dir: Path | str) -> tuple[datetime, datetime] | None:
     """The start of the oldest interval on disk and the end of the newest (None: none).
     Reads only the oldest and the newest date folders that hold interval files."""

@@ -115,3 +115,34 @@ def test_retained_range_is_the_oldest_start_and_the_newest_end(tmp_path):
     interval(tmp_path, datetime(2026, 11, 22, 8, 5, tzinfo=UTC))
     (interval_root(tmp_path) / "2026-10-01").mkdir()  # an empty folder holds no interval
     assert retained_range(tmp_path) == (datetime(2026, 10, 24, 0, 0, tzinfo=UTC), datetime(2026, 11, 22, 8, 10, tzinfo=UTC))
+
+
+def test_the_exports_figures_follow_the_newest_report_and_the_retained_range(tmp_path):
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from marketstream.exports.metrics import ExportCollector
+
+    registry = CollectorRegistry()
+    registry.register(ExportCollector(tmp_path))
+    value = registry.get_sample_value
+    assert value("marketstream_export_last_validation_passed") is None  # nothing exported yet
+
+    first = export_paths(tmp_path, datetime(2026, 11, 21, 23, 55, tzinfo=UTC), datetime(2026, 11, 22, 0, 0, tzinfo=UTC))
+    write_atomic(first.data("json"), "[]")
+    write_atomic(first.validation, json.dumps({"status": "passed"}))
+    assert value("marketstream_export_last_validation_passed") == 1
+    assert value("marketstream_export_last_validated_interval_end_timestamp_seconds") == datetime(
+        2026, 11, 22, tzinfo=UTC).timestamp()
+
+    second = export_paths(tmp_path, datetime(2026, 11, 22, 0, 0, tzinfo=UTC), datetime(2026, 11, 22, 0, 5, tzinfo=UTC))
+    write_atomic(second.data("json"), "[]")
+    write_atomic(second.validation, json.dumps({"status": "failed", "violations": ["gap"]}))
+    third = export_paths(tmp_path, datetime(2026, 11, 22, 0, 5, tzinfo=UTC), datetime(2026, 11, 22, 0, 10, tzinfo=UTC))
+    write_atomic(third.data("json"), "[]")  # exported, not validated yet: the newest report is still the failed one
+    assert value("marketstream_export_last_validation_passed") == 0
+    assert value("marketstream_export_oldest_interval_start_timestamp_seconds") == datetime(
+        2026, 11, 21, 23, 55, tzinfo=UTC).timestamp()
+    assert value("marketstream_export_newest_interval_end_timestamp_seconds") == datetime(
+        2026, 11, 22, 0, 10, tzinfo=UTC).timestamp()
