@@ -220,7 +220,8 @@ def _short(values: list[int], limit: int = 10) -> str:
 # ---------------------------------------------------------------- exports
 
 
-def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir: str, limit: int = 100) -> None:
+def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir: str, limit: int = 100,
+                 retention_days: int = 0) -> None:
     st.title("Exports")
     st.caption(f"Scheduled exports of the order-book topic in `{export_dir}`, newest first.")
     try:
@@ -233,6 +234,10 @@ def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir
         st.info(f"No exports yet. The export DAG writes one file per format ({names}) per data interval, "
                 "then validates them; they appear here after its first run.")
         return
+    kept = (f"interval files are kept {retention_days} days (EXPORT_RETENTION_DAYS)" if retention_days
+            else "interval files are kept for ever (EXPORT_RETENTION_DAYS=0)")
+    st.caption(f"On disk: {min(e.start for e in entries):%Y-%m-%d %H:%M} → {max(e.end for e in entries):%Y-%m-%d %H:%M} "
+               f"UTC; {kept}.")
     days = sorted({e.start.date() for e in entries}, reverse=True)
     choice = st.selectbox("Day", ["All days"] + [d.isoformat() for d in days], key="exports_day")
     if choice != "All days":

@@ -22,6 +22,7 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
+DAY_MS = 24 * 3600 * 1000
 
 
 def _default_python() -> str:
@@ -45,6 +46,15 @@ class Settings(BaseSettings):
     orders_partitions: int = Field(3, ge=1, le=64)
     deals_topic: str = "energy.deals"
     deals_deadletter_topic: str = "energy.deals.deadletter"
+    # retention.ms of each topic, set when marketstream.topics creates it (-1: kept for
+    # ever). The snapshot topic's bounds how far back a reader finds a second on the topic
+    # before it needs the exports; the input's, how long a stopped job can stay stopped
+    # without losing input (docs/monitoring.md, "Topic retention").
+    orders_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    orderbook_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    deadletter_retention_ms: int = Field(30 * DAY_MS, ge=-1)
+    metrics_retention_ms: int = Field(DAY_MS, ge=-1)
+    deals_retention_ms: int = Field(7 * DAY_MS, ge=-1)
 
     # Order book
     book_depth: int = Field(15, ge=1, le=1000, description="levels per side in a snapshot")
@@ -107,6 +117,10 @@ class Settings(BaseSettings):
     # The export waits up to this long for its interval to be final (a snapshot for a
     # later second on the topic), then fails so that the task's retry exports it later.
     export_grace_seconds: float = Field(30.0, ge=0)
+    # The export DAG's prune task removes interval files whose interval ended this many
+    # days ago, and daily roll-ups this many days after their day (0: kept for ever).
+    export_retention_days: int = Field(30, ge=0)
+    export_rollup_retention_days: int = Field(365, ge=0)
     # orderbook_health thresholds (one snapshot a second, the job's one-second trigger).
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
@@ -203,6 +217,14 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"not an email address: {', '.join(repr(a) for a in bad)}")
         return ",".join(addresses)
+
+    @field_validator("orders_retention_ms", "orderbook_retention_ms", "deadletter_retention_ms", "metrics_retention_ms",
+                     "deals_retention_ms")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value != -1 and value < 60_000:
+            raise ValueError(f"must be -1 (kept for ever) or at least 60000 (a minute), got {value}")
+        return value
 
     @field_validator("export_interval_minutes")
     @classmethod

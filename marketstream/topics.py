@@ -30,13 +30,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # must stay one-message-per-second in order; the deals topic keys by deal id anyway.
     # The snapshot topic takes the largest snapshot the settings allow (checked at
     # startup); Kafka's default is 1 MB.
+    # Every topic gets its retention.ms (settings: *_RETENTION_MS), on a topic created here;
+    # an existing topic keeps its own (docs/monitoring.md, "Topic retention").
+    def keep(ms: int) -> dict[str, str]:
+        return {"retention.ms": str(ms)}
+
+    dead = {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES), **keep(settings.deadletter_retention_ms)}
     return [
-        TopicSpec(settings.orders_topic, settings.orders_partitions),
-        TopicSpec(settings.orderbook_topic, 1, {"max.message.bytes": str(settings.orderbook_max_message_bytes)}),
-        TopicSpec(settings.deadletter_topic, 1, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
-        TopicSpec(settings.metrics_topic, 1),
-        TopicSpec(settings.deals_topic, 1),
-        TopicSpec(settings.deals_deadletter_topic, 1, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
+        TopicSpec(settings.orders_topic, settings.orders_partitions, keep(settings.orders_retention_ms)),
+        TopicSpec(settings.orderbook_topic, 1, {"max.message.bytes": str(settings.orderbook_max_message_bytes),
+                                                **keep(settings.orderbook_retention_ms)}),
+        TopicSpec(settings.deadletter_topic, 1, dead),
+        TopicSpec(settings.metrics_topic, 1, keep(settings.metrics_retention_ms)),
+        TopicSpec(settings.deals_topic, 1, keep(settings.deals_retention_ms)),
+        TopicSpec(settings.deals_deadletter_topic, 1, dead),
     ]
 
 

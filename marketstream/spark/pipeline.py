@@ -167,15 +167,18 @@ def order_book(routed: DataFrame, settings: Settings, labels: list[int], connect
 
 
 def serve_job_metrics(settings: Settings):
-    """The driver's Prometheus endpoint (``ORDERBOOK_METRICS_PORT``; 0: none)."""
+    """The driver's Prometheus endpoint (``ORDERBOOK_METRICS_PORT``; 0: none): the job's
+    figures and the exports'."""
     from prometheus_client import REGISTRY
 
+    from marketstream.exports.metrics import ExportCollector
     from marketstream.prometheus import serve_metrics
     from marketstream.spark.job_metrics import OrderBookMetrics
 
     if not settings.orderbook_metrics_port:
         return None
     metrics = OrderBookMetrics(REGISTRY)
+    REGISTRY.register(ExportCollector(settings.export_dir))  # the exports' figures (marketstream.exports.metrics)
     serve_metrics(settings, "orderbook_metrics_port", REGISTRY)
     return metrics
 

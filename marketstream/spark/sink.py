@@ -17,6 +17,9 @@ and what this process published last stays known between batches (``output.Publi
 
 from __future__ import annotations
 
+import time
+
+from marketstream.orderbook.metrics import delivery_figures
 from marketstream.spark.kafka_source import cached_consumer, cached_producer
 from marketstream.spark.output import (
     FiguresByBatch, OutputConfig, Published, batch_figures, collect, finish, published_after, records,
@@ -40,9 +43,11 @@ class Publisher:
         producer = cached_producer(self.config.bootstrap_servers, self.max_request_size)
         known, self._known = self._known, None
         output = finish(parts, dead, self.config, consumer, known, batch_id)
+        sent_at = time.time()
         futures = [producer.send(topic, key=k, value=v, headers=h) for topic, k, v, h in records(output, self.config)]
         producer.flush()
         for future in futures:
             future.get(timeout=60)  # raises: the batch fails and is run again; nothing is lost
+        acked_at = time.time()
         self._known = published_after(output, known, batch_id)
-        self.figures.put(batch_id, batch_figures(rows))
+        self.figures.put(batch_id, {**batch_figures(rows), **delivery_figures(output.snapshots, sent_at, acked_at)})

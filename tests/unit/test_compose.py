@@ -22,7 +22,7 @@ EXPECTED_SERVICES = {
     "kafka", "postgres", "marketstream-init", "spark-master", "spark-worker",
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "order-emulator", "exchange-emulator", "market-data-emulator", "trade-listener", "trade-loader", "dashboard",
-    "prometheus",
+    "prometheus", "grafana",
 }
 ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
@@ -48,6 +48,7 @@ PROCESS_PROBES = {
     "kafka": "kafka-broker-api-versions.sh --bootstrap-server localhost:9092",
     "postgres": "pg_isready",
     "prometheus": "http://127.0.0.1:9090/-/healthy",
+    "grafana": "http://127.0.0.1:3000/api/health",
 }
 BIND = "${BIND_ADDRESS:-127.0.0.1}:"
 
@@ -141,6 +142,31 @@ def test_prometheus_is_optional_pinned_and_local(compose):
     assert "./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
     for name, service in services(compose).items():
         assert "prometheus" not in service.get("depends_on", {}), f"{name} must start without the monitoring profile"
+    # Prometheus loads the alerting rules beside its configuration.
+    assert "./monitoring/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    assert yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"] == ["alerts.yml"]
+
+
+def test_grafana_is_optional_pinned_local_and_provisioned(compose):
+    grafana = services(compose)["grafana"]
+    assert grafana["profiles"] == ["monitoring"]
+    assert re.fullmatch(r"grafana/grafana:\$\{GRAFANA_VERSION:-\d+\.\d+\.\d+\}", grafana["image"])
+    assert grafana["ports"] == [BIND + "${GRAFANA_PORT:-3000}:3000"]
+    # No well-known admin password, no sign-up.
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
+    assert mounts["/etc/grafana/dashboards"] == "./monitoring/grafana/dashboards"
+    # The provisioned data source is the compose Prometheus, under the uid the dashboard uses;
+    # the dashboard provider reads the mounted folder, the home dashboard is in it.
+    root = ROOT / "monitoring" / "grafana"
+    [source] = yaml.safe_load((root / "provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert (source["type"], source["url"], source["uid"]) == ("prometheus", "http://prometheus:9090", "prometheus")
+    [provider] = yaml.safe_load((root / "provisioning/dashboards/marketstream.yml").read_text())["providers"]
+    assert provider["options"]["path"] == "/etc/grafana/dashboards"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/") and (root / "dashboards" / home.rsplit("/", 1)[1]).is_file()
 
 
 def test_dependencies_wait_for_health_or_completion(compose):
