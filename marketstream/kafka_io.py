@@ -21,14 +21,17 @@ if TYPE_CHECKING:  # the job's Python workers read through this module: no pydan
 
 
 class _LastError(logging.Handler):
-    """Keeps the text of the last error kafka-python logged (and nothing else)."""
+    """Keeps the text of the last error kafka-python logged about a connection (and nothing
+    else): its closing "Bootstrap failed: ... Unable to bootstrap" repeats no cause."""
 
     def __init__(self):
         super().__init__(logging.ERROR)
         self.message: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage()
+        message = record.getMessage()
+        if not message.startswith("Bootstrap failed"):
+            self.message = message
 
 
 @contextmanager
@@ -174,6 +177,10 @@ def make_consumer(settings: Settings, **overrides):
         auto_offset_reset="earliest",
         consumer_timeout_ms=1000,
         fetch_max_wait_ms=100,
+        # In an incremental fetch session a broker leaves out the partitions unchanged since
+        # its last answer: a partition assigned again (``high_watermarks``' second call on one
+        # consumer) then never gets a high watermark from Apache Kafka. Full fetches always do.
+        enable_incremental_fetch_sessions=False,
         **client_security(settings),
     )
     config.update(overrides)
