@@ -199,3 +199,33 @@ def test_the_embedded_broker_will_not_start_for_secured_settings():
                             cwd=ROOT, timeout=60, env=python_env(KAFKA_SECURITY_PROTOCOL="SSL"))
     assert result.returncode == 1
     assert "serves PLAINTEXT only" in result.stderr and "KAFKA_SECURITY_PROTOCOL=SSL" in result.stderr
+
+
+def test_spark_kafka_connector_reads_over_sasl_ssl(apache_kafka, unique, tmp_path):
+    """``spark_kafka_options``: what Spark's own (JVM) Kafka connector is given, checked by a
+    batch read through it on the SCRAM listener."""
+    from pyspark.sql import SparkSession
+
+    from marketstream.jvm_deps import jars
+    from tests.conftest import _private_settings
+
+    kwargs = secured(apache_kafka, "SASL_SSL")
+    settings = _private_settings(kwargs.pop("kafka_bootstrap_servers"), unique, tmp_path, **kwargs)
+    producer = kafka_io.make_producer(settings)
+    for i in range(50):
+        producer.send(settings.orders_topic, f"event-{i}".encode(), partition=i % 3)
+    producer.flush()
+    producer.close()
+
+    spark = (SparkSession.builder.master("local[1]").appName("kafka-security")
+             .config("spark.jars", ",".join(str(j) for j in jars("spark-kafka")))
+             .config("spark.ui.enabled", "false").getOrCreate())
+    try:
+        frame = (spark.read.format("kafka")
+                 .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+                 .options(**kafka_io.spark_kafka_options(settings))
+                 .option("subscribe", settings.orders_topic).load())
+        values = sorted(row.value.decode() for row in frame.select("value").collect())
+    finally:
+        spark.stop()
+    assert values == sorted(f"event-{i}" for i in range(50))
