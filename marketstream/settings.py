@@ -13,7 +13,9 @@ import re
 import sys
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +57,27 @@ class Settings(BaseSettings):
     deadletter_retention_ms: int = Field(30 * DAY_MS, ge=-1)
     metrics_retention_ms: int = Field(DAY_MS, ge=-1)
     deals_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    # Deals are keyed by deal id: each deal's versions stay in order on any count.
+    deals_partitions: int = Field(1, ge=1, le=64)
+    # Copies of each partition the topic creation asks for: 1 suits the one-node embedded
+    # broker; a managed cluster wants 3. Topics that exist already are left as they are.
+    kafka_topic_replication_factor: int = Field(1, ge=1, le=32)
+
+    # How every client of the platform (services, exports, the Spark job and its executors)
+    # talks to the brokers. PLAINTEXT is the embedded run's; a managed cluster mostly wants
+    # SASL_SSL. Files are PEM paths that must exist wherever a client runs.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # The CA that signed the brokers' certificates; empty: the system's trusted CAs.
+    kafka_ssl_cafile: str = ""
+    # A client certificate (mutual TLS), and its key unless the certificate file holds it too.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # Off only for brokers whose certificates do not name the address clients connect to.
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    # Never in a log line, an error or repr(settings) (pydantic shows it as '**********').
+    kafka_sasl_password: SecretStr = SecretStr("")
 
     # Order book
     book_depth: int = Field(15, ge=1, le=1000, description="levels per side in a snapshot")
@@ -201,6 +224,14 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid Kafka topic name: {value!r}")
         return value
 
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _pem_file(cls, value: str) -> str:
+        value = value.strip()
+        if value and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value!r}")
+        return value
+
     @field_validator("alert_webhook_url", "dashboard_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -232,6 +263,29 @@ class Settings(BaseSettings):
         if 60 % value:
             raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> "Settings":
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and not self.kafka_sasl_mechanism:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if not sasl and self.kafka_sasl_mechanism:
+            raise ValueError(f"KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                             "authenticate: use SASL_SSL (or SASL_PLAINTEXT)")
+        if not protocol.endswith("SSL") and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError(f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE are set but KAFKA_SECURITY_PROTOCOL={protocol} "
+                             "does not use TLS: use SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate it belongs to)")
+        if protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            # The password itself would cross the network in the clear.
+            raise ValueError("KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT would send "
+                             "the password unencrypted: use SASL_SSL")
+        return self
 
     @model_validator(mode="after")
     def _snapshots_fit(self) -> "Settings":
@@ -270,8 +324,8 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             # A check across several settings has no single location: its message names them.
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"]
-            else err["msg"].removeprefix("Value error, ")
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            if err["loc"] else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise SettingsError(f"Invalid setting(s) in the environment: {problems}") from None

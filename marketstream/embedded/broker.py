@@ -9,6 +9,11 @@ Tansu keeps everything in memory: a restart starts empty. So it first clears wha
 points into the previous broker's topics: the Spark job's checkpoint (its offsets would
 be past the end of the new, empty input topic) and the validator's replay cache. The
 listener address comes from ``KAFKA_BOOTSTRAP_SERVERS`` (its first entry).
+
+It serves PLAINTEXT only: the pinned Tansu (0.6.0) puts ``--cert`` and ``--key`` in one
+exclusive argument group, so it refuses the pair it needs to serve TLS (the integration
+test ``test_the_embedded_tansu_refuses_a_tls_certificate_and_key`` notices a release that
+takes both). TLS and SASL are tested against Apache Kafka (``embedded/apache_kafka.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m marketstream.embedded.broker", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     settings = get_settings()
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        log.error("the embedded broker serves PLAINTEXT only, but KAFKA_SECURITY_PROTOCOL=%s: point "
+                  "KAFKA_BOOTSTRAP_SERVERS at a secured cluster instead of starting this one",
+                  settings.kafka_security_protocol)
+        return 1
     if is_reachable(settings, timeout_s=0.5):
         log.error("a broker already answers at %s; not starting another", settings.kafka_bootstrap_servers)
         return 1

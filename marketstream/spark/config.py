@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pydantic import SecretStr
+
 from marketstream.settings import PROJECT_ROOT, Settings
 
 JOB_APPLICATION: Path = PROJECT_ROOT / "spark_apps" / "orderbook_job.py"
@@ -24,8 +26,11 @@ _JOB_SETTINGS = (
     "orderbook_max_message_bytes", "orderbook_state_partitions", "spark_master", "spark_checkpoint_dir",
     "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
     "spark_ui_enabled", "spark_ui_url", "spark_python", "spark_jvm_options", "orderbook_metrics_port",
-    "metrics_address",
+    "metrics_address", "kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+    "kafka_ssl_check_hostname", "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password",
 )
+# What a printed command line shows as a reference to the environment, never the value.
+SECRET_ENV = frozenset({"KAFKA_SASL_PASSWORD"})
 
 
 # With the JIT at C1 (the default ``SPARK_JVM_OPTIONS``) the JVM reserves 48 MB for
@@ -122,10 +127,18 @@ def connector_jars(settings: Settings) -> dict[str, str]:
     return {"spark.jars": ",".join(str(jar) for jar in jars)} if jars else {}
 
 
+def _env_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
 def job_env(settings: Settings) -> dict[str, str]:
-    """Environment variables for the job: its settings and the Python it runs with."""
-    env = {name.upper(): str(getattr(settings, name)).lower() if isinstance(getattr(settings, name), bool)
-           else str(getattr(settings, name)) for name in _JOB_SETTINGS}
+    """Environment variables for the job: its settings (the SASL password included: keep
+    the result out of logs, see ``SECRET_ENV``) and the Python it runs with."""
+    env = {name.upper(): _env_value(getattr(settings, name)) for name in _JOB_SETTINGS}
     env.update(
         PYSPARK_PYTHON=settings.spark_python,
         PYSPARK_DRIVER_PYTHON=settings.spark_python,
