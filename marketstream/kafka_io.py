@@ -181,6 +181,9 @@ def make_consumer(settings: Settings, **overrides):
         auto_offset_reset="earliest",
         consumer_timeout_ms=1000,
         fetch_max_wait_ms=100,
+        # What a transaction aborted (a batch the order-book job published only in part) is
+        # never read; a transaction still open is waited for.
+        isolation_level="read_committed",
         **FULL_FETCHES,
         **client_security(settings),
     )
