@@ -201,31 +201,43 @@ def test_the_embedded_broker_will_not_start_for_secured_settings():
     assert "serves PLAINTEXT only" in result.stderr and "KAFKA_SECURITY_PROTOCOL=SSL" in result.stderr
 
 
-def test_spark_kafka_connector_reads_over_sasl_ssl(apache_kafka, unique, tmp_path):
-    """``spark_kafka_options``: what Spark's own (JVM) Kafka connector is given, checked by a
-    batch read through it on the SCRAM listener."""
-    from pyspark.sql import SparkSession
-
-    from marketstream.jvm_deps import jars
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("connector", ["python", "jvm"])
+def test_the_order_book_job_runs_over_sasl_ssl_with_either_connector(connector, apache_kafka, unique, tmp_path):
+    """The whole job on the SCRAM listener: the Python source's executors get the security
+    options, Spark's own connector ``spark_kafka_options``, the publisher and the metrics
+    listener the client settings; the book it publishes is the exact replay."""
+    from marketstream.orderbook.events import event_to_json
+    from producer.flow import OrderFlow
     from tests.conftest import _private_settings
+    from tests.spark_job import Job, assert_exact_and_one_per_second, snapshots
+    from tests.support import ARTIFACTS
 
     kwargs = secured(apache_kafka, "SASL_SSL")
-    settings = _private_settings(kwargs.pop("kafka_bootstrap_servers"), unique, tmp_path, **kwargs)
+    settings = _private_settings(kwargs.pop("kafka_bootstrap_servers"), unique, tmp_path, spark_kafka_connector=connector,
+                                 spark_ui_enabled=False, orderbook_state_partitions=2, book_depth=10,
+                                 orderbook_metrics_port=0, spark_index_dir=tmp_path / "index", **kwargs)
+    flow = OrderFlow(symbols=["BTC-USDT", "ETH-USDT"], seed=4, first_order_id=1)
     producer = kafka_io.make_producer(settings)
-    for i in range(50):
-        producer.send(settings.orders_topic, f"event-{i}".encode(), partition=i % 3)
+    for _ in range(500):
+        producer.send(settings.orders_topic, event_to_json(flow.next_event(int(time.time()))).encode())
     producer.flush()
     producer.close()
-
-    spark = (SparkSession.builder.master("local[1]").appName("kafka-security")
-             .config("spark.jars", ",".join(str(j) for j in jars("spark-kafka")))
-             .config("spark.ui.enabled", "false").getOrCreate())
+    ARTIFACTS.mkdir(exist_ok=True)
+    job = Job(settings, ARTIFACTS / f"job-sasl-ssl-{connector}.log")
+    job.log_path.write_text("")
+    job.start()
     try:
-        frame = (spark.read.format("kafka")
-                 .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-                 .options(**kafka_io.spark_kafka_options(settings))
-                 .option("subscribe", settings.orders_topic).load())
-        values = sorted(row.value.decode() for row in frame.select("value").collect())
+        records = list(kafka_io.read_range(settings, settings.orders_topic))
+        ends = {}
+        for record in records:
+            ends[record.partition] = record.offset + 1
+        wait_for(lambda: job.assert_alive() or any(m.input_offsets == ends for m in snapshots(settings)), 240,
+                 interval_s=1.0, what="a snapshot of all the input over SASL_SSL")
+        time.sleep(3)
+        assert assert_exact_and_one_per_second(settings, snapshots(settings), records, 10) >= 3
+        metrics = list(kafka_io.read_range(settings, settings.metrics_topic))
+        assert metrics, "the metrics listener published over SASL_SSL too"
+        assert SCRAM_USER[1] not in job.log_path.read_text()
     finally:
-        spark.stop()
-    assert values == sorted(f"event-{i}" for i in range(50))
+        job.stop()
