@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
     health_max_batch_ms: int = Field(1000, ge=1)
+    # ``make run``: each process's whole output, ``<process>.log`` (rotated).
+    log_dir: Path = PROJECT_ROOT / "var" / "log"
     # Validation's reference replay state, so each run reads only the new input events.
     validation_cache_dir: Path = PROJECT_ROOT / "var" / "validation"
 

@@ -11,13 +11,12 @@ import time
 from datetime import UTC, datetime
 
 from marketstream.embedded.status import Figures, read_status
-from marketstream.kafka_io import wait_until_ready
+from marketstream.kafka_io import quiet_kafka_logs, wait_until_ready
 from marketstream.pipeline_state import PipelineStateUnknown, read_pipeline_state
 from marketstream.prometheus import metrics_url
 from marketstream.settings import PROJECT_ROOT, Settings, get_settings
 
 STATUS_EVERY_S = 10.0
-LOG_DIR = "var/log"
 
 
 def metrics_rows(s: Settings) -> list[tuple[str, str]]:
@@ -47,7 +46,7 @@ def describe() -> str:
     width = max(len(name) for name, _ in rows)
     lines = ["", "marketstream embedded stack:"] + [f"  {name:<{width}}  {where}" for name, where in rows]
     lines += ["  Trigger the 'orderbook_pipeline' DAG in the Airflow UI (or run 'make demo') to start the Spark job.",
-              f"  Logs: every process's whole output in {LOG_DIR}/<process>.log ('make logs SERVICE=airflow');",
+              f"  Logs: every process's whole output in {s.log_dir}/<process>.log ('make logs SERVICE=airflow');",
               "  here: warnings and errors, and a status line every 10 s. Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
@@ -79,7 +78,9 @@ def main() -> int:
                     print(note, flush=True)
             except PipelineStateUnknown:
                 pass  # Airflow is still starting: asked again at the next status line
-        print(read_status(settings, figures).line(), flush=True)
+        with quiet_kafka_logs():  # an unreadable topic is a "?" and one warning, not a log per try
+            status = read_status(settings, figures)
+        print(status.line(), flush=True)
         time.sleep(max(0.0, STATUS_EVERY_S - (time.monotonic() - tick)))
 
 
