@@ -87,9 +87,8 @@ class QuietPrinter:
     def _file(self, name: str) -> logging.Logger:
         logger = self._logs.get(name)
         if logger is None:
-            logger = logging.getLogger(f"marketstream.embedded.run.{name}")
-            logger.propagate = False
-            logger.setLevel(logging.INFO)
+            # A logger of this printer's own (not in logging's registry), for its file handler.
+            logger = logging.Logger(name, logging.INFO)
             handler = logging.handlers.RotatingFileHandler(
                 self.log_dir / f"{name}.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(message)s"))  # the processes stamp their own lines
