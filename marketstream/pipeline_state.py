@@ -3,9 +3,8 @@ runs now: the health check, the terminal's banner and the dashboard say so inste
 reporting a job that nobody started as broken.
 
 Airflow knows: the health task asks through its Task SDK (``skip_reason``), everything
-else through Airflow's REST API (``read_pipeline_state``) with the admin user of the
-simple auth manager (``AIRFLOW_API_PASSWORD``, or the password the embedded Airflow
-generated in its home).
+else through Airflow's REST API (``read_pipeline_state``) as ``AIRFLOW_USERNAME`` with
+``AIRFLOW_PASSWORD``, or the password the embedded Airflow generated in its home.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from datetime import datetime
 
 import httpx
 
+from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.settings import Settings
 
 PIPELINE_DAG_ID = "orderbook_pipeline"
@@ -23,7 +23,6 @@ ACTIVE_STATES = ("queued", "running")
 NOT_STARTED = "pipeline not started: trigger it in the Airflow UI or run `make demo`"
 STOPPED = ("pipeline stopped: no orderbook_pipeline run is queued or running "
            "(trigger it again in the Airflow UI or run `make demo`)")
-PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
 
 def skip_reason(pipeline_runs: int, active_runs: int) -> str | None:
@@ -74,15 +73,18 @@ class PipelineState:
         return f"pipeline {run.state}: run {run.run_id}{since}"
 
 
-def _password(settings: Settings) -> str:
-    if settings.airflow_api_password:
-        return settings.airflow_api_password
+def credentials(settings: Settings) -> tuple[str, str]:
+    """User and password for Airflow's API; ``LookupError`` says what is missing."""
+    user = settings.airflow_username
+    if settings.airflow_password:
+        return user, settings.airflow_password
     path = settings.airflow_home / PASSWORD_FILE
     try:
-        return json.loads(path.read_text())[settings.airflow_api_user]
-    except (OSError, ValueError, KeyError) as exc:
-        raise PipelineStateUnknown(f"no password for Airflow's API user {settings.airflow_api_user!r} "
-                                   f"(AIRFLOW_API_PASSWORD, or {path}): {exc}") from None
+        return user, json.loads(path.read_text())[user]
+    except FileNotFoundError:
+        raise LookupError(f"no Airflow password file at {path}: is 'make run' running (it creates it on start)?") from None
+    except (OSError, KeyError, ValueError):
+        raise LookupError(f"{path} has no password for user {user!r}; set AIRFLOW_USERNAME/AIRFLOW_PASSWORD") from None
 
 
 def read_pipeline_state(settings: Settings, timeout_s: float = 5.0, limit: int = 5) -> PipelineState:
@@ -90,15 +92,15 @@ def read_pipeline_state(settings: Settings, timeout_s: float = 5.0, limit: int =
     base = settings.airflow_ui_url.rstrip("/")
     try:
         with httpx.Client(base_url=base, timeout=timeout_s) as client:
-            login = client.post("/auth/token", json={"username": settings.airflow_api_user,
-                                                     "password": _password(settings)})
+            user, password = credentials(settings)
+            login = client.post("/auth/token", json={"username": user, "password": password})
             login.raise_for_status()
             reply = client.get(f"/api/v2/dags/{PIPELINE_DAG_ID}/dagRuns",
                                params={"order_by": "-run_after", "limit": limit},
                                headers={"Authorization": f"Bearer {login.json()['access_token']}"})
             reply.raise_for_status()
             body = reply.json()
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+    except (httpx.HTTPError, LookupError, ValueError) as exc:
         raise PipelineStateUnknown(f"Airflow's API at {base} did not tell: {exc}") from None
     runs = tuple(
         PipelineRun(run_id=row["dag_run_id"], state=row["state"],

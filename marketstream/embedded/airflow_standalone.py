@@ -47,10 +47,9 @@ def standalone_env(settings: Settings, base: dict[str, str] | None = None) -> di
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
         # ``make run``'s terminal shows every warning: not one access-log line per task
         # heartbeat, nor the retries of Airflow's processes calling its API server while
-        # it starts, nor uvicorn's advice to Airflow's developers. Errors still show.
+        # it starts (a call that finally fails is an error, and shows).
         AIRFLOW__LOGGING__NAMESPACE_LEVELS=env.get(
-            "AIRFLOW__LOGGING__NAMESPACE_LEVELS",
-            "http.access=WARNING airflow.sdk.api.client=ERROR uvicorn.error=ERROR"),
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "http.access=WARNING airflow.sdk.api.client=ERROR"),
         # Airflow's in-process execution API uses FastAPI's test client: its deprecation
         # is for Airflow's developers, not for people running the pipeline.
         PYTHONWARNINGS=env.get("PYTHONWARNINGS", "ignore:Using `httpx` with `starlette.testclient`"),

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from marketstream.embedded.status import Figures, read_status
 from marketstream.kafka_io import quiet_kafka_logs, wait_until_ready
+from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.pipeline_state import PipelineStateUnknown, read_pipeline_state
 from marketstream.prometheus import metrics_url
 from marketstream.settings import PROJECT_ROOT, Settings, get_settings
@@ -35,7 +36,7 @@ def describe() -> str:
         ("Kafka broker (Tansu)", s.kafka_bootstrap_servers),
         ("Topics", f"{s.orders_topic} -> {s.orderbook_topic}; dead letters {s.deadletter_topic}; "
                    f"metrics {s.metrics_topic}; deals {s.deals_topic}"),
-        ("Airflow UI", f"{s.airflow_ui_url}  (user admin, password in {PROJECT_ROOT / '.airflow'}/simple_auth_manager_passwords.json.generated)"),
+        ("Airflow UI", f"{s.airflow_ui_url}  (user admin, password in {s.airflow_home / PASSWORD_FILE})"),
         ("Dashboard", f"http://127.0.0.1:{s.dashboard_port}"),
         ("Spark UI (while the job runs)", s.spark_ui_url),
         ("Exchange websocket", s.exchange_ws_url),
