@@ -118,9 +118,9 @@ def describe(process: psutil.Process) -> str:
         return f"pid {process.pid}"
     if "marketstream.spark.state_server" in command:
         return "Spark state server"
-    if "-m" in command[:-1]:
-        return command[command.index("-m") + 1]
-    return " ".join(os.path.basename(part) for part in command[:2]) if command else f"pid {process.pid}"
+    parts = command[1:] if command and os.path.basename(command[0]).startswith("python") else command
+    parts = parts[1:] if parts[:1] == ["-m"] else parts
+    return " ".join(os.path.basename(part) for part in parts[:2]) or f"pid {process.pid}"
 
 
 def stop_leftovers(marker: str) -> list[str]:
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stopped = stop_leftovers(marker)
         left = leftovers(marker)
-        extra = f", then what they had started outside their process groups: {summary(stopped)}" if stopped else ""
+        extra = f", and what they had left running: {summary(stopped)}" if stopped else ""
         print(f"Stopped all {len(processes)} processes{extra}. "
               + ("Nothing is left running." if not left else f"Still running: {summary([describe(p) for p in left])}."),
               flush=True)

@@ -2,7 +2,8 @@
 Procfile: broker, Airflow standalone, emulators, listener, loader, dashboard) on free ports
 and private paths. After the banner, a minute without trouble prints fewer than 40
 lines, a status line among them every 10 s; a listener problem shows within 10 s; Ctrl-C
-stops every process and says so, and none is left.
+stops every process and says so, and none is left. Before the pipeline was started, the
+status line and the dashboard say so.
 
 The exchange emulator runs in the test (the Procfile's other lines as they are), so that
 the test can break the listener's connection when it chooses."""
@@ -22,6 +23,7 @@ import pytest
 
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
+from tests.integration.test_dashboard_e2e import browser_page
 from tests.support import ARTIFACTS, ROOT, free_port, python_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -112,6 +114,9 @@ def test_a_quiet_terminal_that_shows_problems_and_stops_everything(tmp_path):
             assert all("snapshots last minute" in line and "dead letters" in line for line in status)
             wait_for(lambda: terminal.index_of("pipeline not started: trigger it in the Airflow UI or run `make demo`"),
                      120, 1, "the pipeline's state from Airflow")
+            with browser_page(width=1280, height=900) as page:  # the dashboard says it too
+                page.goto(f"http://127.0.0.1:{env['DASHBOARD_PORT']}/")
+                page.get_by_text("Pipeline not started: trigger it in the Airflow UI or run").wait_for(timeout=60_000)
 
             seen = len(terminal.lines)
             broke = time.monotonic()
