@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 import psutil
-from honcho.environ import parse_procfile
+from honcho.environ import parse, parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Message
 
@@ -169,11 +169,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--procfile", type=Path, default=PROJECT_ROOT / "Procfile")
     args = parser.parse_args(argv)
+    # As ``honcho start`` does: the project's .env, if any, over the environment.
+    dotenv = PROJECT_ROOT / ".env"
+    if dotenv.is_file():
+        os.environ.update(parse(dotenv.read_text()))
     log_dir = load_settings().log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     log_dir.chmod(0o700)  # logs may quote what the processes handle
     marker = secrets.token_hex(8)
-    env = {**os.environ, RUN_MARKER: marker}
+    # Unbuffered: a line shows (and is filed) when it is written, not when a buffer fills.
+    env = {"PYTHONUNBUFFERED": "1", **os.environ, RUN_MARKER: marker}
     printer = QuietPrinter(sys.stdout, log_dir)
     manager = Run(printer)
     processes = parse_procfile(args.procfile.read_text()).processes
