@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -42,6 +42,7 @@ ERRORS = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|\[(error|critical|exception)\s*
 WARNINGS = re.compile(r"\b(WARNING|WARN)\b|\[warning\s*\]")
 TRACEBACK_START = "Traceback (most recent call last):"
 STOPPED = re.compile(r"^(\S+) stopped \(rc=(-?\d+)\)")
+LAST_WORDS = 10  # lines shown of a process that failed, if it had said nothing shown
 
 
 @dataclass
@@ -53,6 +54,8 @@ class QuietPrinter:
     stopping: bool = False
     _logs: dict[str, logging.Logger] = field(default_factory=dict)  # one per Procfile process
     _in_traceback: set[str] = field(default_factory=set)
+    # Each process's last lines not shown: what a process that stops on its own said last.
+    _unshown: dict[str, deque[str]] = field(default_factory=dict)
 
     def write(self, message: Message) -> None:
         if message.type != "line":
@@ -61,9 +64,18 @@ class QuietPrinter:
         text = message.data.decode("utf-8", "replace") if isinstance(message.data, bytes) else message.data
         for line in text.splitlines():
             self._file(name).info(line)
+            stopped = STOPPED.match(line) if name == SYSTEM and not self.stopping else None
+            if stopped and stopped[2] != "0":
+                for said in self._unshown.pop(stopped[1], ()):
+                    self._show(message.time, stopped[1], said)
             if self.shows(name, line):
-                prefix = "" if name == ANNOUNCER else f"{message.time:%H:%M:%S} {name} | "
-                print(prefix + line, file=self.terminal, flush=True)
+                self._show(message.time, name, line)
+            elif name != SYSTEM:
+                self._unshown.setdefault(name, deque(maxlen=LAST_WORDS)).append(line)
+
+    def _show(self, at, name: str, line: str) -> None:
+        prefix = "" if name == ANNOUNCER else f"{at:%H:%M:%S} {name} | "
+        print(prefix + line, file=self.terminal, flush=True)
 
     def shows(self, name: str, line: str) -> bool:
         if name == ANNOUNCER:

@@ -52,6 +52,16 @@ def test_every_line_is_filed_and_only_warnings_errors_and_the_banner_are_shown(t
     assert "Filling up the DagBag" in (tmp_path / "airflow.log").read_text()
 
 
+def test_a_process_that_fails_shows_its_last_lines(tmp_path):
+    terminal = io.StringIO()
+    printer = QuietPrinter(terminal, tmp_path)
+    feed(printer, "dashboard", *(f"line {n}" for n in range(20)), "Error: Port 8501 is already in use")
+    feed(printer, "exchange", "listening on 5050")
+    feed(printer, "system", "dashboard stopped (rc=1)")
+    assert terminal.getvalue().splitlines() == [f"23:58:07 dashboard | line {n}" for n in range(11, 20)] + [
+        "23:58:07 dashboard | Error: Port 8501 is already in use", "23:58:07 system | dashboard stopped (rc=1)"]
+
+
 def test_while_everything_stops_only_errors_are_shown(tmp_path):
     terminal = io.StringIO()
     printer = QuietPrinter(terminal, tmp_path, stopping=True)
