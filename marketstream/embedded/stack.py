@@ -10,12 +10,12 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.embedded.status import Figures, read_status
 from marketstream.kafka_io import quiet_kafka_logs, wait_until_ready
-from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.pipeline_state import PipelineStateUnknown, read_pipeline_state
 from marketstream.prometheus import metrics_url
-from marketstream.settings import PROJECT_ROOT, Settings, get_settings
+from marketstream.settings import Settings, get_settings
 
 STATUS_EVERY_S = 10.0
 
