@@ -216,11 +216,13 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
                 ("input_events_per_second", "Input events / s"),
                 ("lag", "Consumer lag (events)"),
             ]):
+                # The chart's title, not the y axis's: a vertical title longer than the
+                # chart is high would be cut.
                 column.altair_chart(
                     alt.Chart(recent).mark_line(point=len(recent) < 30).encode(
-                        x=utc_time(), y=alt.Y(f"{field}:Q", title=title),
+                        x=utc_time(), y=alt.Y(f"{field}:Q", title=None),
                         tooltip=[utc_tooltip(), alt.Tooltip(f"{field}:Q", title=title)],
-                    ).properties(height=180),
+                    ).properties(height=180, title=title),
                     width="stretch",
                 )
 
@@ -272,7 +274,8 @@ def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir
     if len(entries) > limit:
         st.caption(f"Showing the newest {limit} of {len(entries)}; pick a day to see others.")
         entries = entries[:limit]
-    widths = [2.6, 1.2, 1] + [1.3] * len(FORMATS)
+    # Each download column as wide as its button ("Parquet · 456.7 KB") needs at 1280 px.
+    widths = [2.2, 1, 0.8] + [0.6 + 0.12 * len(f.label) for f in FORMATS]
     header = st.columns(widths)
     for col, text in zip(header, ["Interval (UTC)", "Validation", "Snapshots"] + [f.label for f in FORMATS]):
         col.markdown(f"**{text}**")

@@ -29,9 +29,11 @@ WIDTH = 1280
 ZONE = "America/Los_Angeles"  # a browser-local clock would be 7 or 8 hours off
 PAGES = [("/", "Buy 1", "order-book"), ("/health", "Dead letters", "health"),
          ("/exports", "Validation passed", "exports"), ("/desk", "Per trader and delivery hour", "desk")]
-CUT_FIGURES = """() => [...document.querySelectorAll('[data-testid=stMetricLabel], [data-testid=stMetricValue]')]
-    .filter(box => [box, ...box.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
-    .map(box => box.innerText.trim())"""
+# Streamlit cuts a text that does not fit with an ellipsis (CSS): a figure, a label or a
+# button whose text is wider than its box.
+CUT_FIGURES = """() => [...document.querySelectorAll('[data-testid=stMain] *')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).textOverflow === 'ellipsis')
+    .map(e => e.innerText.trim())"""
 AXIS_TIMES = r"^\d\d:\d\d:\d\d$"
 
 
@@ -64,7 +66,10 @@ def sqlite_desk(path: Path, now: datetime) -> str:
 def test_every_page_fits_1280_px_and_reads_utc(kafka_settings, tmp_path):
     now = datetime.now(UTC)
     seed_topics(kafka_settings, int(now.timestamp()))
-    seed_exports(kafka_settings.export_dir, now.date())
+    exports = seed_exports(kafka_settings.export_dir, now.date())
+    # A day's worth of levels makes files of hundreds of KB: the longest button label.
+    with next(kafka_settings.export_dir.rglob(f"{exports.intervals[0][0]}.parquet")).open("ab") as parquet:
+        parquet.write(b"\0" * 456_789)
     port = free_port()
     env = dashboard_env(kafka_settings, sqlite_desk(tmp_path / "energy.db", now), port)
     with running_dashboard(env, port, tmp_path / "dashboard.log") as url, \
@@ -81,6 +86,8 @@ def test_every_page_fits_1280_px_and_reads_utc(kafka_settings, tmp_path):
                 hours = {f"{(now - timedelta(hours=h)):%H}" for h in (0, 1)}
                 assert {label[:2] for label in labels} <= hours, labels  # UTC, not the browser's zone
                 assert page.get_by_text("Time (UTC)").count() >= 1
+            if path == "/exports":
+                assert page.get_by_role("button", name=re.compile(r"^Parquet · 44\d\.\d KB$")).count() == 1
             if path == "/desk":  # the seeded deals and one of 2,500.125 MW sold at 312.45
                 assert metric(page, "MW bought / sold") == "7.000 / 2,505.625"
                 assert metric(page, "Cash PnL (EUR)") == "+781,148.56"
