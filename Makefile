@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: run test test-unit test-integration demo bench check-env install browser compose-tools postgres-server jvm-deps compose-env clean-state
+.PHONY: run logs test test-unit test-integration demo bench check-env install browser compose-tools postgres-server jvm-deps compose-env clean-state
 
 check-env:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null || \
@@ -77,9 +77,15 @@ compose-env:
 
 run: install
 	@mkdir -p var exports
-	@# honcho supervises every process of the Procfile; Ctrl-C stops them all.
-	@# Ctrl-C (exit status 130) is the normal way to stop: not a make error.
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/honcho start -f Procfile || [ $$? -eq 130 ]
+	@# honcho supervises every process of the Procfile (marketstream/embedded/run.py): their
+	@# logs go to var/log/, the terminal shows warnings, errors and a status line; Ctrl-C
+	@# stops them all (exit status 130, the normal way to stop: not a make error).
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m marketstream.embedded.run || [ $$? -eq 130 ]
+
+# One process's whole log from `make run` (SERVICE: a Procfile name), followed as it grows.
+logs:
+	@test -n "$(SERVICE)" || { echo "Usage: make logs SERVICE=<name>; logs in $${LOG_DIR:-var/log}/: $$(cd "$${LOG_DIR:-var/log}" 2>/dev/null && ls *.log | sed 's/\.log$$//' | tr '\n' ' ')"; exit 2; }
+	tail -n 200 -F "$${LOG_DIR:-var/log}/$(SERVICE).log"
 
 demo: install
 	$(PY) -m marketstream.embedded.demo

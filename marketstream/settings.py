@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     airflow_ui_url: str = "http://127.0.0.1:8080"
     # The embedded run's Airflow home (metadata DB, logs, generated admin password).
     airflow_home: Path = PROJECT_ROOT / ".airflow"
+    # Airflow's REST API (``make demo``; the pipeline's state for the terminal and the
+    # dashboard): a user of the simple auth manager; an empty password reads the one the
+    # embedded Airflow generated in its home.
+    airflow_username: str = "admin"
+    airflow_password: str = Field("", repr=False)
     # orderbook_export runs on a cron of this many minutes (a divisor of 60).
     export_interval_minutes: int = Field(5, ge=1, le=60)
     # The export waits up to this long for its interval to be final (a snapshot for a
@@ -148,6 +153,8 @@ class Settings(BaseSettings):
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
     health_max_batch_ms: int = Field(1000, ge=1)
+    # ``make run``: each process's whole output, ``<process>.log`` (rotated).
+    log_dir: Path = PROJECT_ROOT / "var" / "log"
     # Validation's reference replay state, so each run reads only the new input events.
     validation_cache_dir: Path = PROJECT_ROOT / "var" / "validation"
 

@@ -27,7 +27,9 @@ EXPECTED_SERVICES = {
 ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
-CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir"}
+CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir",
+                      # make run's own (its log files; the REST API of its embedded Airflow)
+                      "log_dir", "airflow_username", "airflow_password"}
 # Prometheus endpoints of the project's processes: container port settings.
 METRICS_PORTS = {"PRODUCER_METRICS_PORT": 9101, "LISTENER_METRICS_PORT": 9102,
                  "LOADER_METRICS_PORT": 9103, "ORDERBOOK_METRICS_PORT": 9104}
