@@ -25,23 +25,25 @@ $(STAMP): pyproject.toml constraints.txt | check-env
 	$(PIP) install -q --force-reinstall --no-deps "$$(grep '^pyspark==' constraints.txt)"
 	@touch $(STAMP)
 
-# The Spark driver's class-data-sharing archive (marketstream/spark/class_archive.py): a
-# restart after a crash loads Spark's classes from it, seconds sooner. Built by running
-# the job for a minute; without it the job only starts slower, so a failure is a warning.
-CLASS_ARCHIVE := var/spark/orderbook-classes.jsa
-$(CLASS_ARCHIVE): $(STAMP)
-	-SPARK_CLASS_ARCHIVE="$(abspath $@)" $(PY) -m marketstream.spark.class_archive
-
-install: check-env $(STAMP) $(CLASS_ARCHIVE)
-
-# Apache Kafka's broker and Spark's own Kafka connector (jvm/*.ivy.xml, pinned by jvm/*.lock),
-# resolved from Maven Central once into .cache/jvm by the Ivy jar inside pyspark.
+# Apache Kafka's broker (the embedded one) and Spark's own Kafka connector (jvm/*.ivy.xml,
+# pinned by jvm/*.lock), resolved from Maven Central once into .cache/jvm by the Ivy jar
+# inside pyspark: Java and the venv are all it needs.
 JVM_DEPS := .cache/jvm/.resolved
 $(JVM_DEPS): $(wildcard jvm/*.ivy.xml jvm/*.lock) | $(STAMP)
 	$(PY) -m marketstream.jvm_deps
 	@touch $@
 
 jvm-deps: $(JVM_DEPS)
+
+# The Spark driver's class-data-sharing archive (marketstream/spark/class_archive.py): a
+# restart after a crash loads Spark's classes from it, seconds sooner. Built by running
+# the job for a minute; without it the job only starts slower, so a failure is a warning.
+CLASS_ARCHIVE := var/spark/orderbook-classes.jsa
+$(CLASS_ARCHIVE): $(STAMP) $(JVM_DEPS)
+	-SPARK_CLASS_ARCHIVE="$(abspath $@)" $(PY) -m marketstream.spark.class_archive
+
+install: check-env $(STAMP) $(JVM_DEPS) $(CLASS_ARCHIVE)
+
 
 # Debian's Chromium for the dashboard's browser test (no browser download).
 browser:
@@ -90,13 +92,13 @@ logs:
 demo: install
 	$(PY) -m marketstream.embedded.demo
 
-test: install jvm-deps browser compose-tools postgres-server
+test: install browser compose-tools postgres-server
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: install jvm-deps compose-tools
+test-unit: install compose-tools
 	$(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
 
-bench: install jvm-deps
+bench: install
 	$(PIP) install -q -c constraints.txt -e ".[bench]"
 	$(PY) -m bench
 

@@ -2,7 +2,7 @@
 
     python -m bench.energy_pipeline [--rate 100] [--seconds 120] [--burst-deals 10000] [--database URL]
 
-Starts a Tansu broker on a free port, the exchange emulator in this process, and the
+Starts an Apache Kafka node on free ports, the exchange emulator in this process, and the
 listener and loader as the same subprocesses ``make run`` starts; the database is a
 private schema of PostgreSQL (``TEST_POSTGRES_URL``, else a throwaway server; default) or any URL given.
 1. steady: ``--rate`` deals a minute for ``--seconds``; deal-to-database latency per deal =
@@ -36,7 +36,6 @@ import sqlalchemy as sa
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
-from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "energy_pipeline.json"
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=None, help="database URL (default: a private PostgreSQL schema)")
     args = parser.parse_args(argv)
 
-    from marketstream.embedded.broker import tansu_command
+    from marketstream.embedded.apache_kafka import ApacheKafka
     from marketstream.kafka_io import high_watermarks, make_consumer, wait_until_ready
     from marketstream.topics import ensure_topics
 
@@ -118,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         database_url = args.database
     log_dir = Path(tempfile.mkdtemp(prefix="energy-bench-"))
-    broker_settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
-    broker = subprocess.Popen(tansu_command(broker_settings), stdout=open(log_dir / "tansu.log", "wb"),  # noqa: SIM115
-                              stderr=subprocess.STDOUT)
+    broker = ApacheKafka(log_dir / "kafka").start(timeout_s=120)
+    broker_settings = load_settings(kafka_bootstrap_servers=broker.bootstrap)
     loop = BackgroundLoop()
     # Remembers every deal of the run, so the benchmark can check each one was stored.
     emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=args.rate, seed=1,
@@ -234,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop(process)
         loop.run(emulator.stop())
         loop.close()
-        broker.terminate()
-        broker.wait(15)
+        broker.stop()
         if schema:
             with admin.begin() as connection:
                 connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

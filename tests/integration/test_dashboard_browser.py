@@ -1,7 +1,7 @@
 """The dashboard in Debian's Chromium at 1280 px, in a browser whose zone is not UTC: no
 figure or label is cut, the pages are named for what they show, and every time axis
 reads 24-hour UTC, a second in hour 23 included. The real app (``python -m dashboard``)
-reads a real Tansu broker, an SQLite desk database and an exports directory; hour 23
+reads a real Apache Kafka broker, an SQLite desk database and an exports directory; hour 23
 comes from the real health page drawn at 23:59:40 (tests/integration/dashboard_clock_app.py)."""
 
 from __future__ import annotations

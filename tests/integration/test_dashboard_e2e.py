@@ -1,4 +1,4 @@
-"""The real dashboard (``python -m dashboard`` as a subprocess) against a real Tansu broker,
+"""The real dashboard (``python -m dashboard`` as a subprocess) against a real Apache Kafka broker,
 PostgreSQL and exports directory, opened in Debian's headless Chromium. Each page's
 numbers are compared with the data written into the sources; screenshots go to
 test-artifacts/ for a human to look at."""

@@ -1,5 +1,5 @@
 """Hostile input for the power desk, all real: a websocket server that sends hostile
-messages, the listener and loader as the processes `make run` starts, a Tansu
+messages, the listener and loader as the processes `make run` starts, an Apache Kafka
 broker, PostgreSQL. Every hostile message becomes a dead letter with its reason code, every
 valid deal around them is stored once, and nothing stops or wedges."""
 
@@ -94,7 +94,16 @@ def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
     expected_codes = [C.OUT_OF_RANGE, C.TOO_LARGE, C.TOO_DEEP, C.TOO_LARGE, C.NOT_UTF8, C.FRAME_TOO_LARGE]
     scripts = [[deal_text(m) if m in ("ok-1", "ok-2", "ok-3") else m for m in script] for script in scripts]
 
-    # Records only a foreign writer can put on the deals topic: the loader's side.
+    # Records only a foreign writer can put on the deals topic (one whose operator raised its
+    # max.message.bytes): the loader's side.
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from marketstream.kafka_io import make_admin
+
+    admin = make_admin(kafka_settings)
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, kafka_settings.deals_topic,
+                                        configs={"max.message.bytes": str(4 * MAX_VALUE_BYTES)})])
+    admin.close()
     foreign = make_producer(kafka_settings, max_request_size=4 * MAX_VALUE_BYTES)
     too_big_for_a_letter = b"y" * (MAX_VALUE_BYTES + 500_000)
     for value in (too_big_for_a_letter, b"\xff\xfe", deal_text("ok-4").encode(), b"[" * 5000):
@@ -148,8 +157,7 @@ def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
 def test_a_record_the_producer_refuses_is_dead_lettered_at_once_not_retried(kafka_settings):
     """A record the topic refuses (MessageSizeTooLarge) is dead-lettered, not retried forever.
     A deals producer whose limit is below a (valid, 2 KB) deal stands in for a topic that
-    takes less than the contract allows
-    (Tansu does not enforce max.message.bytes; the producer's own check raises the same error)."""
+    takes less than the contract allows (the producer's own check raises the broker's error)."""
     from marketstream.energy.listener import TradeListener
 
     small = make_producer(kafka_settings, enable_idempotence=True, acks="all", linger_ms=0, max_request_size=1024)
@@ -234,7 +242,7 @@ def test_a_deal_waits_for_a_broker_that_is_away_and_is_not_dead_lettered(unique,
     handling.start()
     time.sleep(4)
     assert handling.is_alive()  # still waiting for the broker, not dead-lettered
-    broker = Broker(settings, tmp_path / "tansu.log")
+    broker = Broker(settings, tmp_path / "kafka")
     try:
         handling.join(120)
         assert outcome == {"deal_id": "waited"}

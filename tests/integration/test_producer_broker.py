@@ -1,4 +1,4 @@
-"""The emulator against a real Tansu broker: what it sends is what a consumer reads back."""
+"""The emulator against a real Apache Kafka broker: what it sends is what a consumer reads back."""
 
 import re
 import subprocess

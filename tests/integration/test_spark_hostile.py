@@ -5,7 +5,7 @@ normal flow. The job must stay up, publish one snapshot every second, put
 every rejected record on the dead-letter topic with its reason code, and keep the book
 equal to the reference replay.
 
-Real Tansu broker, real Spark (local mode), the job started with ``spark-submit``."""
+Real Apache Kafka broker, real Spark (local mode), the job started with ``spark-submit``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The order-book job end to end: real local Spark started with ``spark-submit`` as a user
 or Airflow would, input produced with the emulator and kafka-python, output read with
-``marketstream.kafka_io``. Every test runs twice, once per Kafka connector: the Python
-source on the embedded Tansu broker (``make run``'s path) and Spark's own connector on
-Apache Kafka (the Docker image's path).
+``marketstream.kafka_io``, on Apache Kafka. Every test runs twice, once per Kafka
+connector: the Python source (``make run``'s path) and Spark's own connector (the Docker
+image's path).
 
 One job process per connector serves the tests of this module in order (starting Spark
 costs ~20 s): official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each
@@ -45,8 +45,7 @@ DEPTH = 15
 @pytest.fixture(scope="module", params=["python", "jvm"])
 def settings(request, tmp_path_factory):
     connector = request.param
-    bootstrap = (request.getfixturevalue("broker_bootstrap") if connector == "python"
-                 else request.getfixturevalue("apache_kafka").bootstrap)
+    bootstrap = request.getfixturevalue("broker_bootstrap")
     unique = uuid.uuid4().hex[:8]
     base = tmp_path_factory.mktemp("spark")
     settings = load_settings(
