@@ -343,3 +343,18 @@ def test_env_example_lists_every_setting_and_variable(compose_code):
     # Only the generated secrets are uncommented (and empty): copying the file changes nothing else.
     active = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     assert active == set(load_compose_env_script().GENERATED)
+
+
+@pytest.mark.parametrize("dockerfile", ["airflow.Dockerfile", "spark.Dockerfile"])
+def test_the_images_bake_in_the_kafka_connector_the_project_pins(dockerfile):
+    """The images fetch Spark's Kafka connector by version (no Ivy in the image): the same
+    versions the embedded run resolves and its tests run with (jvm/spark-kafka.lock)."""
+    text = (ROOT / "docker" / dockerfile).read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+    locked = (ROOT / "jvm" / "spark-kafka.lock").read_text()
+    scala = args["SCALA_BINARY"]
+    for jar in (f"spark-sql-kafka-0-10_{scala}-{args['SPARK_KAFKA_CONNECTOR_VERSION']}.jar",
+                f"spark-token-provider-kafka-0-10_{scala}-{args['SPARK_KAFKA_CONNECTOR_VERSION']}.jar",
+                f"kafka-clients-{args['KAFKA_CLIENTS_VERSION']}.jar",
+                f"commons-pool2-{args['COMMONS_POOL2_VERSION']}.jar"):
+        assert f"__{jar}" in locked, f"{dockerfile} fetches {jar}, which jvm/spark-kafka.lock does not pin"
