@@ -3,7 +3,7 @@
 
     python -m bench.book [--seconds 86400] [--lookups 20]
 
-A Tansu broker is started on a free port. ``--seconds`` snapshots (one a second of one UTC
+An Apache Kafka node (the embedded broker) is started on free ports. ``--seconds`` snapshots (one a second of one UTC
 day, one symbol at the seed's depth of 15 levels a side, ~3 KB each) are published on the
 snapshot topic as the job does (each produced 1.3 s after its second), and written as the
 exports of that day: five-minute interval files (JSON and Parquet, ``formats.FORMATS``),
@@ -37,14 +37,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from marketstream.book import book_at, show
-from marketstream.embedded.broker import tansu_command
+from marketstream.embedded.apache_kafka import ApacheKafka
 from marketstream.exports.formats import FORMATS
 from marketstream.exports.layout import export_paths, write_atomic
 from marketstream.exports.rollup import rollup_day
 from marketstream.kafka_io import make_producer, read_range, wait_until_ready
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
-from marketstream.ports import free_port
 from marketstream.settings import load_settings
 from marketstream.topics import ensure_topics
 
@@ -114,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-book-"))
-    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", orderbook_topic="bench-orderbook",
-                             export_dir=work / "exports")
-    broker = subprocess.Popen(tansu_command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = ApacheKafka(work / "kafka").start(timeout_s=120)
+    settings = load_settings(kafka_bootstrap_servers=broker.bootstrap, orderbook_topic="bench-orderbook",
+                             export_dir=work / "exports", orderbook_retention_ms=-1)
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                      "date": datetime.now(UTC).strftime("%Y-%m-%d"), "seconds": args.seconds,
                      "load_average_1m_at_start": os.getloadavg()[0]}
@@ -148,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         results["rollup_bytes"] = sum(p.stat().st_size for p in (work / "exports" / "orderbook-daily").iterdir())
         results["load_average_1m_at_end"] = os.getloadavg()[0]
     finally:
-        broker.terminate()
-        broker.wait(timeout=10)
+        broker.stop()
         subprocess.run(["rm", "-rf", str(work)], check=False)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "book.json").write_text(json.dumps(results, indent=2))

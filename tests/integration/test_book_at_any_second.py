@@ -1,4 +1,4 @@
-"""``python -m marketstream.book`` on a real Tansu broker: a stream published as the
+"""``python -m marketstream.book`` on a real Apache Kafka broker: a stream published as the
 order-book job does (a live stretch, an outage whose seconds are backfilled late and
 marked recovered, a second never published), read back by time from the topic and, once
 the topic no longer holds it, from the exports; the orders behind a level from the
@@ -202,7 +202,7 @@ def test_seconds_the_topic_no_longer_holds_come_from_the_exports(stream):
     validate_interval(settings, *rolled_up)
     rollup_day(settings.export_dir, START.date())
     export_interval(settings, *recent, grace_s=0)
-    # Retention deleted the topic's records (Tansu has no DeleteRecords: an empty topic).
+    # Retention deleted the topic's records: an empty topic stands for it.
     gone = settings.model_copy(update={"orderbook_topic": settings.orderbook_topic + "-expired"})
     ensure_topics(gone)
     for second, file in ((T0, "orderbook-daily"), (T0 + 19, "orderbook-daily"), (T0 + 20, "T093020Z_"),

@@ -1,5 +1,5 @@
 """Time travel on the real dashboard (``python -m dashboard``) in Debian's headless
-Chromium, against a real Tansu broker: a link opens a past second, +1 s moves onto a
+Chromium, against a real Apache Kafka broker: a link opens a past second, +1 s moves onto a
 backfilled second (its badge, the URL), and a click on a level lists the orders behind
 it, replayed from the input topic."""
 

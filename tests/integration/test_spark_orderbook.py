@@ -1,10 +1,13 @@
-"""The order-book job end to end: real Tansu broker, real local Spark started with
-``spark-submit`` as a user or Airflow would, input produced with the emulator and
-kafka-python, output read with ``marketstream.kafka_io``.
+"""The order-book job end to end: real local Spark started with ``spark-submit`` as a user
+or Airflow would, input produced with the emulator and kafka-python, output read with
+``marketstream.kafka_io``, on Apache Kafka. Every test runs twice, once per Kafka
+connector: the Python source (``make run``'s path) and Spark's own connector (the Docker
+image's path).
 
-One job process serves the tests of this module in order (starting Spark costs ~20 s):
-official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each test checks
-snapshots against the core library's replay of the input below the snapshot's offsets.
+One job process per connector serves the tests of this module in order (starting Spark
+costs ~20 s): official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each
+test checks snapshots against the core library's replay of the input below the snapshot's
+offsets.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ pytestmark = pytest.mark.integration
 DEPTH = 15
 
 
-@pytest.fixture(scope="module")
-def settings(broker_bootstrap, tmp_path_factory):
+@pytest.fixture(scope="module", params=["python", "jvm"])
+def settings(request, tmp_path_factory):
+    connector = request.param
+    bootstrap = request.getfixturevalue("broker_bootstrap")
     unique = uuid.uuid4().hex[:8]
     base = tmp_path_factory.mktemp("spark")
     settings = load_settings(
-        kafka_bootstrap_servers=broker_bootstrap,
+        kafka_bootstrap_servers=bootstrap, spark_kafka_connector=connector,
         orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
         spark_checkpoint_dir=base / "checkpoint", spark_index_dir=base / "index",
@@ -60,7 +65,7 @@ def settings(broker_bootstrap, tmp_path_factory):
 @pytest.fixture(scope="module")
 def job(settings):
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "spark-orderbook-job.log"
+    log_path = ARTIFACTS / f"spark-orderbook-job-{settings.spark_kafka_connector}.log"
     log_path.write_text("")
     job = Job(settings, log_path)
     job.start()
