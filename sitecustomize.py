@@ -4,9 +4,9 @@
 Spark starts its Python processes (the driver, data-source planners, the
 transformWithState driver worker, the task workers' daemon) with its own
 ``python/lib/pyspark.zip`` and bundled py4j zip first on ``PYTHONPATH``. Python cannot
-cache bytecode for modules imported from a zip, so each of those processes compiled
+cache bytecode for modules imported from a zip, so each of those processes would compile
 pyspark from source again: ~0.6 s of CPU apiece, about ten of them in a job's first
-batch, most one after the other (bench/REPORT-spark.md). When those zips are the ones
+batch, most one after the other (docs/deployment.md, "Restart time"). When those zips are the ones
 shipped inside the very pyspark package that is installed (``SPARK_HOME`` is that
 package: pip's pyspark, the Docker images), the installed copies are the same release
 with compiled bytecode: the zips move to the end of ``sys.path``, still there as a

@@ -4,7 +4,7 @@ Each is a module with its own command line (see its docstring) and writes its fi
 ``bench/results/``; the reports that quote them are ``bench/REPORT*.md``. They are run as
 separate processes, one at a time, so that none measures while another loads the machine.
 
-    python -m bench                       # core, energy_pipeline, spark_orderbook (~85 min)
+    python -m bench                       # core, energy_pipeline, book, spark_orderbook, kafka_paths (~120 min)
     python -m bench core spark_orderbook  # a selection
 """
 
@@ -17,7 +17,9 @@ BENCHMARKS = {
     "core": "order-book core and order emulator (~2 min)",
     "energy_pipeline": "trade listener and loader against PostgreSQL (~5 min)",
     "state_copy": "the working copy in a state server or in the Python worker, 50,000 events/s (~5 min)",
+    "book": "python -m marketstream.book at: one second from the topic and from a day of exports (~5 min)",
     "spark_orderbook": "the Spark job: seed load, rates, raw read, 2M backlog on 1 and 2 cores, 10M open orders, 10 kills (~75 min)",
+    "kafka_paths": "the two Kafka connectors, the read tasks' decoder against librdkafka, Tansu against the embedded Apache Kafka (~30 min)",
 }
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from producer.flow import OrderFlow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-# The last commit of the stdlib-json parser (one JSONDecoder(parse_float=Decimal), before the
-# issue-10 input contract): the baseline the parser's cost is compared with.
+# A commit with the stdlib-json parser (one JSONDecoder(parse_float=Decimal), without the
+# input contract's bounds): the baseline the parser's cost is compared with.
 PREVIOUS_PARSER = "b2fab90"
 
 
@@ -107,18 +106,15 @@ def bench_core(n: int, repeats: int) -> dict:
 
 
 def bench_send(n: int, repeats: int) -> dict:
-    from marketstream.embedded.broker import tansu_command
-    from marketstream.kafka_io import wait_until_ready
+    import tempfile
+
+    from marketstream.embedded.apache_kafka import ApacheKafka
     from marketstream.settings import load_settings
     from marketstream.topics import ensure_topics
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
-    broker = subprocess.Popen(tansu_command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = ApacheKafka(Path(tempfile.mkdtemp(prefix="bench-send-")) / "kafka").start(timeout_s=120)
+    settings = load_settings(kafka_bootstrap_servers=broker.bootstrap)
     try:
-        wait_until_ready(settings)
         ensure_topics(settings)
         rates = []
         for _ in range(repeats):
@@ -131,8 +127,7 @@ def bench_send(n: int, repeats: int) -> dict:
             rates.append(float(line.split(": ")[-1].split(" events/s")[0].split(": ")[-1]))
         return {"send_events": n, "emulator_send_events_per_s": statistics.median(rates)}
     finally:
-        broker.terminate()
-        broker.wait(timeout=10)
+        broker.stop()
 
 
 def main() -> int:

@@ -2,9 +2,9 @@
 
     python -m bench.energy_pipeline [--rate 100] [--seconds 120] [--burst-deals 10000] [--database URL]
 
-Starts a Tansu broker on a free port, the exchange emulator in this process, and the
+Starts an Apache Kafka node on free ports, the exchange emulator in this process, and the
 listener and loader as the same subprocesses ``make run`` starts; the database is a
-private schema of the machine's PostgreSQL (default) or any URL given.
+private schema of PostgreSQL (``TEST_POSTGRES_URL``, else a throwaway server; default) or any URL given.
 1. steady: ``--rate`` deals a minute for ``--seconds``; deal-to-database latency per deal =
    ``trades.loaded_at`` (stamped just before the loader's transaction) − the moment the
    emulator handed the deal to its socket; p50/p99/max;
@@ -36,11 +36,9 @@ import sqlalchemy as sa
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
-from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "energy_pipeline.json"
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,24 +92,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=None, help="database URL (default: a private PostgreSQL schema)")
     args = parser.parse_args(argv)
 
-    from marketstream.embedded.broker import tansu_command
+    from marketstream.embedded.apache_kafka import ApacheKafka
     from marketstream.kafka_io import high_watermarks, make_consumer, wait_until_ready
     from marketstream.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
     schema = None
+    postgres = None
     if args.database is None:
+        # The suite's PostgreSQL: TEST_POSTGRES_URL, else a throwaway server for this run.
+        import os
+
+        from tests.postgres_server import ThrowawayPostgres
+
+        base_url = os.environ.get("TEST_POSTGRES_URL")
+        if not base_url:
+            postgres = ThrowawayPostgres()
+            base_url = postgres.start()
         schema = f"bench_{run_id}"
-        admin = sa.create_engine(POSTGRES)
+        admin = sa.create_engine(base_url)
         with admin.begin() as connection:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        database_url = f"{POSTGRES}?options={quote(f'-csearch_path={schema}')}"
+        database_url = f"{base_url}?options={quote(f'-csearch_path={schema}')}"
     else:
         database_url = args.database
     log_dir = Path(tempfile.mkdtemp(prefix="energy-bench-"))
-    broker_settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
-    broker = subprocess.Popen(tansu_command(broker_settings), stdout=open(log_dir / "tansu.log", "wb"),  # noqa: SIM115
-                              stderr=subprocess.STDOUT)
+    broker = ApacheKafka(log_dir / "kafka").start(timeout_s=120)
+    broker_settings = load_settings(kafka_bootstrap_servers=broker.bootstrap)
     loop = BackgroundLoop()
     # Remembers every deal of the run, so the benchmark can check each one was stored.
     emulator = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=args.rate, seed=1,
@@ -225,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                 stop(process)
         loop.run(emulator.stop())
         loop.close()
-        broker.terminate()
-        broker.wait(15)
+        broker.stop()
         if schema:
             with admin.begin() as connection:
                 connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
+        if postgres is not None:
+            postgres.stop()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

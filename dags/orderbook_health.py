@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from marketstream.alerts.notifier import STREAM_INCIDENT, CloseIncident, OpenIncident
 
@@ -24,8 +24,10 @@ saying what is wrong when:
 - the median batch duration exceeds the job's one-second trigger (`HEALTH_MAX_BATCH_MS`);
 - there were no batch metrics at all (the streaming query is down).
 
-A red run here while `orderbook_pipeline` is not running is expected. The dashboard's
-health page charts the same figures.
+Only while `orderbook_pipeline` has a queued or running run: before it was ever started,
+or once it was stopped (no run queued or running), the check is **skipped** with that
+reason, opens no incident and sends no alert (a job that died is reported by the pipeline
+DAG itself). The dashboard's health page charts the same figures.
 
 **Alerts** (`ALERT_WEBHOOK_URL`, see the README): a failed check opens the
 `orderbook-stream` incident, which the order-book job's death opens too, and sends one
@@ -53,10 +55,15 @@ with DAG(
         # A pass closes the incident only with a snapshot published after it began.
         on_success_callback=CloseIncident(STREAM_INCIDENT, evidence="last_snapshot"),
     )
-    def check_health() -> dict:
+    def check_health(ti=None) -> dict:
         from marketstream.health import HealthCheckFailed, check_health
+        from marketstream.pipeline_state import ACTIVE_STATES, PIPELINE_DAG_ID, skip_reason
         from marketstream.settings import get_settings
 
+        reason = skip_reason(ti.get_dr_count(dag_id=PIPELINE_DAG_ID),
+                             ti.get_dr_count(dag_id=PIPELINE_DAG_ID, states=list(ACTIVE_STATES)))
+        if reason:
+            raise AirflowSkipException(reason)
         try:
             return check_health(get_settings())
         except HealthCheckFailed as exc:

@@ -30,6 +30,8 @@ from marketstream.snapshots import decode_snapshot as decode_snapshot_message
 
 T = TypeVar("T")
 
+PIPELINE_STATE_TTL_S = 10.0
+
 
 class SourceUnavailable(RuntimeError):
     """A source could not be read; the message says which and why."""
@@ -194,6 +196,8 @@ class Sources:
         }
         self._engine = None
         self._engine_lock = threading.Lock()
+        self._pipeline_notice: tuple[float, str | None] = (float("-inf"), None)
+        self._pipeline_lock = threading.Lock()
 
     # --- broker
 
@@ -241,6 +245,25 @@ class Sources:
 
     def exports(self) -> list[exports_model.ExportEntry]:
         return read_exports(self.settings.export_dir)
+
+    # --- Airflow
+
+    def pipeline_notice(self) -> str | None:
+        """The pipeline's state while it is not running (never started, or stopped); None
+        while it runs or when Airflow does not answer. Asked at most every
+        ``PIPELINE_STATE_TTL_S`` whatever the number of sessions."""
+        from marketstream.pipeline_state import PipelineStateUnknown, read_pipeline_state
+
+        with self._pipeline_lock:
+            at, notice = self._pipeline_notice
+            if time.monotonic() - at >= PIPELINE_STATE_TTL_S:
+                try:
+                    state = read_pipeline_state(self.settings, timeout_s=2.0)
+                    notice = None if state.active else state.sentence()
+                except PipelineStateUnknown:
+                    notice = None
+                self._pipeline_notice = (time.monotonic(), notice)
+            return notice
 
     # --- energy database
 

@@ -31,6 +31,38 @@ def _utc(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def metric_row(*figures: tuple[str, str]) -> None:
+    """Figures side by side, each as wide as its label and value: a row that does not fit
+    the window wraps instead of cutting a figure short."""
+    row = st.container(horizontal=True, gap="large")
+    for label, value in figures:
+        row.metric(label, value, width="content")
+
+
+# Vega-Lite draws times in the browser's zone with a 12-hour clock and no AM/PM ("11:55"
+# at 23:55): every time axis here is UTC, 24-hour, and says so.
+TIME_FORMAT = "%H:%M:%S"
+
+
+def utc_time(field: str = "time", title: str = "Time (UTC)") -> alt.X:
+    return alt.X(f"{field}:T", title=title, scale=alt.Scale(type="utc"),
+                 axis=alt.Axis(format=TIME_FORMAT, labelOverlap=True))
+
+
+def utc_tooltip(field: str = "time") -> alt.Tooltip:
+    # A UTC time unit makes the label a UTC one (a tooltip has no scale to say so).
+    return alt.Tooltip(field, type="temporal", timeUnit="utcyearmonthdatehoursminutesseconds",
+                       title="Time (UTC)", format=TIME_FORMAT)
+
+
+def pipeline_notice(load: Callable[[], str | None], where=st) -> None:
+    """Says when the pipeline is not running (never started, or stopped): the pages'
+    empty or stale figures then have their reason."""
+    sentence = load()
+    if sentence:
+        where.info(sentence[:1].upper() + sentence[1:] + ".", icon=":material/info:")
+
+
 # ---------------------------------------------------------------- order book
 
 
@@ -65,11 +97,10 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
         st.warning(fresh.message)
     else:
         st.success(fresh.message)
-    cols = st.columns([3, 1, 1, 2])
-    cols[0].metric("Snapshot time (UTC)", _utc(snapshot.snapshot_time))
-    cols[1].metric("Sequence", f"{snapshot.sequence}")
-    cols[2].metric("Open orders", f"{snapshot.open_orders:,}" if snapshot.open_orders >= 0 else "n/a")
-    cols[3].metric("Input offsets", ", ".join(f"p{p}: {o}" for p, o in sorted(snapshot.input_offsets.items())) or "none")
+    metric_row(("Snapshot time (UTC)", _utc(snapshot.snapshot_time)), ("Sequence", f"{snapshot.sequence}"),
+               ("Open orders", f"{snapshot.open_orders:,}" if snapshot.open_orders >= 0 else "n/a"))
+    # One offset per input partition: a caption wraps where a metric would be cut.
+    st.caption("Input offsets: " + (", ".join(f"p{p}: {o}" for p, o in sorted(snapshot.input_offsets.items())) or "none"))
     if not data.latest.books:
         st.info("The newest snapshot holds no levels: no open orders.")
         return
@@ -79,6 +110,11 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
     if not levels:
         st.info(f"{symbol}: the book is empty in the newest snapshot (all its orders closed).")
         return
+    depth_chart(symbol, levels)
+    st.table(book_model.level_table(symbol, levels), hide_index=True)
+
+
+def depth_chart(symbol: str, levels) -> None:
     series = book_model.depth_series(levels)
     colour = alt.Color("side:N", scale=alt.Scale(domain=["buy", "sell"], range=["#1a7f37", "#cf222e"]))
     layers = [
@@ -93,7 +129,6 @@ def render_order_book(data: OrderBookData, now: float, stale_after_seconds: floa
         for side, step in (("buy", "step-before"), ("sell", "step-after"))
     ]
     st.altair_chart(alt.layer(*layers).properties(height=260, title=f"{symbol} depth"), width="stretch")
-    st.table(book_model.level_table(symbol, levels), hide_index=True)
 
 
 # ---------------------------------------------------------------- pipeline health
@@ -137,25 +172,23 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
     minutes = window_seconds / 60
 
     st.subheader(f"Snapshots per second, last {minutes:g} min")
-    cols = st.columns(4)
-    cols[0].metric("Snapshots in window", f"{int(per_second['snapshots'].sum())}")
-    cols[1].metric("Seconds without a snapshot", f"{gaps}")
-    cols[2].metric("Seconds with duplicates", f"{dups}")
-    cols[3].metric("Missing sequence numbers", f"{len(sequences.missing)}")
+    metric_row(("Snapshots in window", f"{int(per_second['snapshots'].sum())}"),
+               ("Seconds without a snapshot", f"{gaps}"), ("Seconds with duplicates", f"{dups}"),
+               ("Missing sequence numbers", f"{len(sequences.missing)}"))
     if not data.snapshots:
         st.info("No snapshot yet on the output topic.")
     else:
         bars = alt.Chart(per_second).mark_bar().encode(
-            x=alt.X("time:T", title="Time (UTC)"),
+            x=utc_time(),
             y=alt.Y("snapshots:Q", title="Snapshots",
                     scale=alt.Scale(domain=[0, max(2, int(per_second["snapshots"].max()))])),
             color=alt.Color("status:N", scale=alt.Scale(domain=["ok", "gap", "duplicate"],
                                                         range=["#1a7f37", "#cf222e", "#bf8700"])),
-            tooltip=["time:T", "snapshots:Q", "status:N"],
+            tooltip=[utc_tooltip(), "snapshots:Q", "status:N"],
         )
         # A missing second has no bar: draw a red line where it should have been.
         holes = alt.Chart(per_second[per_second["status"] == "gap"]).mark_rule(
-            color="#cf222e", strokeWidth=2).encode(x="time:T", y=alt.datum(0), y2=alt.datum(1))
+            color="#cf222e", strokeWidth=2).encode(x=utc_time(), y=alt.datum(0), y2=alt.datum(1))
         st.altair_chart(alt.layer(bars, holes).properties(height=180), width="stretch")
         problems = per_second[per_second["status"] != "ok"].tail(20)
         if not problems.empty:
@@ -173,11 +206,10 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
         st.info("No batch metrics yet: the Spark job publishes one record per micro-batch.")
     else:
         last = frame.iloc[-1]
-        cols = st.columns(4)
-        cols[0].metric("Consumer lag (events)", f"{int(last['lag']):,}")
-        cols[1].metric("Last batch duration", f"{int(last['batch_duration_ms']):,} ms")
-        cols[2].metric("Input rate", f"{last['input_events_per_second']:,.1f} events/s")
-        cols[3].metric("State rows", f"{int(last['state_rows']):,}")
+        metric_row(("Consumer lag (events)", f"{int(last['lag']):,}"),
+                   ("Last batch duration", f"{int(last['batch_duration_ms']):,} ms"),
+                   ("Input rate", f"{last['input_events_per_second']:,.1f} events/s"),
+                   ("State rows", f"{int(last['state_rows']):,}"))
         recent = frame[frame["time"] >= pd.Timestamp(window_start, unit="s", tz="UTC")]
         if recent.empty:
             st.warning(f"No batch in the last {minutes:g} min (last batch {last['time']:%Y-%m-%d %H:%M:%S} UTC).")
@@ -188,10 +220,13 @@ def render_health(data: HealthData, now: float, window_seconds: int, stale_after
                 ("input_events_per_second", "Input events / s"),
                 ("lag", "Consumer lag (events)"),
             ]):
+                # The chart's title, not the y axis's: a vertical title longer than the
+                # chart is high would be cut.
                 column.altair_chart(
                     alt.Chart(recent).mark_line(point=len(recent) < 30).encode(
-                        x=alt.X("time:T", title=None), y=alt.Y(f"{field}:Q", title=title)
-                    ).properties(height=180),
+                        x=utc_time(), y=alt.Y(f"{field}:Q", title=None),
+                        tooltip=[utc_tooltip(), alt.Tooltip(f"{field}:Q", title=title)],
+                    ).properties(height=180, title=title),
                     width="stretch",
                 )
 
@@ -220,7 +255,8 @@ def _short(values: list[int], limit: int = 10) -> str:
 # ---------------------------------------------------------------- exports
 
 
-def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir: str, limit: int = 100) -> None:
+def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir: str, limit: int = 100,
+                 retention_days: int = 0) -> None:
     st.title("Exports")
     st.caption(f"Scheduled exports of the order-book topic in `{export_dir}`, newest first.")
     try:
@@ -233,20 +269,22 @@ def exports_page(load: Callable[[], list[exports_model.ExportEntry]], export_dir
         st.info(f"No exports yet. The export DAG writes one file per format ({names}) per data interval, "
                 "then validates them; they appear here after its first run.")
         return
+    kept = (f"interval files are kept {retention_days} days (EXPORT_RETENTION_DAYS)" if retention_days
+            else "interval files are kept for ever (EXPORT_RETENTION_DAYS=0)")
+    st.caption(f"On disk: {min(e.start for e in entries):%Y-%m-%d %H:%M} → {max(e.end for e in entries):%Y-%m-%d %H:%M} "
+               f"UTC; {kept}.")
     days = sorted({e.start.date() for e in entries}, reverse=True)
     choice = st.selectbox("Day", ["All days"] + [d.isoformat() for d in days], key="exports_day")
     if choice != "All days":
         entries = [e for e in entries if e.start.date().isoformat() == choice]
     passed = sum(e.status == "passed" for e in entries)
     failed = sum(e.status == "failed" for e in entries)
-    cols = st.columns(3)
-    cols[0].metric("Intervals", f"{len(entries)}")
-    cols[1].metric("Validation passed", f"{passed}")
-    cols[2].metric("Validation failed", f"{failed}")
+    metric_row(("Intervals", f"{len(entries)}"), ("Validation passed", f"{passed}"), ("Validation failed", f"{failed}"))
     if len(entries) > limit:
         st.caption(f"Showing the newest {limit} of {len(entries)}; pick a day to see others.")
         entries = entries[:limit]
-    widths = [2.6, 1.2, 1] + [1.3] * len(FORMATS)
+    # Each download column as wide as its button ("Parquet · 456.7 KB") needs at 1280 px.
+    widths = [2.2, 1, 0.8] + [0.6 + 0.12 * len(f.label) for f in FORMATS]
     header = st.columns(widths)
     for col, text in zip(header, ["Interval (UTC)", "Validation", "Snapshots"] + [f.label for f in FORMATS]):
         col.markdown(f"**{text}**")
@@ -340,12 +378,10 @@ def render_desk(trades: pd.DataFrame, references: pd.DataFrame, now: datetime, d
         return
     total = by_day.iloc[0]
     st.subheader(f"Delivery day {day.isoformat()}: totals")
-    cols = st.columns(5)
-    cols[0].metric("Trades", f"{int(total['trades'])}")
-    cols[1].metric("MW bought / sold", f"{total['mw_bought']:,.3f} / {total['mw_sold']:,.3f}")
-    cols[2].metric("Net position (MW)", f"{total['net_mw']:+,.3f}")
-    cols[3].metric("Cash PnL (EUR)", f"{total['cash_pnl']:+,.2f}")
-    cols[4].metric("Edge vs reference (EUR)", _signed(total["edge_vs_reference"]) or "no reference")
+    metric_row(("Trades", f"{int(total['trades'])}"),
+               ("MW bought / sold", f"{total['mw_bought']:,.3f} / {total['mw_sold']:,.3f}"),
+               ("Net position (MW)", f"{total['net_mw']:+,.3f}"), ("Cash PnL (EUR)", f"{total['cash_pnl']:+,.2f}"),
+               ("Edge vs reference (EUR)", _signed(total["edge_vs_reference"]) or "no reference"))
     if references.empty:
         st.warning("No reference price stored for this day yet: the reference-price DAG fetches them every 10 minutes.")
 

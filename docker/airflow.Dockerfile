@@ -3,10 +3,12 @@
 # (the driver runs here), hence Java 17, pyspark and the JVM Kafka connector.
 FROM apache/airflow:3.3.2-python3.11
 
-ARG SPARK_VERSION=4.3.0
+# Spark's Kafka connector and its dependencies as pinned in jvm/spark-kafka.lock (Maven
+# Central serves no 4.3 connector; the 4.2 one runs on PySpark 4.3, tested).
+ARG SPARK_KAFKA_CONNECTOR_VERSION=4.2.0
 ARG SCALA_BINARY=2.13
-ARG KAFKA_CLIENTS_VERSION=3.9.1
-ARG COMMONS_POOL2_VERSION=2.12.1
+ARG KAFKA_CLIENTS_VERSION=3.9.2
+ARG COMMONS_POOL2_VERSION=2.13.1
 ARG TARGETARCH=amd64
 
 USER root
@@ -36,7 +38,7 @@ WORKDIR /opt/marketstream
 # Same pins as the embedded install (constraints.txt includes apache-airflow==3.3.2).
 RUN pip install --no-cache-dir -c constraints.txt -e . \
  && pip install --no-cache-dir --force-reinstall --no-deps "$(grep '^pyspark==' constraints.txt)" \
- && SPARK_VERSION=$SPARK_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
+ && SPARK_VERSION=$SPARK_KAFKA_CONNECTOR_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
     COMMONS_POOL2_VERSION=$COMMONS_POOL2_VERSION fetch-kafka-jars.sh
 
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/marketstream/dags \

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Puts Spark's JVM Kafka connector and its runtime dependencies into pyspark's jars
 # directory, so `format("kafka")` works without --packages (no Ivy download at submit time).
-# Versions must match the Spark release: see Spark's pom.xml for kafka.version.
+# Versions: jvm/spark-kafka.lock (tests/unit/test_compose.py checks the Dockerfiles against it).
 set -eu
 : "${SPARK_VERSION:?}" "${SCALA_BINARY:?}" "${KAFKA_CLIENTS_VERSION:?}" "${COMMONS_POOL2_VERSION:?}"
 MAVEN="${MAVEN_REPOSITORY:-https://repo1.maven.org/maven2}"

@@ -3,10 +3,12 @@
 # PROJECT_ROOT is /opt/marketstream) + the JVM Kafka connector baked into Spark's jars.
 FROM python:3.11-slim-bookworm
 
-ARG SPARK_VERSION=4.3.0
+# Spark's Kafka connector and its dependencies as pinned in jvm/spark-kafka.lock (Maven
+# Central serves no 4.3 connector; the 4.2 one runs on PySpark 4.3, tested).
+ARG SPARK_KAFKA_CONNECTOR_VERSION=4.2.0
 ARG SCALA_BINARY=2.13
-ARG KAFKA_CLIENTS_VERSION=3.9.1
-ARG COMMONS_POOL2_VERSION=2.12.1
+ARG KAFKA_CLIENTS_VERSION=3.9.2
+ARG COMMONS_POOL2_VERSION=2.13.1
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless curl procps \
@@ -26,7 +28,7 @@ COPY docker/fetch-kafka-jars.sh /usr/local/bin/fetch-kafka-jars.sh
 # reinstall pyspark last (same as the Makefile).
 RUN pip install --no-cache-dir -c constraints.txt -e . \
  && pip install --no-cache-dir --force-reinstall --no-deps "$(grep '^pyspark==' constraints.txt)" \
- && SPARK_VERSION=$SPARK_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
+ && SPARK_VERSION=$SPARK_KAFKA_CONNECTOR_VERSION SCALA_BINARY=$SCALA_BINARY KAFKA_CLIENTS_VERSION=$KAFKA_CLIENTS_VERSION \
     COMMONS_POOL2_VERSION=$COMMONS_POOL2_VERSION fetch-kafka-jars.sh
 
 # PYTHONPATH: the project root's sitecustomize runs in the Python processes Spark starts

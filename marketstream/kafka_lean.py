@@ -3,16 +3,17 @@ tuples, for the order-book job's read tasks.
 
 kafka-python turns every record into a ``DefaultRecord`` and then a 13-field
 ``ConsumerRecord`` (two deserializer calls, header sizes, a CRC call and a handful of
-property lookups a record): 10-13 µs of CPU a record on this machine, the biggest single
+property lookups a record): 10-13 µs of CPU a record on a 2-core x86_64 box, the biggest single
 cost of the job's read tasks. The job needs three fields. ``lean_consumer`` makes a
 ``KafkaConsumer`` whose fetcher decodes each v2 record batch straight into tuples: ~2 µs a
-record, the same reads end to end (``bench/REPORT-spark.md``). Fetching, positions,
+record, with the same records read end to end. Fetching, positions,
 batch CRC checks, decompression, control batches, transactions and older formats stay
 kafka-python's: only the loop over a v2 batch's records is ours, in ``decode_batch``.
 
 It plugs into kafka-python's ``Fetcher.PartitionRecords`` (internal API of the pinned
 kafka-python, checked by ``tests/unit/test_kafka_lean.py`` against kafka-python's own
-decoding and by ``tests/integration/test_kafka_lean_broker.py`` against its consumer);
+decoding and by ``tests/integration/test_kafka_lean_broker.py`` against its consumer,
+read_committed included);
 where that class is not there, the consumer stays a plain one.
 """
 
@@ -153,11 +154,7 @@ def _lean_partition_records(base: type) -> type:
             return record[0] < self.fetch_offset  # a fetch can start inside a batch
 
         def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
-            if self.isolation_level != IsolationLevel.READ_UNCOMMITTED:
-                # Aborted transactions are skipped batch by batch: kafka-python's own path.
-                for record in super()._unpack_records(tp, records, key_deserializer, value_deserializer):
-                    yield record.offset, record.timestamp, record.value
-                return
+            read_committed = self.isolation_level == IsolationLevel.READ_COMMITTED
             batch = records.next_batch()
             last_batch = None
             while batch is not None:
@@ -172,13 +169,23 @@ def _lean_partition_records(base: type) -> type:
                             raise CorruptRecordError(f"Record for partition {tp} at offset {record.offset} "
                                                      "failed crc check")
                         decoded.append((record.offset, record.timestamp, record.value))
-                elif batch.is_control_batch:  # transaction markers: not records
-                    self.leader_epoch = batch.leader_epoch
-                    self.next_fetch_offset = batch.next_offset
-                    batch = records.next_batch()
-                    continue
                 else:
                     self.leader_epoch = batch.leader_epoch
+                    if read_committed and batch.has_producer_id():
+                        # kafka-python's own bookkeeping of the aborted transactions the
+                        # fetch response lists: a batch of one is skipped whole, and its
+                        # abort marker ends it.
+                        self._consume_aborted_transactions_up_to(batch.last_offset)
+                        if self._contains_abort_marker(batch):
+                            self.aborted_producer_ids.discard(batch.producer_id)
+                        elif self._is_batch_aborted(batch):
+                            self.next_fetch_offset = batch.next_offset
+                            batch = records.next_batch()
+                            continue
+                    if batch.is_control_batch:  # transaction markers: not records
+                        self.next_fetch_offset = batch.next_offset
+                        batch = records.next_batch()
+                        continue
                     decoded = decode_batch(batch)
                 self.bytes_read += batch.size_in_bytes
                 for record in decoded:
@@ -204,7 +211,8 @@ def lean_consumer(**config):
     consumer = KafkaConsumer(**config)
     fetcher = getattr(consumer, "_fetcher", None)
     base = getattr(fetcher, "PartitionRecords", None)
-    if base is None or not callable(getattr(base, "_unpack_records", None)):
+    needed = ("_unpack_records", "_consume_aborted_transactions_up_to", "_is_batch_aborted", "_contains_abort_marker")
+    if base is None or not all(callable(getattr(base, name, None)) for name in needed):
         log.warning("kafka-python's fetcher has no PartitionRecords._unpack_records: records are decoded the slow way")
         return consumer
     fetcher.PartitionRecords = _lean_partition_records(base)

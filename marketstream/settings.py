@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +24,7 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
+DAY_MS = 24 * 3600 * 1000
 
 
 def _default_python() -> str:
@@ -45,6 +48,36 @@ class Settings(BaseSettings):
     orders_partitions: int = Field(3, ge=1, le=64)
     deals_topic: str = "energy.deals"
     deals_deadletter_topic: str = "energy.deals.deadletter"
+    # retention.ms of each topic, set when marketstream.topics creates it (-1: kept for
+    # ever). The snapshot topic's bounds how far back a reader finds a second on the topic
+    # before it needs the exports; the input's, how long a stopped job can stay stopped
+    # without losing input (docs/monitoring.md, "Topic retention").
+    orders_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    orderbook_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    deadletter_retention_ms: int = Field(30 * DAY_MS, ge=-1)
+    metrics_retention_ms: int = Field(DAY_MS, ge=-1)
+    deals_retention_ms: int = Field(7 * DAY_MS, ge=-1)
+    # Deals are keyed by deal id: each deal's versions stay in order on any count.
+    deals_partitions: int = Field(1, ge=1, le=64)
+    # Copies of each partition the topic creation asks for: 1 suits the one-node embedded
+    # broker; a managed cluster wants 3. Topics that exist already are left as they are.
+    kafka_topic_replication_factor: int = Field(1, ge=1, le=32)
+
+    # How every client of the platform (services, exports, the Spark job and its executors)
+    # talks to the brokers. PLAINTEXT is the embedded run's; a managed cluster mostly wants
+    # SASL_SSL. Files are PEM paths that must exist wherever a client runs.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # The CA that signed the brokers' certificates; empty: the system's trusted CAs.
+    kafka_ssl_cafile: str = ""
+    # A client certificate (mutual TLS), and its key unless the certificate file holds it too.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # Off only for brokers whose certificates do not name the address clients connect to.
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    # Never in a log line, an error or repr(settings) (pydantic shows it as '**********').
+    kafka_sasl_password: SecretStr = SecretStr("")
 
     # Order book
     book_depth: int = Field(15, ge=1, le=1000, description="levels per side in a snapshot")
@@ -76,10 +109,15 @@ class Settings(BaseSettings):
     # local[cores,attempts]: in local mode Spark gives up on a task at its first failure
     # unless told otherwise; a killed Python worker must cost a retry, not the stream.
     spark_master: str = "local[2,4]"
+    # make run's Apache Kafka (marketstream.embedded.broker): its data, kept across restarts,
+    # and its KRaft controller's port (loopback, like the broker's own listener).
+    embedded_kafka_dir: Path = PROJECT_ROOT / "var" / "kafka"
+    embedded_kafka_controller_port: int = Field(9093, ge=1, le=65535)
     spark_checkpoint_dir: Path = PROJECT_ROOT / "var" / "checkpoints" / "orderbook"
     # A backlog batch has fixed costs (two stages, state commits, the driver's publish):
     # 400,000 events a batch drained a 2M backlog 1.37x as fast as 200,000, 600,000 not
-    # much faster again (bench/REPORT-spark.md); one such batch takes ~2.7 s on two cores.
+    # much faster again (docs/deployment.md, "Scaling out"); one such batch takes 2.5-2.9 s
+    # on two cores.
     spark_max_events_per_batch: int = Field(400_000, ge=1)
     spark_kafka_connector: str = Field("auto", pattern="^(auto|python|jvm)$")
     spark_ui_url: str = "http://127.0.0.1:4040"
@@ -103,7 +141,8 @@ class Settings(BaseSettings):
     # Extra flags for the job's JVMs (driver and executors). By default the JIT stops at
     # C1: C2 spends a fifth of two cores compiling Spark's code in a backlog drain and ~0.5
     # core for minutes after a start, and its code was not faster at any measured rate
-    # (interleaved runs up to 60,000 events/s, bench/REPORT-spark.md). "": the tiered JIT.
+    # (interleaved runs up to 60,000 events/s; docs/deployment.md, "The JIT and the code
+    # cache"). "": the tiered JIT.
     spark_jvm_options: str = Field("-XX:TieredStopAtLevel=1", pattern=r"^\s*(-\S+\s*)*$")
     # The Spark cluster's shared secret (spark.authenticate; docker-compose.yml generates
     # one). Empty: no authentication, for the embedded job, which listens on loopback only.
@@ -116,15 +155,26 @@ class Settings(BaseSettings):
     airflow_ui_url: str = "http://127.0.0.1:8080"
     # The embedded run's Airflow home (metadata DB, logs, generated admin password).
     airflow_home: Path = PROJECT_ROOT / ".airflow"
+    # Airflow's REST API (``make demo``; the pipeline's state for the terminal and the
+    # dashboard): a user of the simple auth manager; an empty password reads the one the
+    # embedded Airflow generated in its home.
+    airflow_username: str = "admin"
+    airflow_password: str = Field("", repr=False)
     # orderbook_export runs on a cron of this many minutes (a divisor of 60).
     export_interval_minutes: int = Field(5, ge=1, le=60)
     # The export waits up to this long for its interval to be final (a snapshot for a
     # later second on the topic), then fails so that the task's retry exports it later.
     export_grace_seconds: float = Field(30.0, ge=0)
+    # The export DAG's prune task removes interval files whose interval ended this many
+    # days ago, and daily roll-ups this many days after their day (0: kept for ever).
+    export_retention_days: int = Field(30, ge=0)
+    export_rollup_retention_days: int = Field(365, ge=0)
     # orderbook_health thresholds (one snapshot a second, the job's one-second trigger).
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
     health_max_batch_ms: int = Field(1000, ge=1)
+    # ``make run``: each process's whole output, ``<process>.log`` (rotated).
+    log_dir: Path = PROJECT_ROOT / "var" / "log"
     # Validation's reference replay state, so each run reads only the new input events.
     validation_cache_dir: Path = PROJECT_ROOT / "var" / "validation"
 
@@ -202,6 +252,14 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid Kafka topic name: {value!r}")
         return value
 
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _pem_file(cls, value: str) -> str:
+        value = value.strip()
+        if value and not os.path.isfile(value):
+            raise ValueError(f"no such file: {value!r}")
+        return value
+
     @field_validator("dashboard_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -229,12 +287,43 @@ class Settings(BaseSettings):
             raise ValueError(f"not an email address: {', '.join(repr(a) for a in bad)}")
         return ",".join(addresses)
 
+    @field_validator("orders_retention_ms", "orderbook_retention_ms", "deadletter_retention_ms", "metrics_retention_ms",
+                     "deals_retention_ms")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value != -1 and value < 60_000:
+            raise ValueError(f"must be -1 (kept for ever) or at least 60000 (a minute), got {value}")
+        return value
+
     @field_validator("export_interval_minutes")
     @classmethod
     def _divides_hour(cls, value: int) -> int:
         if 60 % value:
             raise ValueError(f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> "Settings":
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and not self.kafka_sasl_mechanism:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if not sasl and self.kafka_sasl_mechanism:
+            raise ValueError(f"KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                             "authenticate: use SASL_SSL (or SASL_PLAINTEXT)")
+        if not protocol.endswith("SSL") and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError(f"KAFKA_SSL_CAFILE/KAFKA_SSL_CERTFILE are set but KAFKA_SECURITY_PROTOCOL={protocol} "
+                             "does not use TLS: use SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate it belongs to)")
+        if protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            # The password itself would cross the network in the clear.
+            raise ValueError("KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT would send "
+                             "the password unencrypted: use SASL_SSL")
+        return self
 
     @model_validator(mode="after")
     def _snapshots_fit(self) -> "Settings":
@@ -273,8 +362,8 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             # A check across several settings has no single location: its message names them.
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"]
-            else err["msg"].removeprefix("Value error, ")
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg'].removeprefix('Value error, ')}"
+            if err["loc"] else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise SettingsError(f"Invalid setting(s) in the environment: {problems}") from None

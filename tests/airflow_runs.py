@@ -77,3 +77,12 @@ def query(env: dict[str, str], code: str):
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.rsplit("\nRESULT ", 1)[1])
+
+
+def queue_pipeline_run(env: dict[str, str]) -> str:
+    """A queued ``orderbook_pipeline`` run, as the UI's trigger button makes one (no
+    scheduler runs it): for the health check, the pipeline has been started. Its run id."""
+    assert airflow(env, "dags", "reserialize").returncode == 0
+    done = airflow(env, "dags", "trigger", "orderbook_pipeline", "--output", "json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout[done.stdout.index("[{"):])[0]["dag_run_id"]

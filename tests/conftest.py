@@ -1,41 +1,44 @@
-"""Shared fixtures: a real Tansu broker on a free port, settings pointing at it, and the
-machine's PostgreSQL. Integration tests create uniquely named topics so they never see
-each other's data."""
+"""Shared fixtures: one Apache Kafka node for the test session (the embedded broker of
+``make run``, started here on free ports with plaintext, TLS and SASL_SSL listeners),
+settings pointing at it, and a PostgreSQL server started for the session. Integration
+tests create uniquely named topics so they never see each other's data."""
 
 from __future__ import annotations
 
-import subprocess
+import os
 import uuid
 
 import pytest
 
 from marketstream.settings import Settings, load_settings
-from tests.support import POSTGRES_URL, free_port
 
-
-
+# Tests write records stamped days or months back (the fixtures' dates, chosen seconds):
+# Apache Kafka's retention would delete them at once. Topics the tests create keep their
+# records; a test of retention itself says so explicitly.
+for _topic in ("ORDERS", "ORDERBOOK", "DEADLETTER", "METRICS", "DEALS"):
+    os.environ.setdefault(f"{_topic}_RETENTION_MS", "-1")
 
 
 @pytest.fixture(scope="session")
-def broker_bootstrap(tmp_path_factory) -> str:
-    """A real Tansu broker (memory storage) for the whole test session."""
-    from marketstream.embedded.broker import tansu_command
-    from marketstream.kafka_io import wait_until_ready
+def broker_bootstrap(apache_kafka) -> str:
+    """The session's broker (its plaintext listener)."""
+    return apache_kafka.bootstrap
 
-    port = free_port()
-    settings = load_settings(kafka_bootstrap_servers=f"127.0.0.1:{port}")
-    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("w")
-    process = subprocess.Popen(tansu_command(settings), stdout=log, stderr=subprocess.STDOUT)
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory):
+    """One Apache Kafka node (KRaft) for the whole test session: a plaintext listener, a TLS
+    listener and a SASL_SSL listener with a SCRAM-SHA-512 user (``SCRAM_USER``)."""
+    from marketstream.embedded.apache_kafka import ApacheKafka
+    from tests.support import SCRAM_USER
+
+    kafka = ApacheKafka(tmp_path_factory.mktemp("apache-kafka") / "node", tls=True,
+                        scram_users={SCRAM_USER[0]: SCRAM_USER[1]})
+    kafka.start(timeout_s=120)
     try:
-        wait_until_ready(settings, timeout_s=30)
-        yield settings.kafka_bootstrap_servers
+        yield kafka
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        kafka.stop()
 
 
 @pytest.fixture
@@ -43,14 +46,11 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture
-def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
-    """Settings on the test broker with topic names and paths private to this test;
-    topics are created (with the project's own code) before the test starts."""
+def _private_settings(bootstrap: str, unique: str, tmp_path, **extra) -> Settings:
     from marketstream.topics import ensure_topics
 
     settings = load_settings(
-        kafka_bootstrap_servers=broker_bootstrap,
+        kafka_bootstrap_servers=bootstrap,
         orders_topic=f"orders-{unique}",
         orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}",
@@ -59,18 +59,47 @@ def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
         deals_deadletter_topic=f"deals-dlq-{unique}",
         spark_checkpoint_dir=tmp_path / "checkpoint",
         export_dir=tmp_path / "exports",
+        **extra,
     )
     ensure_topics(settings)
     return settings
 
 
+@pytest.fixture
+def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
+    """Settings on the test broker with topic names and paths private to this test; topics
+    are created (with the project's own code) before the test starts."""
+    return _private_settings(broker_bootstrap, unique, tmp_path)
+
+
+@pytest.fixture
+def apache_kafka_settings(kafka_settings) -> Settings:
+    """``kafka_settings``, named for tests whose subject is Apache Kafka's own behaviour
+    (transactions, read_committed, DeleteRecords, codecs)."""
+    return kafka_settings
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The machine's PostgreSQL (trust auth, database test); tests fail, not skip, without it."""
+    """``TEST_POSTGRES_URL`` when set, else a throwaway server started for this session
+    (tests/postgres_server.py); tests fail, not skip, when neither is possible."""
+    import os
+
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(POSTGRES_URL)
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text("select 1"))
-    engine.dispose()
-    return POSTGRES_URL
+    from tests.postgres_server import ThrowawayPostgres
+
+    server = None
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if not url:
+        server = ThrowawayPostgres()
+        url = server.start()
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+        yield url
+    finally:
+        if server is not None:
+            server.stop()

@@ -168,28 +168,17 @@ def db_deal_ids(url: str) -> list[str]:
 
 
 class Broker:
-    """A Tansu broker (memory storage) of this test's own, so it can be restarted."""
+    """An Apache Kafka node of this test's own at the settings' address, with empty storage
+    in ``workdir``: stopped and started again in a new folder, it is a broker that lost its
+    data (a recreated cluster) at the same address."""
 
-    def __init__(self, settings, log_path):
-        import subprocess
-
-        from marketstream.embedded.broker import tansu_command
-        from marketstream.kafka_io import wait_until_ready
+    def __init__(self, settings, workdir):
+        from marketstream.embedded.apache_kafka import ApacheKafka
         from marketstream.topics import ensure_topics
 
-        self._log = open(log_path, "w")  # noqa: SIM115 - the broker writes to it for its whole life
-        self.process = subprocess.Popen(tansu_command(settings), stdout=self._log, stderr=subprocess.STDOUT)
-        wait_until_ready(settings, timeout_s=30)
+        host, port = settings.bootstrap_list[0].rsplit(":", 1)
+        self.kafka = ApacheKafka(workdir, host=host, port=int(port)).start(timeout_s=120)
         ensure_topics(settings)  # as the listener does at start
 
     def stop(self) -> None:
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
+        self.kafka.stop()

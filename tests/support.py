@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from marketstream.ports import free_port  # noqa: F401 - the tests' helper
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 OFFICIAL_CSV = FIXTURES / "pintu_order_book_mockup.csv"
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ARTIFACTS = ROOT / "test-artifacts"
+# The Apache Kafka test broker's SCRAM-SHA-512 user (a throwaway broker on loopback).
+SCRAM_USER = ("marketstream", "scram-" + os.urandom(8).hex())
 
 
 def python_env(**extra: str) -> dict[str, str]:
@@ -36,3 +38,15 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def tool(name: str) -> str:
+    """A Debian command-line tool the unit tier needs (docker-compose, promtool): on PATH
+    or beside the test interpreter. `make compose-tools` installs them, so a missing one
+    fails the test, never skips it."""
+    import pytest
+
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.fail(f"{name} is missing: `make compose-tools` installs it (Debian's docker-compose and promtool)")
+    return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -44,9 +45,17 @@ def standalone_env(settings: Settings, base: dict[str, str] | None = None) -> di
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=settings.airflow_ui_url.rstrip("/") + "/execution/",
         # New DAG files show up within seconds instead of the default 5 minutes.
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
-        # One access-log line per task heartbeat drowned the other processes' output in
-        # ``make run``'s terminal; warnings and errors still show.
-        AIRFLOW__LOGGING__NAMESPACE_LEVELS=env.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "http.access=WARNING"),
+        # ``make run``'s terminal shows every warning: not one access-log line per task
+        # heartbeat, nor the retries of Airflow's processes calling its API server while
+        # it starts (a call that finally fails is an error, and shows).
+        AIRFLOW__LOGGING__NAMESPACE_LEVELS=env.get(
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "http.access=WARNING airflow.sdk.api.client=ERROR"),
+        # Airflow's in-process execution API uses FastAPI's test client: its deprecation
+        # is for Airflow's developers, not for people running the pipeline.
+        PYTHONWARNINGS=env.get("PYTHONWARNINGS", "ignore:Using `httpx` with `starlette.testclient`"),
+        # Airflow's generated JWT secret is 16 bytes, short of the 64 that HS512 needs (PyJWT
+        # warns on every token): a fresh, full-length one for each start of the embedded run.
+        AIRFLOW__API_AUTH__JWT_SECRET=env.get("AIRFLOW__API_AUTH__JWT_SECRET") or secrets.token_urlsafe(64),
         AIRFLOW_CONN_SPARK_DEFAULT=spark_connection(settings),
         PYSPARK_PYTHON=settings.spark_python,
         PYSPARK_DRIVER_PYTHON=settings.spark_python,

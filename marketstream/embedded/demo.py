@@ -7,41 +7,28 @@ admin password that ``airflow standalone`` generated in the embedded Airflow hom
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
 import httpx
 
-from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.kafka_io import topic_end_offsets
+from marketstream.pipeline_state import PIPELINE_DAG_ID as DAG_ID
+from marketstream.pipeline_state import credentials
 from marketstream.settings import Settings, get_settings
-
-DAG_ID = "orderbook_pipeline"
 
 
 class DemoError(SystemExit):
     pass
 
 
-def credentials(settings: Settings) -> tuple[str, str]:
-    user, password = os.environ.get("AIRFLOW_USERNAME", "admin"), os.environ.get("AIRFLOW_PASSWORD")
-    if password:
-        return user, password
-    path = settings.airflow_home / PASSWORD_FILE
-    try:
-        return user, json.loads(path.read_text())[user]
-    except FileNotFoundError:
-        raise DemoError(f"no Airflow password file at {path}: is 'make run' running (it creates it on start)?") from None
-    except (KeyError, ValueError):
-        raise DemoError(f"{path} has no password for user {user!r}; set AIRFLOW_USERNAME/AIRFLOW_PASSWORD") from None
-
-
 def api_client(settings: Settings, timeout_s: float = 120.0) -> httpx.Client:
     """A client with a bearer token, waiting for the API server to come up."""
     base = settings.airflow_ui_url.rstrip("/")
-    user, password = credentials(settings)
+    try:
+        user, password = credentials(settings)
+    except LookupError as exc:
+        raise DemoError(str(exc)) from None
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -13,8 +13,8 @@ the database refuses, any unexpected error while handling one record: each is de
 Before the consumer is positioned, each stored offset is checked against the partition's
 real range (earliest offset, and the high watermark of a fetch response: Tansu's
 ListOffsets end is stale after batched produces). A stored offset beyond the end means
-the topic is not the one the offset was stored for (recreated, or the in-memory broker
-restarted empty): that partition is read from its beginning, which the idempotent insert
+the topic is not the one the offset was stored for (recreated, or the broker
+came back empty): that partition is read from its beginning, which the idempotent insert
 makes safe. A stored offset below the earliest (retention) starts at the earliest. Both
 are logged as warnings and the corrected offset is stored at once, so a crash before the
 first batch cannot bring the stale offset back.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Iterable
 
@@ -113,14 +113,23 @@ def days_of(extras: Iterable[dict]) -> tuple[list[date], list[str]]:
     return sorted(days), problems
 
 
-def rollup_for_events(export_dir: Path | str, extras: Iterable[dict], today: datetime | None = None) -> dict:
+def rollup_for_events(export_dir: Path | str, extras: Iterable[dict], today: datetime | None = None,
+                      pruned_before: datetime | None = None) -> dict:
     """Roll up every day the events are about (the day of ``today`` when there are none:
-    a manual run). Raises ``BadAssetEvent`` after rolling up the others when an event
-    names no interval."""
+    a manual run). A day that began before ``pruned_before`` (the export retention's
+    cut-off, ``retention.cutoff``) may have lost interval files: its roll-up is kept as it
+    is rather than rebuilt from what is left. Raises ``BadAssetEvent`` after rolling up
+    the others when an event names no interval."""
     days, problems = days_of(extras)
     if not days and not problems and today is not None:
         days = [today.date()]
-    results = {day.isoformat(): rollup_day(export_dir, day) for day in days}
+    results = {}
+    for day in days:
+        if pruned_before is not None and datetime(day.year, day.month, day.day, tzinfo=UTC) < pruned_before:
+            log.info("roll-up of %s kept as it is: the day's interval files are past EXPORT_RETENTION_DAYS", day)
+            results[day.isoformat()] = {"day": day.isoformat(), "kept": "interval files past EXPORT_RETENTION_DAYS"}
+            continue
+        results[day.isoformat()] = rollup_day(export_dir, day)
     if problems:
         raise BadAssetEvent(f"{len(problems)} asset event(s) name no interval (the others were rolled up): "
                             + "; ".join(problems))

@@ -270,13 +270,20 @@ class _Cache:
     refused: set[tuple[int, int]]  # symbol-limit rejects not replayed yet
 
 
+class _CacheAhead(Exception):
+    """The saved state is past the snapshot asked about: usable neither to continue nor
+    to be replaced by an older state (the validator's next run continues from it)."""
+
+
 def _load_cache(settings: Settings, target: dict[int, int]) -> _Cache | None:
+    """The saved state, or ``None`` to replay from the start; ``_CacheAhead`` when it is
+    past ``target``."""
     path = _cache_path(settings)
     try:
         data = json.loads(path.read_text())
         replay = ReferenceReplay.from_json(data["replay"])
         if any(o > target.get(p, 0) for p, o in replay.position.items()):
-            return None  # the cache is ahead of this snapshot: replay from the start
+            raise _CacheAhead
         if replay.closed_ttl_s != settings.closed_id_ttl_seconds:
             return None  # another TTL: the tombstones it kept are not the ones needed
         if data["marker"] != _marker(settings, replay.position):
@@ -327,7 +334,12 @@ def replay_book(settings: Settings, input_offsets: dict[int, int], use_cache: bo
     The replay continues from the state saved by the previous validation
     (``validation_cache_dir``) instead of reading the whole topic every interval; the
     saved state stays bounded (tombstones expire as in the job)."""
-    cache = _load_cache(settings, input_offsets) if use_cache else None
+    try:
+        cache = _load_cache(settings, input_offsets) if use_cache else None
+    except _CacheAhead:
+        # An older snapshot (one the book tool explains): replay it from the start and
+        # leave the saved state, which is further on, to the validator.
+        cache, use_cache = None, False
     if cache is None:
         cache = _Cache(ReferenceReplay(closed_ttl_s=settings.closed_id_ttl_seconds), {}, set())
     _refused_by_job(settings, cache)

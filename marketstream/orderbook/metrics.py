@@ -29,7 +29,15 @@ and what the batch published (the job's publisher counts it on the batch's outpu
   ``gap_first``, ``gap_last``      seconds the job missed and could not backfill (more
                                    than SNAPSHOT_BACKFILL_MAX_SECONDS ago): the first and
                                    last of them, null when there is no gap;
-  ``events_applied``               parsed events the state partitions applied.
+  ``events_applied``               parsed events the state partitions applied;
+
+and how its records reached the broker (the publisher times it):
+
+  ``publish_ms``                   from the first record sent to the last acknowledged;
+  ``snapshot_latency_ms``          per snapshot published on time (not recovered): from
+                                   the end of its second, when the newest event it can
+                                   hold arrived, to the broker's acknowledgement (older
+                                   events of that second waited up to a second longer).
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
+
+from marketstream.orderbook.message import SNAPSHOT_CADENCE_SECONDS, SnapshotMessage
 
 
 def _offsets(text: Any) -> dict[str, int]:
@@ -93,6 +103,8 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook",
         "gap_first": _int_or_none(published.get("gap_first")),
         "gap_last": _int_or_none(published.get("gap_last")),
         "events_applied": int(published.get("events_applied") or 0),
+        "publish_ms": int(published.get("publish_ms") or 0),
+        "snapshot_latency_ms": [int(ms) for ms in published.get("snapshot_latency_ms") or ()],
     }
 
 
@@ -100,6 +112,21 @@ def metrics_from_progress(progress: dict[str, Any], query: str = "orderbook",
 # ``metrics_from_progress``'s ``published``).
 BATCH_FIGURES = ("snapshots", "recovered", "last_second", "open_orders", "dead_letters", "dead_letters_by_code",
                  "gap_first", "gap_last", "events_applied")
+
+
+# How a batch's records reached the broker, as the publisher times it (``delivery_figures``).
+DELIVERY_FIGURES = ("publish_ms", "snapshot_latency_ms")
+
+
+def delivery_figures(snapshots: Iterable[SnapshotMessage], sent_at: float, acked_at: float) -> dict[str, Any]:
+    """``DELIVERY_FIGURES`` of a batch whose records were sent from ``sent_at`` and all
+    acknowledged at ``acked_at`` (Unix times). Recovered seconds are left out of the
+    latency: their delay is the outage's length, counted by ``recovered``."""
+    return {
+        "publish_ms": max(0, round((acked_at - sent_at) * 1000)),
+        "snapshot_latency_ms": [max(0, round((acked_at - (m.snapshot_time + SNAPSHOT_CADENCE_SECONDS)) * 1000))
+                                for m in snapshots if not m.recovered],
+    }
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from marketstream.settings import get_settings
-from marketstream.spark.config import job_env, submit_command
+from marketstream.spark.config import SECRET_ENV, job_env, submit_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     argv_ = submit_command(settings)
     if args.action == "command":
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(job_env(settings).items()))
+        # A secret is printed as a reference to the caller's environment, not as its value.
+        env = " ".join(f'{k}="${k}"' if k in SECRET_ENV else f"{k}={shlex.quote(v)}"
+                       for k, v in sorted(job_env(settings).items()))
         print(f"{env} {shlex.join(argv_)}")
         return 0
     settings.spark_checkpoint_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 
 A restarted driver spends most of its first seconds loading classes from Spark's jars
 (parsing and verifying each). Java maps the classes of an archive instead. The archive
-is made by running the job itself: against a temporary embedded broker, a first run
+is made by running the job itself: against a temporary Apache Kafka node, a first run
 publishes a few snapshots and is killed; a second run resumes from that checkpoint (the
 path a crash recovery takes) and exits normally, and its JVM writes every class it
 loaded (``-XX:ArchiveClassesAtExit``). ``config.driver_java_options`` passes the archive
@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from marketstream.embedded.broker import tansu_command
-from marketstream.kafka_io import make_producer, topic_end_offsets, wait_until_ready
-from marketstream.ports import free_port
+from marketstream.embedded.apache_kafka import ApacheKafka
+from marketstream.kafka_io import make_producer, topic_end_offsets
 from marketstream.settings import Settings, get_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics
@@ -105,17 +104,16 @@ def build(settings: Settings, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ms-classes-", dir=out.parent) as tmp:
         work = Path(tmp)
+        kafka = ApacheKafka(work / "kafka")
         train = settings.model_copy(update={
-            "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "orders_topic": "train-orders",
+            "kafka_bootstrap_servers": kafka.bootstrap, "orders_topic": "train-orders",
             "orderbook_topic": "train-orderbook", "deadletter_topic": "train-deadletter",
             "metrics_topic": "train-metrics", "spark_checkpoint_dir": work / "checkpoint",
             "spark_index_dir": work / "index", "spark_ui_enabled": False, "spark_master": "local[2]",
             "orderbook_metrics_port": 0, "spark_class_archive": work / "none.jsa",
         })
-        broker = subprocess.Popen(tansu_command(train), stdout=(work / "broker.log").open("w"),
-                                  stderr=subprocess.STDOUT)
+        kafka.start(timeout_s=120)
         try:
-            wait_until_ready(train, timeout_s=30)
             ensure_topics(train)
             producer = make_producer(train)
             for value in _training_events():
@@ -134,8 +132,7 @@ def build(settings: Settings, out: Path) -> Path:
             finally:
                 _stop(second, signal.SIGTERM)
         finally:
-            broker.terminate()
-            broker.wait(timeout=10)
+            kafka.stop()
         if not dump.is_file() or not _archive_loads(dump):
             raise ArchiveNotBuilt(f"the JVM wrote no usable archive: see {(work / 'second.log')}")
         os.replace(dump, out)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pydantic import SecretStr
+
 from marketstream.settings import PROJECT_ROOT, Settings
 
 JOB_APPLICATION: Path = PROJECT_ROOT / "spark_apps" / "orderbook_job.py"
@@ -24,13 +26,17 @@ _JOB_SETTINGS = (
     "orderbook_max_message_bytes", "orderbook_state_partitions", "orderbook_state_server_memory_mb", "spark_master",
     "spark_checkpoint_dir", "spark_index_dir", "spark_max_events_per_batch", "spark_kafka_connector", "spark_read_tasks",
     "spark_ui_enabled", "spark_ui_url", "spark_python", "spark_jvm_options", "orderbook_metrics_port",
-    "metrics_address",
+    "metrics_address", "kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+    "kafka_ssl_check_hostname", "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password",
 )
+# What a printed command line shows as a reference to the environment, never the value.
+SECRET_ENV = frozenset({"KAFKA_SASL_PASSWORD"})
 
 
 # With the JIT at C1 (the default ``SPARK_JVM_OPTIONS``) the JVM reserves 48 MB for
 # compiled code, and a job at seed load filled it in ~9 minutes: the JVM then disables
-# its compiler for good and every batch slows down (bench/REPORT-spark.md, "Session 11").
+# its compiler for good and every batch slows down (docs/deployment.md, "The JIT and the
+# code cache").
 # The tiered JIT's own default is 240 MB. First, so that ``SPARK_JVM_OPTIONS`` can set another.
 CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
 
@@ -41,7 +47,7 @@ def connector_sql_conf(connector: str) -> dict[str, str]:
 
     With the Python source, row projections are built interpreted: its rows pack up to
     5,000 events, so generated code saved nothing, and every task regenerated it (a
-    quarter of the JVM's CPU at seed load; bench/REPORT-spark.md, "Session 12"). The JVM
+    quarter of the JVM's CPU at seed load; docs/deployment.md, "Row projections"). The JVM
     connector (one event a row, not measured here) keeps generated code."""
     return {"spark.sql.codegen.factoryMode": "NO_CODEGEN"} if connector == "python" else {}
 
@@ -58,7 +64,7 @@ def driver_java_options(settings: Settings, dump_classes_to: Path | None = None)
     archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
-    (bench/REPORT-spark.md). ``dump_classes_to``: write such an archive when the JVM
+    (docs/deployment.md, "Restart time"). ``dump_classes_to``: write such an archive when the JVM
     exits (how it is built)."""
     if dump_classes_to is not None:
         return java_options(settings, f"-XX:ArchiveClassesAtExit={dump_classes_to}")
@@ -125,13 +131,32 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
         "spark.executor.extraJavaOptions": java_options(settings),
         # Logs and checkpoints stay small on a long-running job.
         "spark.sql.streaming.minBatchesToRetain": "20",
+        **connector_jars(settings),
     }
 
 
+def connector_jars(settings: Settings) -> dict[str, str]:
+    """``spark.jars`` for Spark's own Kafka connector when ``SPARK_KAFKA_CONNECTOR=jvm`` asks
+    for it and the project resolved it (``make jvm-deps``); an image with the connector in
+    Spark's own jars needs none. Without either the job stops at start and says so."""
+    from marketstream.jvm_deps import resolved_jars
+
+    jars = resolved_jars("spark-kafka") if settings.spark_kafka_connector == "jvm" else []
+    return {"spark.jars": ",".join(str(jar) for jar in jars)} if jars else {}
+
+
+def _env_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
 def job_env(settings: Settings) -> dict[str, str]:
-    """Environment variables for the job: its settings and the Python it runs with."""
-    env = {name.upper(): str(getattr(settings, name)).lower() if isinstance(getattr(settings, name), bool)
-           else str(getattr(settings, name)) for name in _JOB_SETTINGS}
+    """Environment variables for the job: its settings (the SASL password included: keep
+    the result out of logs, see ``SECRET_ENV``) and the Python it runs with."""
+    env = {name.upper(): _env_value(getattr(settings, name)) for name in _JOB_SETTINGS}
     if embedded(settings):
         env["SPARK_LOCAL_IP"] = LOOPBACK  # where Spark's UI (and whatever else asks it) binds
     env.update(

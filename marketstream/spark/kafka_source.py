@@ -23,9 +23,8 @@ JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
 - ``readTasks`` read tasks share a batch's events equally, a Kafka partition's range cut
   where needed (``split_ranges``); a small batch uses at most one task per partition.
 
-Writer: every row is a record ``(topic, key, value, headers, timestamp_ms)``. It writes
-what it is given; the job leaves out what a replayed batch already wrote
-(``marketstream.spark.output``).
+Security: the reader takes ``kafka_io.security_options`` among its options (the executors
+have no settings of their own) and builds every client with them.
 """
 
 from __future__ import annotations
@@ -33,14 +32,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
-from pyspark.sql.datasource import (
-    DataSource, DataSourceStreamReader, DataSourceStreamWriter, InputPartition, WriterCommitMessage,
-)
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
 from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
+from marketstream.kafka_io import FULL_FETCHES
 from marketstream.spark.parse import HEARTBEAT_PARTITION
 
 FORMAT = "marketstream_kafka"
@@ -58,53 +56,44 @@ SPLIT_MIN_EVENTS = 10_000
 
 log = logging.getLogger("marketstream.spark.kafka")
 
-# kafka-python clients cached per worker process (Spark reuses Python workers across
+# kafka-python consumers cached per worker process (Spark reuses Python workers across
 # batches): connecting costs tens of milliseconds per batch otherwise. A cache of
-# connections only; nothing here is state.
-_CONSUMERS: dict[tuple[str, bool], object] = {}
-_PRODUCERS: dict[str, object] = {}
+# connections only; nothing here is state. Keyed by everything that makes the client.
+_CONSUMERS: dict[tuple, object] = {}
 
 
-def _consumer(bootstrap: str, lean: bool = False):
+def _security_key(security: Mapping[str, str] | None) -> tuple:
+    return tuple(sorted((security or {}).items()))
+
+
+def _consumer(bootstrap: str, lean: bool = False, security: Mapping[str, str] | None = None):
     """``lean``: records as ``(offset, timestamp, value)`` tuples (``kafka_lean``), what the
-    read tasks take; else kafka-python's ``ConsumerRecord`` objects (keys, headers)."""
+    read tasks take; else kafka-python's ``ConsumerRecord`` objects (keys, headers).
+    ``security``: ``kafka_io.security_options`` (TLS/SASL), as the executors get them."""
     from kafka import KafkaConsumer
 
+    from marketstream.kafka_io import client_security
     from marketstream.kafka_lean import lean_consumer
 
-    consumer = _CONSUMERS.get((bootstrap, lean))
+    key = (bootstrap, lean, _security_key(security))
+    consumer = _CONSUMERS.get(key)
     if consumer is None:
         consumer = (lean_consumer if lean else KafkaConsumer)(
             bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Never a silent jump: a range retention deleted fails the read (RangeNotOnBroker).
+            auto_offset_reset="none",
+            # Orders of aborted transactions never enter the book; transaction markers are skipped.
+            isolation_level="read_committed",
+            fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024, **FULL_FETCHES,
+            **client_security(security or {}),
         )
-        _CONSUMERS[(bootstrap, lean)] = consumer
+        _CONSUMERS[key] = consumer
     return consumer
 
 
-def _producer(bootstrap: str, max_request_size: int):
-    from kafka import KafkaProducer
-
-    producer = _PRODUCERS.get(bootstrap)
-    if producer is None:
-        # One in-flight request: records of a partition (one snapshot a second) stay in
-        # order, and a replayed batch finds a prefix of its records on the topic.
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=0, retries=5,
-            max_in_flight_requests_per_connection=1, max_request_size=max_request_size,
-        )
-        _PRODUCERS[bootstrap] = producer
-    return producer
-
-
-def cached_consumer(bootstrap: str):
-    """The process's kafka-python consumer for ``bootstrap`` (reads only)."""
-    return _consumer(bootstrap)
-
-
-def cached_producer(bootstrap: str, max_request_size: int):
-    """The process's kafka-python producer for ``bootstrap`` (acks=all, one request in flight)."""
-    return _producer(bootstrap, max_request_size)
+def cached_consumer(bootstrap: str, security: Mapping[str, str] | None = None):
+    """The process's kafka-python consumer for ``bootstrap`` (reads only, read_committed)."""
+    return _consumer(bootstrap, security=security)
 
 
 def partition_offsets(offset: dict) -> dict[int, int]:
@@ -120,6 +109,14 @@ class InputRecordsLost(RuntimeError):
     """Records the job has not read yet were deleted (retention): the book would be wrong."""
 
 
+def records_lost(topic: str, where: str) -> InputRecordsLost:
+    return InputRecordsLost(
+        f"records of topic {topic!r} were deleted before the job read them ({where}): the book cannot be "
+        "rebuilt from what is left. Keep the topic's retention longer than the job can be down; to go on "
+        "from what is left, start the job with a new checkpoint (remove SPARK_CHECKPOINT_DIR), which "
+        "builds the book from the records still on the topic, without the orders that were deleted.")
+
+
 def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int],
                        earliest: dict[int, int] | None = None) -> None:
     """Fail like the JVM source's ``failOnDataLoss``: a partition that ends before the
@@ -127,13 +124,9 @@ def check_no_data_loss(topic: str, start: dict[int, int], latest: dict[int, int]
     data; one that now starts after it lost unread records to retention."""
     lost = {p: (o, earliest[p]) for p, o in start.items() if earliest and earliest.get(p, 0) > o}
     if lost:
-        where = ", ".join(f"partition {p} now starts at offset {first}, the job had read up to {o}"
-                          for p, (o, first) in sorted(lost.items()))
-        raise InputRecordsLost(
-            f"records of topic {topic!r} were deleted before the job read them ({where}): the book cannot be "
-            "rebuilt from what is left. Keep the topic's retention longer than the job can be down; to go on "
-            "from what is left, start the job with a new checkpoint (remove SPARK_CHECKPOINT_DIR), which "
-            "builds the book from the records still on the topic.")
+        raise records_lost(topic, ", ".join(
+            f"partition {p}: offsets {o} to {first - 1} are gone, it now starts at {first}"
+            for p, (o, first) in sorted(lost.items())))
     behind = {p: (o, latest.get(p)) for p, o in start.items() if o > 0 and (latest.get(p) or 0) < o}
     if behind:
         where = ", ".join(f"partition {p} ends at {end if end is not None else '(missing)'}, checkpoint at {o}"
@@ -207,6 +200,19 @@ def split_ranges(ranges: list[tuple[int, int, int]], tasks: int,
     return splits
 
 
+def read_range_columns(consumer, topic: str, partition: int, start: int, end: int):
+    """A read task's range as columns (``kafka_lean.read_columns``); a range that is no
+    longer all on the broker (every read checks, a replayed batch's too) stops the job."""
+    from marketstream.kafka_io import RangeNotOnBroker
+    from marketstream.kafka_lean import read_columns
+
+    try:
+        return read_columns(consumer, topic, partition, start, end, timeout_s=120.0)
+    except RangeNotOnBroker as gone:
+        raise records_lost(topic, f"partition {partition}: the batch reads offsets {start} to {end - 1}, "
+                                  f"offset {gone.missing_from} is not on the broker any more") from gone
+
+
 class KafkaStreamReader(DataSourceStreamReader):
     def __init__(self, options: dict[str, str]):
         self.bootstrap = options["bootstrap.servers"]
@@ -214,6 +220,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.max_rows = int(options["maxEventsPerBatch"]) if options.get("maxEventsPerBatch") else None
         self.read_tasks = int(options.get("readTasks") or 1)
         self.route_to = route_labels(options)
+        self.security = security_of(options)
         self._client = None
         self._latest: dict[int, int] = {}
         self._retention_checked_at = float("-inf")
@@ -227,9 +234,11 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self._client is None:
             from kafka import KafkaConsumer
 
+            from marketstream.kafka_io import client_security
+
             self._client = KafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                fetch_max_wait_ms=50,
+                fetch_max_wait_ms=50, **FULL_FETCHES, **client_security(self.security),
             )
         return self._client
 
@@ -283,11 +292,9 @@ class KafkaStreamReader(DataSourceStreamReader):
                 for i, chunks in enumerate(split_ranges(ranges, self.read_tasks))]
 
     def read(self, split: KafkaSplit):
-        from marketstream.kafka_lean import read_columns
-
-        consumer = _consumer(self.bootstrap, lean=True)
+        consumer = _consumer(self.bootstrap, lean=True, security=self.security)
         heartbeat = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
-        records = ((partition, *read_columns(consumer, self.topic, partition, start, end, timeout_s=120.0))
+        records = ((partition, *read_range_columns(consumer, self.topic, partition, start, end))
                    for partition, start, end in split.ranges)
         if self.route_to is not None:
             # Parse and route here, in the read task: one Python process and one trip
@@ -348,32 +355,11 @@ def pack(partition: int, records: Iterable[tuple[int, int, bytes | None]], size:
         yield packed_row(partition, offsets, timestamps, values)
 
 
-class KafkaStreamWriter(DataSourceStreamWriter):
-    def __init__(self, options: dict[str, str]):
-        self.bootstrap = options["bootstrap.servers"]
-        self.max_request_size = int(options.get("maxRequestSize") or 1024 * 1024)
+def security_of(options: Mapping[str, str]) -> dict[str, str]:
+    """The TLS/SASL options (``kafka_io.security_options``) among a data source's options."""
+    from marketstream.kafka_io import SECURITY_KEYS
 
-    def write(self, iterator) -> WriterCommitMessage:
-        producer, futures = _producer(self.bootstrap, self.max_request_size), []
-        for row in iterator:
-            headers = [(h["key"], bytes(h["value"]) if h["value"] is not None else b"") for h in row["headers"] or []]
-            futures.append(producer.send(
-                row["topic"],
-                key=bytes(row["key"]) if row["key"] is not None else None,
-                value=bytes(row["value"]) if row["value"] is not None else None,
-                headers=headers,
-                timestamp_ms=row["timestamp_ms"],
-            ))
-        producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raises: the batch fails and is retried, nothing is lost
-        return WriterCommitMessage()
-
-    def commit(self, messages, batchId: int) -> None:
-        pass
-
-    def abort(self, messages, batchId: int) -> None:
-        log.warning("batch %s aborted; it will be written again when it is retried", batchId)
+    return {key: value for key, value in options.items() if key in SECURITY_KEYS}
 
 
 def route_labels(options: dict[str, str]) -> list[int] | None:
@@ -385,8 +371,7 @@ class KafkaDataSource(DataSource):
     """``spark.readStream.format("marketstream_kafka").option("bootstrap.servers", ...)
     .option("topic", ...).option("maxEventsPerBatch", ...)``; with ``routeTo`` (the state
     partitions' keys, comma-separated) it yields order events parsed and routed
-    (``routed.ROUTED_SCHEMA``) instead of raw records. The writer takes
-    ``bootstrap.servers``, ``maxRequestSize`` (bytes) and a ``topic`` column per row."""
+    (``routed.ROUTED_SCHEMA``) instead of raw records. TLS/SASL: ``security_of``."""
 
     @classmethod
     def name(cls) -> str:
@@ -401,6 +386,3 @@ class KafkaDataSource(DataSource):
 
     def streamReader(self, schema) -> DataSourceStreamReader:
         return KafkaStreamReader(self.options)
-
-    def streamWriter(self, schema, overwrite: bool) -> DataSourceStreamWriter:
-        return KafkaStreamWriter(self.options)

@@ -5,7 +5,7 @@ The listener takes each batch's progress as the JVM's JSON text (``_ProgressAsJs
 as PySpark's ``QueryProgressEvent``: building that one walks the progress field by field
 over py4j, and its observed metrics through a JVM class looked up by name (a search of
 every jar on the classpath), ~50 ms of the driver JVM's CPU in every batch, the largest
-share of an idle batch's JVM work (bench/REPORT-spark.md); the metrics need the JSON only."""
+share of an idle batch's JVM work; the metrics need the JSON only."""
 
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ class MetricsListener(StreamingQueryListener):
     allowed to fail the query (the snapshots matter more than their metrics)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, query_name: str = "orderbook", prometheus=None,
-                 figures: FiguresByBatch | None = None):
+                 figures: FiguresByBatch | None = None, security: dict | None = None):
         self.bootstrap_servers, self.topic, self.query_name = bootstrap_servers, topic, query_name
+        self.security = security or {}  # kafka_io.client_security(settings)
         self.prometheus = prometheus  # a job_metrics.OrderBookMetrics, or None
         # What each batch published, left by the query's publisher (``sink``).
         self.figures = figures if figures is not None else FiguresByBatch()
@@ -74,7 +75,8 @@ class MetricsListener(StreamingQueryListener):
         from kafka import KafkaProducer
 
         if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks=1, linger_ms=0)
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks=1, linger_ms=0,
+                                           **self.security)
         self._producer.send(self.topic, encode_metric(metrics))
 
     def onQueryStarted(self, event) -> None:

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from marketstream.deadletter import DeadLetter
@@ -37,6 +37,8 @@ class OutputConfig:
     deadletter_topic: str
     partitions: int
     depth: int
+    transactional_id: str = "marketstream-orderbook"
+    security: dict[str, str] = field(default_factory=dict)  # kafka_io.security_options
 
 
 @dataclass
@@ -191,10 +193,21 @@ def _with_values(dead: list[DeadLetterRef], orders: TopicReader) -> list[DeadLet
 
 
 def _last_record(reader: TopicReader):
-    ends = reader.end_offsets()
-    partition = max(ends, key=lambda p: (ends[p] > 0, p))  # one partition by design
-    end = ends[partition]
-    return next(iter(reader.read(partition, end - 1, end)), None) if end else None
+    """The topic's last committed record (one partition, checked at the job's start).
+    Transaction markers and aborted records take offsets too: look back from the end,
+    twice as far each time, until a record is found."""
+    [(partition, end)] = reader.end_offsets().items()
+    first = reader.start_offsets().get(partition, 0)
+    window = 8
+    while end > first:
+        start = max(first, end - window)
+        found = None
+        for found in reader.read(partition, start, end):
+            pass
+        if found is not None:
+            return found
+        end, window = start, window * 2
+    return None
 
 
 def _last_snapshot_second(reader: TopicReader) -> int | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from marketstream.kafka_io import client_security, security_options, spark_kafka_options
 from marketstream.settings import Settings
 from marketstream.spark.config import LOOPBACK, QUERY_NAME, connector_sql_conf, embedded, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
@@ -25,7 +26,7 @@ from marketstream.spark.partition_state import PartitionConfig, StatePartitionsC
 from marketstream.spark.processor import STATE_LAYOUT, time_mode
 from marketstream.spark.shuffle_hash import state_partition_labels
 from marketstream.spark.state_server import Servers, server_dir
-from marketstream.spark.sink import Publisher
+from marketstream.spark.sink import Publisher, transactional_id
 from marketstream.spark.transforms import order_state, parse_events
 
 log = logging.getLogger("marketstream.spark.job")
@@ -49,13 +50,18 @@ def build_session(settings: Settings) -> SparkSession:
 
 def jvm_kafka_available(spark: SparkSession) -> bool:
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName(JVM_KAFKA_CLASS)
+        # Spark's class loader: it holds ``spark.jars``, which the system class loader does not.
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(JVM_KAFKA_CLASS, True, False)
         return True
     except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
         return False
 
 
 def choose_connector(spark: SparkSession, settings: Settings) -> str:
+    if settings.spark_kafka_connector == "jvm" and not jvm_kafka_available(spark):
+        raise RuntimeError("SPARK_KAFKA_CONNECTOR=jvm, but Spark's Kafka connector is not on the classpath: "
+                           "resolve it with 'make jvm-deps' (python -m marketstream.jvm_deps spark-kafka), "
+                           "or put spark-sql-kafka-0-10 and its dependencies into Spark's jars")
     if settings.spark_kafka_connector != "auto":
         return settings.spark_kafka_connector
     return "jvm" if jvm_kafka_available(spark) else "python"
@@ -102,7 +108,7 @@ def check_state_layout(checkpoint_dir: Path, connector: str) -> None:
     if path.exists():
         recorded = json.loads(path.read_text())
     elif any((Path(checkpoint_dir) / "offsets").glob("[0-9]*")):
-        recorded = {"state_layout": 1, "time_mode": "ProcessingTime"}  # written before the layout was recorded
+        recorded = {"state_layout": 1, "time_mode": "ProcessingTime"}  # a checkpoint without the file: layout 1
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(wanted) + "\n")
@@ -128,7 +134,33 @@ def output_config(settings: Settings) -> OutputConfig:
         bootstrap_servers=settings.kafka_bootstrap_servers, orders_topic=settings.orders_topic,
         orderbook_topic=settings.orderbook_topic, deadletter_topic=settings.deadletter_topic,
         partitions=settings.orderbook_state_partitions, depth=settings.book_depth,
+        transactional_id=transactional_id(str(Path(settings.spark_checkpoint_dir).resolve())),
+        security=security_options(settings),
     )
+
+
+class OutputTopicLayout(RuntimeError):
+    """An output topic the job cannot publish to exactly once."""
+
+
+def check_output_topics(settings: Settings) -> None:
+    """The snapshot and dead-letter topics must have one partition: readers rely on one
+    order of seconds and of dead letters, and the job finds what it already published at
+    the topic's one end."""
+    from marketstream.kafka_io import make_consumer, partitions_of
+
+    consumer = make_consumer(settings)
+    try:
+        for topic, name in ((settings.orderbook_topic, "ORDERBOOK_TOPIC"), (settings.deadletter_topic, "DEADLETTER_TOPIC")):
+            partitions = partitions_of(consumer, topic, timeout_s=30)
+            if len(partitions) != 1:
+                raise OutputTopicLayout(
+                    f"the output topic {topic!r} ({name}) has {len(partitions)} partitions; the job publishes each "
+                    "second once and in order only to a topic of one partition. Create it with one partition "
+                    "(python -m marketstream.topics creates the platform's topics so) or point "
+                    f"{name} at such a topic.")
+    finally:
+        consumer.close()
 
 
 def read_orders(spark: SparkSession, settings: Settings, connector: str, labels: list[int]) -> DataFrame:
@@ -140,9 +172,12 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
         return parse_events(
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+            .options(**spark_kafka_options(settings))
             .option("subscribe", settings.orders_topic)
             .option("startingOffsets", "earliest")
             .option("failOnDataLoss", "true")
+            # Orders of an aborted transaction never enter the book.
+            .option("kafka.isolation.level", "read_committed")
             .load()
             .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
                     F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values")),
@@ -151,6 +186,7 @@ def read_orders(spark: SparkSession, settings: Settings, connector: str, labels:
     return (
         spark.readStream.format(FORMAT)
         .option("bootstrap.servers", settings.kafka_bootstrap_servers)
+        .options(**security_options(settings))
         .option("topic", settings.orders_topic)
         .option("maxEventsPerBatch", str(settings.spark_max_events_per_batch))
         .option("readTasks", str(settings.spark_read_tasks))
@@ -168,21 +204,25 @@ def order_book(routed: DataFrame, settings: Settings, labels: list[int], connect
 
 
 def serve_job_metrics(settings: Settings):
-    """The driver's Prometheus endpoint (``ORDERBOOK_METRICS_PORT``; 0: none)."""
+    """The driver's Prometheus endpoint (``ORDERBOOK_METRICS_PORT``; 0: none): the job's
+    figures and the exports'."""
     from prometheus_client import REGISTRY
 
+    from marketstream.exports.metrics import ExportCollector
     from marketstream.prometheus import serve_metrics
     from marketstream.spark.job_metrics import OrderBookMetrics
 
     if not settings.orderbook_metrics_port:
         return None
     metrics = OrderBookMetrics(REGISTRY)
+    REGISTRY.register(ExportCollector(settings.export_dir))  # the exports' figures (marketstream.exports.metrics)
     serve_metrics(settings, "orderbook_metrics_port", REGISTRY)
     return metrics
 
 
 def start_query(spark: SparkSession, settings: Settings):
     check_state_partitions(settings)
+    check_output_topics(settings)
     connector = choose_connector(spark, settings)
     check_state_layout(settings.spark_checkpoint_dir, connector)
     for key, value in connector_sql_conf(connector).items():
@@ -191,7 +231,8 @@ def start_query(spark: SparkSession, settings: Settings):
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     figures = FiguresByBatch()  # the publisher's count of each batch, for the listener's message
     spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
-                                              serve_job_metrics(settings), figures))
+                                              serve_job_metrics(settings), figures,
+                                              security=client_security(settings)))
     labels = state_partition_labels(settings.orderbook_state_partitions)
     parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
     publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES,

@@ -4,9 +4,18 @@ snapshots and dead letters on Kafka, published once, from the driver.
 ``Publisher`` is the query's ``foreachBatch`` function: it collects the batch's rows (a
 part of the book per state partition and second, dead letters, batch figures: small),
 combines the parts into one snapshot per second, completes and orders the dead letters,
-leaves out what a replayed batch already published (``output``) and produces the rest
-with kafka-python. An exception fails the batch, which Spark runs again. What the batch
-published (``output.batch_figures``) it leaves for the query listener's metrics message.
+leaves out what a replayed batch already published (``output``) and produces the rest in
+one Kafka transaction. What the batch published (``output.batch_figures``) it leaves for
+the query listener's metrics message.
+
+Exactly once, also with two drivers on one checkpoint: the transactional id is the
+checkpoint's, so a driver that starts fences every older one (``init_transactions``); a
+fenced driver's next publish fails with ``DriverFenced`` and the job stops. A batch's
+records are committed together or not at all; after any failure (and after fencing)
+the next batch reads what is on the topics, read_committed, instead of trusting memory.
+Readers see only committed snapshots. (On a Kafka-compatible broker whose read_committed
+fetch also returns aborted records, such as Tansu, the guarantee holds through fencing and
+the topic-end read: a retried batch publishes what follows what is there.)
 
 It runs in the driver's own Python process: no Python writer process per task and no
 commit process per batch (a ``DataSourceStreamWriter`` costs both, about 100 ms a batch),
@@ -17,10 +26,26 @@ and what this process published last stays known between batches (``output.Publi
 
 from __future__ import annotations
 
-from marketstream.spark.kafka_source import cached_consumer, cached_producer
+import hashlib
+import logging
+import time
+
+from marketstream.orderbook.metrics import delivery_figures
+from marketstream.spark.kafka_source import cached_consumer
 from marketstream.spark.output import (
     FiguresByBatch, OutputConfig, Published, batch_figures, collect, finish, published_after, records,
 )
+
+log = logging.getLogger("marketstream.spark.sink")
+
+
+class DriverFenced(RuntimeError):
+    """Another driver started on the same checkpoint and took over publishing."""
+
+
+def transactional_id(checkpoint_dir: str) -> str:
+    """One transactional id per checkpoint: every driver of it fences the ones before."""
+    return "marketstream-orderbook-" + hashlib.sha256(checkpoint_dir.encode()).hexdigest()[:20]
 
 
 class Publisher:
@@ -28,21 +53,69 @@ class Publisher:
         self.config = config
         self.max_request_size = max_request_size
         self.figures = figures if figures is not None else FiguresByBatch()
+        self._producer = None
         # What this process published last; None until a batch is out for sure (a batch
         # that fails half-way leaves it unknown: the next one reads the topic tails).
         self._known: Published | None = None
 
+    def producer(self):
+        """The transactional producer, made (and every older driver fenced) on first use."""
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            from marketstream.kafka_io import client_security
+
+            producer = KafkaProducer(
+                bootstrap_servers=self.config.bootstrap_servers.split(","), acks="all", linger_ms=0,
+                max_request_size=self.max_request_size, transactional_id=self.config.transactional_id,
+                **client_security(self.config.security),
+            )
+            producer.init_transactions()
+            self._producer, self._known = producer, None
+            log.info("publishing with transactional id %s (older drivers of this checkpoint are fenced)",
+                     self.config.transactional_id)
+        return self._producer
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing a broken producer must not hide the batch's error
+                log.debug("closing the failed producer", exc_info=True)
+
     def __call__(self, batch, batch_id: int) -> None:
+        from kafka.errors import ProducerFencedError
+
         rows = [row.asDict() for row in batch.collect()]
         parts, dead = collect(rows)
-        consumer = cached_consumer(self.config.bootstrap_servers)
-        # one request in flight: a replayed batch finds a prefix of its records on the topics
-        producer = cached_producer(self.config.bootstrap_servers, self.max_request_size)
+        try:
+            producer = self.producer()
+        except ProducerFencedError as error:
+            raise DriverFenced(f"a newer driver of {self.config.transactional_id} is publishing") from error
+        consumer = cached_consumer(self.config.bootstrap_servers, self.config.security)
         known, self._known = self._known, None
         output = finish(parts, dead, self.config, consumer, known, batch_id)
-        futures = [producer.send(topic, key=k, value=v, headers=h) for topic, k, v, h in records(output, self.config)]
-        producer.flush()
-        for future in futures:
-            future.get(timeout=60)  # raises: the batch fails and is run again; nothing is lost
+        sent_at = time.time()
+        try:
+            producer.begin_transaction()
+            for topic, key, value, headers in records(output, self.config):
+                producer.send(topic, key=key, value=value, headers=headers)
+            producer.commit_transaction()  # flushes; all of the batch's records or none
+        except ProducerFencedError as error:
+            self._drop_producer()
+            raise DriverFenced(
+                f"another driver started on this checkpoint ({self.config.transactional_id}) and fenced this "
+                f"one: batch {batch_id} is left to it. Run one job per checkpoint.") from error
+        except Exception:
+            # Nothing of the batch is committed: the batch fails and Spark runs it again,
+            # with a new producer (a failed one may be in a state it cannot leave).
+            try:
+                self._producer.abort_transaction()
+            except Exception:  # noqa: BLE001 - the original error is the one to raise
+                log.debug("aborting batch %s's transaction", batch_id, exc_info=True)
+            self._drop_producer()
+            raise
+        acked_at = time.time()
         self._known = published_after(output, known, batch_id)
-        self.figures.put(batch_id, batch_figures(rows))
+        self.figures.put(batch_id, {**batch_figures(rows), **delivery_figures(output.snapshots, sent_at, acked_at)})

@@ -90,7 +90,8 @@ def test_export_shape(dagbag):
     # A data-interval timetable: each run covers the 5 minutes before it.
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.timetable.expression == "*/5 * * * *"
-    assert {t.task_id for t in dag.tasks} == {"export", "validate"}
+    assert {t.task_id for t in dag.tasks} == {"export", "validate", "prune"}
+    # Retention runs every interval, whatever the export does.
     assert edges(dag) == {("export", "validate")}
     # An interval that is not final yet is exported by a retry: a minute or two of
     # outage (the grace period plus three retries 30 s apart) heals.
@@ -135,6 +136,28 @@ def test_export_of_an_interval_that_is_not_final_is_retried(dagbag, monkeypatch)
     monkeypatch.setattr(export, "export_interval", not_final)
     with pytest.raises(export.IntervalNotFinal, match="a retry exports the interval"):
         dag.get_task("export").python_callable(data_interval_start=end.replace(minute=10), data_interval_end=end)
+
+
+def test_prune_removes_what_retention_says_as_of_the_runs_interval(dagbag, monkeypatch, tmp_path):
+    from datetime import UTC, datetime
+
+    from marketstream.exports.layout import export_paths, write_atomic
+    from marketstream.settings import get_settings
+
+    monkeypatch.setenv("EXPORT_DIR", str(tmp_path))
+    monkeypatch.setenv("EXPORT_RETENTION_DAYS", "2")
+    get_settings.cache_clear()
+    old = export_paths(tmp_path, datetime(2026, 11, 19, 8, 0, tzinfo=UTC), datetime(2026, 11, 19, 8, 5, tzinfo=UTC))
+    kept = export_paths(tmp_path, datetime(2026, 11, 21, 8, 0, tzinfo=UTC), datetime(2026, 11, 21, 8, 5, tzinfo=UTC))
+    for paths in (old, kept):
+        write_atomic(paths.data("json"), "[]")
+    try:
+        result = dagbag.dags["orderbook_export"].get_task("prune").python_callable(
+            data_interval_end=datetime(2026, 11, 22, 8, 15, tzinfo=UTC))
+    finally:
+        get_settings.cache_clear()
+    assert result["interval_files_removed"] == 1 and result["folders_removed"] == ["orderbook/2026-11-19"]
+    assert not old.data("json").exists() and kept.data("json").exists()
 
 
 def test_reference_prices_shape(dagbag):

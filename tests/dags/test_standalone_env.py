@@ -27,7 +27,10 @@ def test_environment_points_airflow_at_the_project(tmp_path):
     assert env["PYSPARK_PYTHON"] == settings.spark_python
     assert json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"]) == {"conn_type": "spark", "host": "local[3]"}
     assert "simple_auth_manager_passwords.json.generated" in banner(settings)
-    assert env["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] == "http.access=WARNING"  # no access log in make run
+    # No access log, nor the retries of calls to the API server while it starts, in make run.
+    assert env["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] == "http.access=WARNING airflow.sdk.api.client=ERROR"
+    assert len(env["AIRFLOW__API_AUTH__JWT_SECRET"]) >= 64  # HS512 wants 64 bytes
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] != standalone_env(settings, {})["AIRFLOW__API_AUTH__JWT_SECRET"]
 
 
 def test_spark_connection_resolves_to_the_master_url(monkeypatch):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from marketstream.snapshots import topic_span
-from tests.airflow_runs import airflow_env, run_dag
+from tests.airflow_runs import airflow_env, queue_pipeline_run, run_dag
 from tests.published_stream import LiveJob
 from tests.support import ARTIFACTS, wait_for
 from tests.webhook_receiver import WebhookReceiver
@@ -38,6 +38,7 @@ def test_a_dead_job_gives_one_alert_and_one_recovery(kafka_settings, tmp_path, r
         export_dir=tmp_path / "exports", airflow_home=tmp_path / "airflow", airflow_ui_url=AIRFLOW_UI,
         alert_webhook_url=receiver.url, alert_state_path=tmp_path / "alerts.sqlite", dashboard_url=DASHBOARD,
     ))
+    queue_pipeline_run(env)  # the check judges a started pipeline only
     job = LiveJob(s).start()
 
     def check(name: str) -> int:

@@ -7,7 +7,7 @@
   an HTTP GET of /metrics, against a local endpoint;
 - Spark's master and worker with the file's SPARK_DAEMON_JAVA_OPTS: their healthchecks and
   every scrape path monitoring/prometheus.yml asks of them answer in Prometheus' format;
-- docker/postgres/init-energy.sh against the machine's PostgreSQL: the desk's role and
+- docker/postgres/init-energy.sh against the test session's PostgreSQL: the desk's role and
   database, then the energy migration as that role (not a superuser).
 """
 

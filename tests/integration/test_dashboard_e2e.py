@@ -1,4 +1,4 @@
-"""The real dashboard (``python -m dashboard`` as a subprocess) against a real Tansu broker,
+"""The real dashboard (``python -m dashboard`` as a subprocess) against a real Apache Kafka broker,
 PostgreSQL and exports directory, opened in Debian's headless Chromium. Each page's
 numbers are compared with the data written into the sources; screenshots go to
 test-artifacts/ for a human to look at."""
@@ -127,13 +127,13 @@ def running_dashboard(env: dict[str, str], port: int, log_path: Path):
 
 
 @contextmanager
-def browser_page():
+def browser_page(width: int = 1500, height: int = 1100, timezone_id: str | None = None):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": width, "height": height}, timezone_id=timezone_id)
             yield page
         finally:
             browser.close()

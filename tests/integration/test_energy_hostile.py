@@ -1,5 +1,5 @@
-"""Hostile input for the power desk (issue 10), all real: a websocket server that sends the
-issue's messages, the listener and loader as the processes `make run` starts, a Tansu
+"""Hostile input for the power desk, all real: a websocket server that sends hostile
+messages, the listener and loader as the processes `make run` starts, an Apache Kafka
 broker, PostgreSQL. Every hostile message becomes a dead letter with its reason code, every
 valid deal around them is stored once, and nothing stops or wedges."""
 
@@ -79,7 +79,7 @@ class ScriptedExchange:
         self.loop.run(self.server.wait_closed())
 
 
-def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
+def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
         kafka_settings, pg_url, tmp_path):
     one_mb_valid_deal = deal_text("big", note="x" * 1_000_000)  # valid but for its size
     deep_100k = '{"deal_confirmation": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
@@ -94,7 +94,16 @@ def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them
     expected_codes = [C.OUT_OF_RANGE, C.TOO_LARGE, C.TOO_DEEP, C.TOO_LARGE, C.NOT_UTF8, C.FRAME_TOO_LARGE]
     scripts = [[deal_text(m) if m in ("ok-1", "ok-2", "ok-3") else m for m in script] for script in scripts]
 
-    # Records only a foreign writer can put on the deals topic: the loader's side.
+    # Records only a foreign writer can put on the deals topic (one whose operator raised its
+    # max.message.bytes): the loader's side.
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from marketstream.kafka_io import make_admin
+
+    admin = make_admin(kafka_settings)
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, kafka_settings.deals_topic,
+                                        configs={"max.message.bytes": str(4 * MAX_VALUE_BYTES)})])
+    admin.close()
     foreign = make_producer(kafka_settings, max_request_size=4 * MAX_VALUE_BYTES)
     too_big_for_a_letter = b"y" * (MAX_VALUE_BYTES + 500_000)
     for value in (too_big_for_a_letter, b"\xff\xfe", deal_text("ok-4").encode(), b"[" * 5000):
@@ -146,9 +155,9 @@ def test_the_issues_hostile_messages_are_dead_lettered_and_the_deals_around_them
 
 
 def test_a_record_the_producer_refuses_is_dead_lettered_at_once_not_retried(kafka_settings):
-    """The issue's wedge: MessageSizeTooLarge retried forever. A deals producer whose limit is
-    below a (valid, 2 KB) deal stands in for a topic that takes less than the contract allows
-    (Tansu does not enforce max.message.bytes; the producer's own check raises the same error)."""
+    """A record the topic refuses (MessageSizeTooLarge) is dead-lettered, not retried forever.
+    A deals producer whose limit is below a (valid, 2 KB) deal stands in for a topic that
+    takes less than the contract allows (the producer's own check raises the broker's error)."""
     from marketstream.energy.listener import TradeListener
 
     small = make_producer(kafka_settings, enable_idempotence=True, acks="all", linger_ms=0, max_request_size=1024)
@@ -171,9 +180,10 @@ def test_a_record_the_producer_refuses_is_dead_lettered_at_once_not_retried(kafk
 
 def test_an_exchange_that_closes_at_once_is_reconnected_to_at_a_bounded_rate_then_deals_are_stored(
         kafka_settings, pg_url, tmp_path):
-    """The issue measured 3,206 connections in 3 s against an exchange that accepts and closes
-    at once (1011). Now: a handful, one every EXCHANGE_RECONNECT_MAX_SECONDS at most, no crash;
-    once the exchange recovers, every deal it sends is stored."""
+    """Against an exchange that accepts and closes at once (1011), a reconnect loop without
+    backoff makes about a thousand connections a second. Expected: a handful, one every
+    EXCHANGE_RECONNECT_MAX_SECONDS at most, no crash; once the exchange recovers, every
+    deal it sends is stored."""
     with BackgroundLoop() as loop:
         exchange = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=600, seed=5))
         exchange.closing_at_once = True
@@ -232,7 +242,7 @@ def test_a_deal_waits_for_a_broker_that_is_away_and_is_not_dead_lettered(unique,
     handling.start()
     time.sleep(4)
     assert handling.is_alive()  # still waiting for the broker, not dead-lettered
-    broker = Broker(settings, tmp_path / "tansu.log")
+    broker = Broker(settings, tmp_path / "kafka")
     try:
         handling.join(120)
         assert outcome == {"deal_id": "waited"}

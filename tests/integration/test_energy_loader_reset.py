@@ -1,6 +1,7 @@
-"""The loader against a deals topic that is not the one its stored offsets belong to: the
-in-memory Tansu broker restarted empty (what every ``make run`` restart does). All real: a
-Tansu broker of the test's own that is stopped and started again on the same address,
+"""The loader against a deals topic that is not the one its stored offsets belong to: a
+broker that came back empty at the same address (a recreated cluster, or ``make
+clean-state``). All real: an Apache Kafka node of the test's own, stopped and started again
+with empty storage at the same address,
 PostgreSQL, the loader as ``python -m marketstream.energy.loader``. And the opposite: a
 plain loader restart on an unchanged topic re-reads nothing."""
 
@@ -81,7 +82,7 @@ def own_broker_settings(pg_url, unique) -> Settings:
 def load_then_lose_the_broker(settings: Settings, old_ids: list[str], tmp_path) -> Broker:
     """Load ``old_ids`` with a real loader, stop it, restart the broker empty; returns the
     new broker."""
-    broker = Broker(settings, tmp_path / "tansu-1.log")
+    broker = Broker(settings, tmp_path / "kafka-1")
     try:
         send(settings, old_ids)
         loader = Service("loader", settings_env(settings), tmp_path / "loader-1.log")
@@ -92,7 +93,7 @@ def load_then_lose_the_broker(settings: Settings, old_ids: list[str], tmp_path) 
         assert offsets_in_db(settings.database_url, settings.deals_topic) == {0: len(old_ids)}
     finally:
         broker.stop()
-    return Broker(settings, tmp_path / "tansu-2.log")  # same address, empty
+    return Broker(settings, tmp_path / "kafka-2")  # same address, empty
 
 
 def test_a_restarted_empty_broker_is_read_from_the_beginning(own_broker_settings, tmp_path):

@@ -98,8 +98,11 @@ def test_loader_waits_out_a_database_outage(kafka_settings, pg_url, tmp_path):
     """Database down: the loader keeps retrying, deals wait in Kafka, then all arrive once."""
     from marketstream.energy.listener import TradeListener
 
-    proxy = TcpProxy("127.0.0.1", 5432)
-    proxied_url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    import sqlalchemy as sa
+
+    server = sa.engine.make_url(pg_url)
+    proxy = TcpProxy(server.host, server.port)
+    proxied_url = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     settings = kafka_settings.model_copy(update={"database_url": proxied_url})
     listener = TradeListener(settings)  # used as a plain producer of validated deals
     loader = Service("loader", settings_env(settings), tmp_path / "loader.log")

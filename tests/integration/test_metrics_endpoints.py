@@ -1,6 +1,6 @@
-"""Issue 15: each long-running process of the stream answers /metrics with figures that move,
+"""Each long-running process of the stream answers /metrics with figures that move,
 scraped during a live run: the order emulator, the trade listener and the trade loader as
-the processes `make run` starts, a real Tansu broker, the exchange emulator, PostgreSQL."""
+the processes `make run` starts, a real Apache Kafka broker, the exchange emulator, PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Airflow DAGs for real, embedded mode: a real Tansu broker, real local Spark started
+"""The Airflow DAGs for real, embedded mode: a real Apache Kafka broker, real local Spark started
 by ``SparkSubmitOperator``, Airflow's ``dag.test()`` on a private metadata DB.
 
 One pipeline run (one Spark job) serves the module, in order:

@@ -1,4 +1,4 @@
-"""The emulator against a real Tansu broker: what it sends is what a consumer reads back."""
+"""The emulator against a real Apache Kafka broker: what it sends is what a consumer reads back."""
 
 import re
 import subprocess
@@ -103,3 +103,20 @@ def test_high_watermarks_are_the_true_ends_of_batched_partitions_call_after_call
     finally:
         producer.close()
         consumer.close()
+
+
+def test_topics_are_created_with_their_retention(kafka_settings):
+    """Each topic is created with the retention.ms its setting gives."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap_list)
+    try:
+        expected = {spec.name: spec.configs["retention.ms"] for spec in topic_specs(kafka_settings)}
+        assert expected[kafka_settings.orderbook_topic] == str(kafka_settings.orderbook_retention_ms)
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in expected],
+                                           config_filter="all")
+        found = {name: configs["retention.ms"]["value"] for name, configs in described["topic"].items()}
+        assert found == expected
+    finally:
+        admin.close()

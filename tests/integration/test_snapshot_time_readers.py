@@ -1,5 +1,5 @@
 """The readers of the snapshot topic choose seconds by the snapshot time each record
-carries, on a real Tansu broker: records stamped with their produce time (as the JVM
+carries, on a real Apache Kafka broker: records stamped with their produce time (as the JVM
 Kafka sink leaves them), seconds backfilled after an outage and published late, an export
 that waits for its interval to be final and heals on its retry, and the health check and
 the dashboard counting the same seconds."""

@@ -4,7 +4,7 @@ topic must hold exactly one snapshot for every second of the window, none twice,
 equal to an independent replay of the input at its declared offsets; the seconds the
 job was down are there, marked ``recovered``.
 
-Real Tansu broker, real Spark in local mode (``local[2,4]``: a killed worker costs the
+Real Apache Kafka broker, real Spark in local mode (``local[2,4]``: a killed worker costs the
 task a retry), the job started with ``spark-submit`` as Airflow starts it.
 """
 

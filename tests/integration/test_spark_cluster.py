@@ -2,7 +2,7 @@
 workers started with pyspark's own ``spark-class`` (the classes docker-compose runs), the
 job submitted by the ``orderbook_pipeline`` DAG's ``SparkSubmitOperator`` under Airflow's
 ``dag.test()`` (``spark_default`` -> ``spark://127.0.0.1:<port>``), two state partitions,
-the order emulator at 200 events/s on a real Tansu broker.
+the order emulator at 200 events/s on a real Apache Kafka broker.
 
 One job serves the module, in order:
 1. the app runs on both workers, and every snapshot equals the reference replay of the

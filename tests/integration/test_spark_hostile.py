@@ -1,11 +1,11 @@
-"""Hostile input against the running order-book job (issue: "one hostile message can stop
-the job for good"). Thousands of records that break the input contract — every case that
-used to fail a batch among them — and a flood of one-order symbols, interleaved with the
-emulator's normal flow. The job must stay up, publish one snapshot every second, put
+"""Hostile input against the running order-book job: no message may stop the job.
+Thousands of records that break the input contract (huge numbers, deep nesting, oversize
+and malformed values) and a flood of one-order symbols, interleaved with the emulator's
+normal flow. The job must stay up, publish one snapshot every second, put
 every rejected record on the dead-letter topic with its reason code, and keep the book
 equal to the reference replay.
 
-Real Tansu broker, real Spark (local mode), the job started with ``spark-submit``."""
+Real Apache Kafka broker, real Spark (local mode), the job started with ``spark-submit``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 DEPTH = 10
 MAX_SYMBOLS = 20
 
-# The cases the issue lists, each with the reason code it must get.
+# Hostile records, each with the reason code it must get.
 NESTED = b'{"order_id":1,"status":"OPEN","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 CASES: list[tuple[bytes, str]] = [
     (b'{"order_id":1e5000,"status":"CLOSED"}', "out_of_range"),
@@ -42,7 +42,7 @@ CASES: list[tuple[bytes, str]] = [
     (b'{"order_id":9,"symbol":"BTC-USDT","order_side":"BUY","size":1,"price":1e-9999999,"status":"OPEN"}', "bad_value"),
     (NESTED, "too_large"),
     (b'{"order_id":9,"status":"OPEN","x":' + b"[" * 50 + b"]" * 50 + b"}", "too_deep"),
-    # 30 digits of size: beyond the contract's bounds (the old job rounded it at 28 digits).
+    # 30 digits of size: beyond the contract's bounds (a 28-digit decimal context would round it).
     (b'{"order_id":9,"symbol":"BTC-USDT","order_side":"SELL","size":123456789012345678901234567890,'
      b'"price":100,"status":"OPEN"}', "out_of_range"),
     (b'{"order_id":9,"symbol":"BTC-USDT","order_side":"SELL","size":1E30,"price":100,"status":"OPEN"}', "out_of_range"),

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from marketstream.embedded.broker import tansu_command
-from marketstream.kafka_io import read_range, wait_until_ready
+from marketstream.embedded.apache_kafka import ApacheKafka
+from marketstream.kafka_io import read_range
 from marketstream.settings import load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics
@@ -26,12 +26,12 @@ def test_job_exits_non_zero_with_the_error_when_its_broker_goes_away(tmp_path):
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", spark_checkpoint_dir=tmp_path / "checkpoint",
         spark_ui_enabled=False, orders_topic="orders-fail", orderbook_topic="orderbook-fail",
     )
-    broker = subprocess.Popen(tansu_command(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = ApacheKafka(tmp_path / "kafka", port=int(settings.bootstrap_list[0].rsplit(":", 1)[1]))
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "spark-orderbook-failure.log"
     job = None
     try:
-        wait_until_ready(settings, timeout_s=30)
+        broker.start(timeout_s=120)
         ensure_topics(settings)
         with log_path.open("w") as log:
             job = subprocess.Popen(submit_command(settings), env=python_env(**job_env(settings)), cwd=ROOT,
@@ -39,8 +39,8 @@ def test_job_exits_non_zero_with_the_error_when_its_broker_goes_away(tmp_path):
             # Running: snapshots arrive although no event was ever sent.
             wait_for(lambda: job.poll() is None and list(read_range(settings, settings.orderbook_topic)),
                      timeout_s=120, interval_s=1, what="the first snapshot")
-            broker.kill()
-            broker.wait(timeout=10)
+            os.killpg(broker.process.pid, signal.SIGKILL)
+            broker.process.wait(timeout=10)
             started = time.monotonic()
             code = job.wait(timeout=180)
         output = log_path.read_text()
@@ -52,5 +52,4 @@ def test_job_exits_non_zero_with_the_error_when_its_broker_goes_away(tmp_path):
     finally:
         if job is not None and job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-        if broker.poll() is None:
-            broker.kill()
+        broker.stop()

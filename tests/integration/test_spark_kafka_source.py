@@ -8,12 +8,11 @@ import random
 import time
 
 import pytest
-from pyspark.sql import Row
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
-from marketstream.kafka_io import make_producer, read_range
+from marketstream.kafka_io import make_producer
 from marketstream.spark import parse
-from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader, KafkaStreamWriter
+from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader
 from marketstream.spark.parse import HEARTBEAT_PARTITION
 
 pytestmark = pytest.mark.integration
@@ -21,15 +20,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True, scope="module")
 def _close_cached_clients():
-    """``read``/``write`` cache their clients per process (a Spark worker's life); here the
-    process is pytest's, which outlives the broker: close them with the module."""
+    """``read`` caches its consumers per process (a Spark worker's life); here the process
+    is pytest's, which outlives the broker: close them with the module."""
     from marketstream.spark import kafka_source
 
     yield
-    for cache in (kafka_source._CONSUMERS, kafka_source._PRODUCERS):
-        for client in cache.values():
-            client.close()
-        cache.clear()
+    for client in kafka_source._CONSUMERS.values():
+        client.close()
+    kafka_source._CONSUMERS.clear()
 
 
 def unpack(rows):
@@ -92,22 +90,6 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
             (p, o) for p in range(3) for o in range(9)]
     finally:
         reader.stop()
-
-
-def test_writer_publishes_records_with_headers_and_timestamps(kafka_settings):
-    writer = KafkaStreamWriter({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers})
-    rows = [
-        Row(topic=kafka_settings.orderbook_topic, key=b"2026-11-22T08:00:01Z", value=b"[]",
-            headers=[Row(key="sequence", value=b"1")], timestamp_ms=1_795_334_401_000),
-        Row(topic=kafka_settings.deadletter_topic, key=None, value=b"{bad",
-            headers=[Row(key="reason", value=b"bad JSON")], timestamp_ms=None),
-    ]
-    writer.write(iter(rows))
-    [snapshot] = list(read_range(kafka_settings, kafka_settings.orderbook_topic))
-    assert (snapshot.key, snapshot.value, snapshot.timestamp_ms) == (b"2026-11-22T08:00:01Z", b"[]", 1_795_334_401_000)
-    assert snapshot.headers == [("sequence", b"1")]
-    [dead] = list(read_range(kafka_settings, kafka_settings.deadletter_topic))
-    assert (dead.key, dead.value, dead.headers) == (None, b"{bad", [("reason", b"bad JSON")])
 
 
 def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_settings):

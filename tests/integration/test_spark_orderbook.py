@@ -1,10 +1,13 @@
-"""The order-book job end to end: real Tansu broker, real local Spark started with
-``spark-submit`` as a user or Airflow would, input produced with the emulator and
-kafka-python, output read with ``marketstream.kafka_io``.
+"""The order-book job end to end: real local Spark started with ``spark-submit`` as a user
+or Airflow would, input produced with the emulator and kafka-python, output read with
+``marketstream.kafka_io``, on Apache Kafka. Every test runs twice, once per Kafka
+connector: the Python source (``make run``'s path) and Spark's own connector (the Docker
+image's path).
 
-One job process serves the tests of this module in order (starting Spark costs ~20 s):
-official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each test checks
-snapshots against the core library's replay of the input below the snapshot's offsets.
+One job process per connector serves the tests of this module in order (starting Spark
+costs ~20 s): official CSV -> idle seconds -> hostile stream -> kill -9 and restart. Each
+test checks snapshots against the core library's replay of the input below the snapshot's
+offsets.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ pytestmark = pytest.mark.integration
 DEPTH = 15
 
 
-@pytest.fixture(scope="module")
-def settings(broker_bootstrap, tmp_path_factory):
+@pytest.fixture(scope="module", params=["python", "jvm"])
+def settings(request, tmp_path_factory):
+    connector = request.param
+    bootstrap = request.getfixturevalue("broker_bootstrap")
     unique = uuid.uuid4().hex[:8]
     base = tmp_path_factory.mktemp("spark")
     settings = load_settings(
-        kafka_bootstrap_servers=broker_bootstrap,
+        kafka_bootstrap_servers=bootstrap, spark_kafka_connector=connector,
         orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
         spark_checkpoint_dir=base / "checkpoint", spark_index_dir=base / "index",
@@ -63,7 +68,7 @@ def settings(broker_bootstrap, tmp_path_factory):
 @pytest.fixture(scope="module")
 def job(settings):
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "spark-orderbook-job.log"
+    log_path = ARTIFACTS / f"spark-orderbook-job-{settings.spark_kafka_connector}.log"
     log_path.write_text("")
     job = Job(settings, log_path)
     job.start()
@@ -363,3 +368,29 @@ def test_prometheus_endpoints_answer_with_moving_figures(settings, job):
     job.assert_alive()
     # One progress callback a second through py4j: its INFO chatter is off.
     assert "Received command c on object id" not in job.log_path.read_text()
+
+
+def test_book_at_random_seconds_of_the_run_equals_the_audited_replay(settings, job, tmp_path):
+    """``marketstream.book`` on what the job published through the kill -9 above: random
+    seconds equal the validator's replay below their offsets, the backfilled seconds are
+    recovered in a range with no gap, and a level's orders sum to its amount."""
+    from marketstream.book import book_at, book_range, explain
+    from marketstream.exports.validation import replay_book
+
+    audited = settings.model_copy(update={"validation_cache_dir": tmp_path / "validation"})
+    everything = snapshots(settings)
+    recovered = [m for m in everything if m.recovered]
+    assert recovered, "the kill -9 above left seconds for the job to backfill"
+    rng = random.Random(11)
+    for message in rng.sample(everything, min(8, len(everything))) + rng.sample(recovered, min(3, len(recovered))):
+        found = book_at(audited, message.snapshot_time)
+        assert found.message == message and found.source == "topic"
+        replayed, _ = replay_book(audited, message.input_offsets)
+        assert levels_to_json(render_book(replayed, DEPTH)) == found.message.value
+    span = book_range(audited, everything[0].snapshot_time, everything[-1].snapshot_time + 1)
+    assert span.gaps == [] and span.recovered == [m.snapshot_time for m in recovered]
+    second = rng.choice(recovered)
+    levels = [lv for lv in second.levels() if lv.side in ("buy_1", "sell_2")]
+    for level in levels:
+        result = explain(audited, second.snapshot_time, level.symbol, level.side)
+        assert sum(o.size for _, o in result.orders) == level.amount and result.orders

@@ -22,15 +22,17 @@ EXPECTED_SERVICES = {
     "kafka", "postgres", "marketstream-init", "spark-master", "spark-worker",
     "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
     "order-emulator", "exchange-emulator", "market-data-emulator", "trade-listener", "trade-loader", "dashboard",
-    "prometheus",
+    "prometheus", "grafana",
 }
 ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
-CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir"}
+CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir",
+                      # make run's own (its log files; the REST API of its embedded Airflow)
+                      "log_dir", "airflow_username", "airflow_password"}
 # Settings only the containers that need them get (a secret is no business of the others).
 NEED_TO_KNOW = {"spark_authenticate_secret"}
-# Prometheus endpoints of the project's processes (issue 15): container port settings.
+# Prometheus endpoints of the project's processes: container port settings.
 METRICS_PORTS = {"PRODUCER_METRICS_PORT": 9101, "LISTENER_METRICS_PORT": 9102,
                  "LOADER_METRICS_PORT": 9103, "ORDERBOOK_METRICS_PORT": 9104}
 # What each long-running service's healthcheck must ask: its own process, on its own port.
@@ -50,6 +52,7 @@ PROCESS_PROBES = {
     "kafka": "kafka-broker-api-versions.sh --bootstrap-server localhost:9092",
     "postgres": "pg_isready",
     "prometheus": "http://127.0.0.1:9090/-/healthy",
+    "grafana": "http://127.0.0.1:3000/api/health",
 }
 BIND = "${BIND_ADDRESS:-127.0.0.1}:"
 
@@ -111,7 +114,7 @@ def test_metrics_ports_are_fixed_and_scraped(compose):
     env = compose["x-marketstream-env"]
     for name, port in METRICS_PORTS.items():
         assert env[name] == str(port), f"{name}={env[name]!r}, expected {port}"
-        if name.lower() in Settings.model_fields:  # settings.py gains these with issue 15
+        if name.lower() in Settings.model_fields:  # a port the settings module defines
             assert Settings.model_fields[name.lower()].default == port, name
     scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     targets = {
@@ -143,6 +146,31 @@ def test_prometheus_is_optional_pinned_and_local(compose):
     assert "./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
     for name, service in services(compose).items():
         assert "prometheus" not in service.get("depends_on", {}), f"{name} must start without the monitoring profile"
+    # Prometheus loads the alerting rules beside its configuration.
+    assert "./monitoring/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    assert yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"] == ["alerts.yml"]
+
+
+def test_grafana_is_optional_pinned_local_and_provisioned(compose):
+    grafana = services(compose)["grafana"]
+    assert grafana["profiles"] == ["monitoring"]
+    assert re.fullmatch(r"grafana/grafana:\$\{GRAFANA_VERSION:-\d+\.\d+\.\d+\}", grafana["image"])
+    assert grafana["ports"] == [BIND + "${GRAFANA_PORT:-3000}:3000"]
+    # No well-known admin password, no sign-up.
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
+    assert mounts["/etc/grafana/dashboards"] == "./monitoring/grafana/dashboards"
+    # The provisioned data source is the compose Prometheus, under the uid the dashboard uses;
+    # the dashboard provider reads the mounted folder, the home dashboard is in it.
+    root = ROOT / "monitoring" / "grafana"
+    [source] = yaml.safe_load((root / "provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    assert (source["type"], source["url"], source["uid"]) == ("prometheus", "http://prometheus:9090", "prometheus")
+    [provider] = yaml.safe_load((root / "provisioning/dashboards/marketstream.yml").read_text())["providers"]
+    assert provider["options"]["path"] == "/etc/grafana/dashboards"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/") and (root / "dashboards" / home.rsplit("/", 1)[1]).is_file()
 
 
 def test_dependencies_wait_for_health_or_completion(compose):
@@ -202,9 +230,9 @@ def test_secrets_have_no_default_and_stop_compose_with_one_sentence(compose_code
         # $${...} is the container's shell variable, not compose's.
         references = re.findall(r"(?<!\$)\$\{" + name + r"((?::?[-?+])[^}]*)?\}", compose_code)
         assert references and all(r.startswith(":?") for r in references), f"{name} used without :? ({references})"
-    # Nothing secret-looking has a fallback value.
+    # Nothing secret-looking has a fallback value (an optional one may fall back to nothing).
     for name, default in re.findall(r"\$\{([A-Z0-9_]+):?-([^}]*)\}", compose_code):
-        assert not re.search(r"PASSWORD|SECRET|FERNET|TOKEN", name), f"{name} has a default ({default!r})"
+        assert not (re.search(r"PASSWORD|SECRET|FERNET|TOKEN", name) and default), f"{name} has a default ({default!r})"
     for value in ("admin/admin", "airflow/airflow", "change-me", ":-admin}", "PASSWORD:-"):
         assert value not in compose_code, value
 
@@ -349,3 +377,18 @@ def test_project_containers_run_unprivileged_read_exports_only_and_have_memory_l
     assert re.search(r"^USER marketstream$", dockerfile, flags=re.MULTILINE)
     assert compose["x-marketstream-common"]["build"]["args"]["MARKETSTREAM_UID"].startswith("${AIRFLOW_UID:?")
     assert "SPARK_WORKER_DIR=/opt/marketstream/var/spark-work" in dockerfile  # not under the root-owned SPARK_HOME
+
+
+@pytest.mark.parametrize("dockerfile", ["airflow.Dockerfile", "spark.Dockerfile"])
+def test_the_images_bake_in_the_kafka_connector_the_project_pins(dockerfile):
+    """The images fetch Spark's Kafka connector by version (no Ivy in the image): the same
+    versions the embedded run resolves and its tests run with (jvm/spark-kafka.lock)."""
+    text = (ROOT / "docker" / dockerfile).read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+    locked = (ROOT / "jvm" / "spark-kafka.lock").read_text()
+    scala = args["SCALA_BINARY"]
+    for jar in (f"spark-sql-kafka-0-10_{scala}-{args['SPARK_KAFKA_CONNECTOR_VERSION']}.jar",
+                f"spark-token-provider-kafka-0-10_{scala}-{args['SPARK_KAFKA_CONNECTOR_VERSION']}.jar",
+                f"kafka-clients-{args['KAFKA_CLIENTS_VERSION']}.jar",
+                f"commons-pool2-{args['COMMONS_POOL2_VERSION']}.jar"):
+        assert f"__{jar}" in locked, f"{dockerfile} fetches {jar}, which jvm/spark-kafka.lock does not pin"

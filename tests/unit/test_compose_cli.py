@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +22,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, tool
 
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "monitoring" / "prometheus.yml"
 COMPOSE_ENV_SCRIPT = ROOT / "docker" / "compose_env.py"
 SENTENCE = "run 'make compose-env' to generate .env (see docs/deployment.md)"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if path is None:
-        pytest.fail(f"{name} is missing: `make compose-tools` installs it (Debian's docker-compose and promtool)")
-    return path
 
 
 def write_env(path: Path, *extra: str) -> Path:
@@ -111,6 +103,7 @@ def test_compose_accepts_the_file_with_a_generated_env(resolved, generated_env):
         assert url == f"postgresql+psycopg://energy:{secrets['ENERGY_DB_PASSWORD']}@postgres:5432/energy", name
     assert resolved["services"]["postgres"]["environment"]["ENERGY_DB_PASSWORD"] == secrets["ENERGY_DB_PASSWORD"]
     assert resolved["services"]["airflow-init"]["environment"]["AIRFLOW_ADMIN_PASSWORD"] == secrets["AIRFLOW_ADMIN_PASSWORD"]
+    assert resolved["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == secrets["GRAFANA_ADMIN_PASSWORD"]
     assert str(resolved["services"]["airflow-apiserver"]["user"]) == f"{secrets['AIRFLOW_UID']}:0"
     # $${...} is left to the container's shell (config prints it still escaped).
     assert 'chown -R "$${AIRFLOW_UID}:0"' in resolved["services"]["airflow-init"]["command"][-1]

@@ -68,7 +68,7 @@ def test_order_book_shows_the_newest_snapshot_in_the_book_view():
     at = run(_order_book_script, book_data(seconds_old=1), NOW, 5.0)
     assert metric(at, "Sequence") == "42"
     assert metric(at, "Snapshot time (UTC)") == datetime.fromtimestamp(NOW - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    assert metric(at, "Input offsets") == "p0: 12, p1: 7"
+    assert "Input offsets: p0: 12, p1: 7" in [c.value for c in at.caption]
     assert at.success[0].value.startswith("Live")
     assert not at.warning
     assert at.radio[0].options == ["BTC-USDT", "ETH-USDT"]
@@ -164,7 +164,7 @@ def _exports_script(export_dir):
     from dashboard import views
     from dashboard.sources import read_exports
 
-    views.exports_page(lambda: read_exports(Path(export_dir)), export_dir)
+    views.exports_page(lambda: read_exports(Path(export_dir)), export_dir, retention_days=30)
 
 
 def test_exports_page_lists_intervals_newest_first_with_downloads(tmp_path):
@@ -173,6 +173,10 @@ def test_exports_page_lists_intervals_newest_first_with_downloads(tmp_path):
     seeded = seed_exports(tmp_path, date(2026, 11, 22))
     at = run(_exports_script, str(tmp_path))
     assert metric(at, "Intervals") == "3"
+    # The range kept on disk, oldest start to newest end, and for how long.
+    newest, *_, oldest = list_exports(tmp_path)
+    assert (f"On disk: {oldest.start:%Y-%m-%d %H:%M} → {newest.end:%Y-%m-%d %H:%M} UTC; interval files are kept "
+            "30 days (EXPORT_RETENTION_DAYS).") in [c.value for c in at.caption]
     assert metric(at, "Validation passed") == "1" and metric(at, "Validation failed") == "1"
     badges = [m.value for m in at.markdown if m.value.startswith(":")]
     assert badges == [":orange[not validated]", ":red[failed]", ":green[passed]"]

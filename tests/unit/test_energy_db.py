@@ -1,5 +1,5 @@
 """The energy schema: migrations create exactly the tables db.py queries, on SQLite and
-on the machine's PostgreSQL; the latest view shows the newest value per hour."""
+on PostgreSQL; the latest view shows the newest value per hour."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ def url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'energy.db'}"
     else:
-        from tests.support import POSTGRES_URL
-
-        with private_schema(POSTGRES_URL) as pg_url:
+        with private_schema(request.getfixturevalue("postgres_url")) as pg_url:
             yield pg_url
 
 

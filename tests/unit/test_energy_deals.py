@@ -137,7 +137,7 @@ def test_size_is_checked_before_parsing():
     with pytest.raises(InvalidDeal) as caught:
         parse_deal(padded(MAX_DEAL_BYTES + 1))
     assert caught.value.code == C.TOO_LARGE and f"{MAX_DEAL_BYTES + 1:,} bytes" in caught.value.reason
-    # The valid 1 MB deal: rejected by its size, unparsed.
+    # A valid 1 MB deal: rejected by its size, unparsed.
     with pytest.raises(InvalidDeal) as caught:
         parse_deal(padded(1_000_000))
     assert caught.value.code == C.TOO_LARGE
@@ -165,8 +165,8 @@ def test_depth_counts_real_nesting_only():
 
 
 @pytest.mark.parametrize("message", [
-    with_raw("price", "1e999999999"),  # the decimal.Overflow
-    '{"deal_confirmation": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}",  # the RecursionError
+    with_raw("price", "1e999999999"),  # would overflow a decimal context
+    '{"deal_confirmation": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}",  # would exhaust a recursive parser's stack
     '{"deal_confirmation": {"x": ' + "[" * 2000 + "]" * 2000 + "}}",  # as deep as fits the size limit
     "[" * MAX_DEAL_BYTES,
     with_raw("price", "9" * 3500),

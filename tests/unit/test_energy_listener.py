@@ -38,7 +38,7 @@ def listener_for(emulator: ExchangeEmulator, **settings) -> TradeListener:
 
 
 def test_an_exchange_that_closes_at_once_is_not_reconnected_in_a_hot_loop():
-    """The issue measured 3,206 connections in 3 s without backoff. With it: about five in
+    """Without backoff, 3,206 connections in 3 s. With it: about five in
     the first two seconds (0.1, 0.2, 0.4, 0.8 s + jitter), then one every
     EXCHANGE_RECONNECT_MAX_SECONDS (2 s) at most; and once the exchange recovers, the
     listener is back within that cap."""

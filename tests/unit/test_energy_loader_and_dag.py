@@ -22,9 +22,7 @@ def engine(request, tmp_path):
         url_context = None
         url = f"sqlite:///{tmp_path / 'energy.db'}"
     else:
-        from tests.support import POSTGRES_URL
-
-        url_context = private_schema(POSTGRES_URL)
+        url_context = private_schema(request.getfixturevalue("postgres_url"))
         url = url_context.__enter__()
     db.migrate(url)
     engine = db.make_engine(url)

@@ -115,3 +115,19 @@ def test_events_choose_the_days_and_a_bad_event_fails_after_the_others(tmp_path)
         interval_of({"interval_start": "2026-11-22T08:05:00+00:00", "interval_end": "2026-11-22T08:05:00+00:00"})
     # A manual run (no event) rolls up the day it runs.
     assert list(rollup_for_events(tmp_path, [], today=T0 + timedelta(hours=3))) == ["2026-11-22"]
+
+
+def test_a_day_past_the_export_retention_keeps_its_rollup(tmp_path):
+    """Re-validating an old interval (a cleared run) must not rebuild its day's roll-up
+    from the few interval files retention left."""
+    export(tmp_path, T0)
+    export(tmp_path, T0 + FIVE)
+    rollup_day(tmp_path, DAY)
+    before = daily_rollup_path(tmp_path, DAY).read_bytes()
+    export_paths(tmp_path, T0, T0 + FIVE).data("parquet").unlink()  # pruned
+    again = event_extra(tmp_path, T0 + FIVE, T0 + 2 * FIVE, {"snapshots": 3, "recovered_snapshots": 0})
+    result = rollup_for_events(tmp_path, [again], pruned_before=T0 + timedelta(days=1))
+    assert result["2026-11-22"]["kept"] == "interval files past EXPORT_RETENTION_DAYS"
+    assert daily_rollup_path(tmp_path, DAY).read_bytes() == before
+    # A day that began after the cut-off is rebuilt as usual.
+    assert rollup_for_events(tmp_path, [again], pruned_before=T0 - timedelta(days=1))["2026-11-22"]["intervals"] == 1

@@ -7,7 +7,10 @@ import json
 
 import pytest
 
-from marketstream.orderbook.metrics import BadMetric, encode_metric, metrics_from_progress, parse_metric
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.orderbook.metrics import (
+    BadMetric, delivery_figures, encode_metric, metrics_from_progress, parse_metric,
+)
 
 
 def test_metrics_message_from_progress():
@@ -27,7 +30,8 @@ def test_metrics_message_from_progress():
     # What the batch published, as the job's publisher counts it.
     published = {"snapshots": 3, "recovered": 2, "dead_letters": 4, "open_orders": 4174, "last_second": 1795334400,
                  "dead_letters_by_code": {"bad_json": 3, "symbol_limit": 1, "too_deep": 0},
-                 "gap_first": 1795330000, "gap_last": 1795330799, "events_applied": 290}
+                 "gap_first": 1795330000, "gap_last": 1795330799, "events_applied": 290,
+                 "publish_ms": 12, "snapshot_latency_ms": [640]}
     metrics = metrics_from_progress(progress, published=published)
     assert metrics == {
         "query": "orderbook", "batch_id": 7, "timestamp": "2026-11-22T08:00:00.000Z", "num_input_events": 300,
@@ -36,7 +40,7 @@ def test_metrics_message_from_progress():
         "latest_offsets": {"0": 150, "1": 220}, "lag": 40,
         "snapshots": 3, "recovered": 2, "last_second": 1795334400, "open_orders": 4174, "dead_letters": 4,
         "dead_letters_by_code": {"bad_json": 3, "symbol_limit": 1}, "gap_first": 1795330000, "gap_last": 1795330799,
-        "events_applied": 290,
+        "events_applied": 290, "publish_ms": 12, "snapshot_latency_ms": [640],
     }
     parsed = parse_metric(encode_metric(metrics))
     assert (parsed["snapshots"], parsed["gap_last"], parsed["dead_letters_by_code"]) == (3, 1795330799,
@@ -81,3 +85,14 @@ def test_parse_metric_reads_the_contract():
 def test_parse_metric_rejects_bad_records_with_a_reason(value, reason):
     with pytest.raises(BadMetric, match=reason):
         parse_metric(value)
+
+
+def test_delivery_figures_time_the_publish_and_each_on_time_snapshot():
+    def snapshot(second, recovered=False):
+        return SnapshotMessage(second, second, {}, 0, "[]", recovered)
+
+    # Seconds 100 and 101 published on time, 40 recovered after an outage; sent at 102.35,
+    # acknowledged at 102.4: second 101 ended at 102.0, 0.4 s before its acknowledgement.
+    figures = delivery_figures([snapshot(40, recovered=True), snapshot(100), snapshot(101)], 102.35, 102.4)
+    assert figures == {"publish_ms": 50, "snapshot_latency_ms": [1400, 400]}
+    assert delivery_figures([], 5.0, 5.0) == {"publish_ms": 0, "snapshot_latency_ms": []}

@@ -235,7 +235,7 @@ def test_the_fast_path_rejects_what_is_too_deep_in_any_field(field):
     assert events.parse_units(encode(open_event(extra=num(shallow))))[0] == 1
 
 
-# --- The hostile cases of issue 10: each rejected with its code in microseconds -----------
+# --- Hostile cases: each rejected with its code in microseconds --------------------------
 
 HOSTILE = [
     ('{"order_id":1e5000,"status":"CLOSED"}', "out_of_range"),

@@ -75,7 +75,7 @@ def test_records_deleted_before_the_job_read_them_stop_it_naming_the_loss():
     with pytest.raises(InputRecordsLost) as caught:
         check_no_data_loss("orders", {0: 10, 1: 4}, {0: 20, 1: 9}, {0: 15, 1: 0})
     message = str(caught.value)
-    assert "partition 0 now starts at offset 15, the job had read up to 10" in message and "retention" in message
+    assert "partition 0: offsets 10 to 14 are gone, it now starts at 15" in message and "retention" in message
 
 
 def test_the_state_partitions_of_an_existing_checkpoint_are_read_from_its_offset_log(tmp_path):
@@ -128,7 +128,7 @@ def test_jvm_options_reach_the_driver_and_the_executors(tmp_path):
     settings = load_settings(spark_class_archive=tmp_path / "none.jsa")
     conf = spark_conf(settings)
     for key in ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"):
-        # by default the JIT stops at C1 (bench/REPORT-spark.md says why)
+        # by default the JIT stops at C1 (docs/deployment.md says why)
         assert conf[key].split() == [CODE_CACHE_OPTION, "-XX:TieredStopAtLevel=1",
                                      f"-Dlog4j2.configurationFile=file:{LOG_CONFIG}"]
     tuned_settings = load_settings(spark_class_archive=tmp_path / "none.jsa", spark_jvm_options="-XX:+UseSerialGC -Xss2m")

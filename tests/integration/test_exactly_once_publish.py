@@ -1,0 +1,92 @@
+"""The job's publisher on Apache Kafka: each batch is one transaction, a publish that fails
+part-way leaves nothing a reader sees, the retried batch publishes every second once, and
+a newer publisher of the same checkpoint fences the older one.
+
+The publisher is driven with batches of state-partition rows as the stateful stage emits
+them (``processor.PART_SCHEMA``), so a failure can be injected between two records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from marketstream.kafka_io import read_range
+from marketstream.orderbook.message import SnapshotMessage
+from marketstream.spark.output import OutputConfig
+from marketstream.spark.sink import DriverFenced, Publisher, transactional_id
+
+pytestmark = pytest.mark.integration
+
+
+class Rows:
+    """What ``foreachBatch`` hands the publisher: ``collect()`` gives rows with ``asDict``."""
+
+    class Row(dict):
+        def asDict(self):
+            return dict(self)
+
+    def __init__(self, rows):
+        self.rows = [self.Row(r) for r in rows]
+
+    def collect(self):
+        return self.rows
+
+
+def part(second: int, sequence: int, price: int) -> dict:
+    return {"kind": "part", "state_partition": 0, "second": second, "sequence": sequence, "recovered": False,
+            "input_offsets": json.dumps({"0": sequence}), "open_orders": 1, "symbols": ["BTC-USDT"],
+            "sides": [1], "prices": [price * 10**8], "amounts": [10**8]}
+
+
+def batch(first_second: int, count: int) -> Rows:
+    return Rows([part(first_second + i, first_second + i, 100 + i) for i in range(count)])
+
+
+def config(settings) -> OutputConfig:
+    return OutputConfig(bootstrap_servers=settings.kafka_bootstrap_servers, orders_topic=settings.orders_topic,
+                        orderbook_topic=settings.orderbook_topic, deadletter_topic=settings.deadletter_topic,
+                        partitions=1, depth=5, transactional_id=transactional_id(str(settings.spark_checkpoint_dir)))
+
+
+def published_seconds(settings) -> list[int]:
+    return [SnapshotMessage.from_record(r.key, r.value, r.headers).snapshot_time
+            for r in read_range(settings, settings.orderbook_topic)]
+
+
+def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(apache_kafka_settings):
+    settings = apache_kafka_settings
+    publisher = Publisher(config(settings), 1 << 20)
+    publisher(batch(1_000, 5), 0)
+    assert published_seconds(settings) == list(range(1_000, 1_005))
+
+    producer = publisher.producer()
+    real_send, sent = producer.send, []
+
+    def send_then_fail(topic, **kwargs):
+        if len(sent) == 3:
+            raise ConnectionError("injected: the broker went away after three records")
+        sent.append(kwargs)
+        return real_send(topic, **kwargs)
+
+    producer.send = send_then_fail
+    with pytest.raises(ConnectionError, match="injected"):
+        publisher(batch(1_005, 6), 1)
+    assert len(sent) == 3  # three records of the batch reached the broker, in an aborted transaction
+    assert published_seconds(settings) == list(range(1_000, 1_005))  # a read_committed reader sees none
+
+    publisher(batch(1_005, 6), 1)  # the batch again, as Spark runs it after the failure
+    publisher(batch(1_011, 2), 2)
+    assert published_seconds(settings) == list(range(1_000, 1_013))
+
+
+def test_a_newer_driver_fences_the_older_and_publishes_only_what_is_missing(apache_kafka_settings):
+    settings = apache_kafka_settings
+    old = Publisher(config(settings), 1 << 20)
+    old(batch(2_000, 3), 0)
+    new = Publisher(config(settings), 1 << 20)  # a second driver on the same checkpoint
+    new(batch(2_000, 5), 0)  # it replays the batch: only the two seconds not on the topic go out
+    with pytest.raises(DriverFenced, match="another driver started on this checkpoint"):
+        old(batch(2_003, 4), 1)  # the old driver's memory says "publish from 2003": it must not
+    new(batch(2_005, 2), 1)
+    assert published_seconds(settings) == list(range(2_000, 2_007))
