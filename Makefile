@@ -84,7 +84,7 @@ run: install
 	@# honcho supervises every process of the Procfile (marketstream/embedded/run.py): their
 	@# logs go to var/log/, the terminal shows warnings, errors and a status line; Ctrl-C
 	@# stops them all (exit status 130, the normal way to stop: not a make error).
-	umask 077 && PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m marketstream.embedded.run || [ $$? -eq 130 ]
+	umask 077 && PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m marketstream.embedded.run --procfile Procfile || [ $$? -eq 130 ]
 
 # One process's whole log from `make run` (SERVICE: a Procfile name), followed as it grows.
 logs:

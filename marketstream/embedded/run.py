@@ -181,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--procfile", type=Path, default=PROJECT_ROOT / "Procfile")
     args = parser.parse_args(argv)
-    # As ``honcho start`` does: the project's .env, if any, over the environment.
-    dotenv = PROJECT_ROOT / ".env"
+    # As ``honcho start`` does: the processes run in the Procfile's folder, with its .env,
+    # if any, over the environment.
+    home = args.procfile.resolve().parent
+    dotenv = home / ".env"
     if dotenv.is_file():
         os.environ.update(parse(dotenv.read_text()))
     log_dir = load_settings().log_dir
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     manager = Run(printer)
     processes = parse_procfile(args.procfile.read_text()).processes
     for name, command in processes.items():
-        manager.add_process(name, command, env=env, cwd=str(PROJECT_ROOT))
+        manager.add_process(name, command, env=env, cwd=str(home))
     print(f"Starting {len(processes)} processes ({', '.join(processes)}); "
           f"their whole output goes to {log_dir}/<process>.log ...", flush=True)
     try:

@@ -29,7 +29,9 @@ ONE_SHOT = {"marketstream-init", "airflow-init"}
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
 CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir",
                       # make run's own (its log files; the REST API of its embedded Airflow)
-                      "log_dir", "airflow_username", "airflow_password"}
+                      "log_dir", "airflow_username", "airflow_password",
+                      # make run's own broker (compose runs the kafka service)
+                      "embedded_kafka_dir", "embedded_kafka_controller_port"}
 # Settings only the containers that need them get (a secret is no business of the others).
 NEED_TO_KNOW = {"spark_authenticate_secret"}
 # Prometheus endpoints of the project's processes: container port settings.
