@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -124,8 +125,11 @@ def test_spark_master_and_worker_serve_what_prometheus_scrapes(tmp_path):
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
     master_port, master_ui, worker_ui = free_port(), free_port(), free_port()
+    # The daemons authenticate to each other (spark.authenticate) with the secret compose
+    # gives both: one generated here.
     env = dict(os.environ, SPARK_HOME=str(spark_home), SPARK_WORKER_DIR=str(tmp_path / "work"),
-               SPARK_DAEMON_JAVA_OPTS=COMPOSE["services"]["spark-master"]["environment"]["SPARK_DAEMON_JAVA_OPTS"])
+               SPARK_DAEMON_JAVA_OPTS=COMPOSE["services"]["spark-master"]["environment"]["SPARK_DAEMON_JAVA_OPTS"],
+               _SPARK_AUTH_SECRET=secrets.token_hex(32))
     assert env["SPARK_DAEMON_JAVA_OPTS"] == COMPOSE["services"]["spark-worker"]["environment"]["SPARK_DAEMON_JAVA_OPTS"]
     commands = {
         "spark-master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
