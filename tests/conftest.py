@@ -17,6 +17,9 @@ from marketstream.settings import Settings, load_settings
 # records; a test of retention itself says so explicitly.
 for _topic in ("ORDERS", "ORDERBOOK", "DEADLETTER", "METRICS", "DEALS"):
     os.environ.setdefault(f"{_topic}_RETENTION_MS", "-1")
+# Likewise the exports of those dates: kept (0: for ever) unless a test of retention says otherwise.
+os.environ.setdefault("EXPORT_RETENTION_DAYS", "0")
+os.environ.setdefault("EXPORT_ROLLUP_RETENTION_DAYS", "0")
 
 
 @pytest.fixture(scope="session")

@@ -102,14 +102,17 @@ def _archive_loads(archive: Path) -> bool:
 
 def build(settings: Settings, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ms-classes-", dir=out.parent) as tmp:
+    # The state servers' sockets go in a short path of their own: a Unix socket's path has
+    # at most 107 bytes, and ``out`` may lie deep.
+    with tempfile.TemporaryDirectory(prefix="ms-classes-", dir=out.parent) as tmp, \
+            tempfile.TemporaryDirectory(prefix="ms-idx-") as index:
         work = Path(tmp)
         kafka = ApacheKafka(work / "kafka")
         train = settings.model_copy(update={
             "kafka_bootstrap_servers": kafka.bootstrap, "orders_topic": "train-orders",
             "orderbook_topic": "train-orderbook", "deadletter_topic": "train-deadletter",
             "metrics_topic": "train-metrics", "spark_checkpoint_dir": work / "checkpoint",
-            "spark_index_dir": work / "index", "spark_ui_enabled": False, "spark_master": "local[2]",
+            "spark_index_dir": Path(index), "spark_ui_enabled": False, "spark_master": "local[2]",
             "orderbook_metrics_port": 0, "spark_class_archive": work / "none.jsa",
         })
         kafka.start(timeout_s=120)

@@ -43,6 +43,25 @@ class DriverFenced(RuntimeError):
     """Another driver started on the same checkpoint and took over publishing."""
 
 
+# How long a batch's commit (or a failed batch's abort) may take: kafka-python's own
+# commit_transaction waits for ever, and a job whose broker is gone must fail (its
+# supervisor restarts it), not hang.
+COMMIT_TIMEOUT_S = 60.0
+
+
+def end_transaction(producer, commit: bool, timeout_s: float = COMMIT_TIMEOUT_S) -> None:
+    """``commit_transaction``/``abort_transaction`` with a deadline (the pinned kafka-python's
+    transaction manager, as its own methods drive it)."""
+    from kafka.errors import KafkaTimeoutError
+
+    manager = producer._transaction_manager
+    result = manager.begin_commit() if commit else manager.begin_abort()
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):  # raises the transaction's own error
+        raise KafkaTimeoutError(f"the batch's transaction did not {'commit' if commit else 'abort'} "
+                                f"within {timeout_s:.0f} s: is the broker reachable?")
+
+
 def transactional_id(checkpoint_dir: str) -> str:
     """One transactional id per checkpoint: every driver of it fences the ones before."""
     return "marketstream-orderbook-" + hashlib.sha256(checkpoint_dir.encode()).hexdigest()[:20]
@@ -101,7 +120,7 @@ class Publisher:
             producer.begin_transaction()
             for topic, key, value, headers in records(output, self.config):
                 producer.send(topic, key=key, value=value, headers=headers)
-            producer.commit_transaction()  # flushes; all of the batch's records or none
+            end_transaction(producer, commit=True)  # flushes; all of the batch's records or none
         except ProducerFencedError as error:
             self._drop_producer()
             raise DriverFenced(
@@ -111,7 +130,7 @@ class Publisher:
             # Nothing of the batch is committed: the batch fails and Spark runs it again,
             # with a new producer (a failed one may be in a state it cannot leave).
             try:
-                self._producer.abort_transaction()
+                end_transaction(self._producer, commit=False, timeout_s=5)
             except Exception:  # noqa: BLE001 - the original error is the one to raise
                 log.debug("aborting batch %s's transaction", batch_id, exc_info=True)
             self._drop_producer()

@@ -65,6 +65,16 @@ def settings(broker_bootstrap, tmp_path_factory):
         orderbook_state_partitions=2, book_depth=DEPTH, book_max_symbols=MAX_SYMBOLS, orderbook_metrics_port=0,
     )
     ensure_topics(settings)
+    # A topic whose operator allows records larger than Kafka's 1 MB default: the 10 MB
+    # record reaches the job.
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from marketstream.kafka_io import make_admin
+
+    admin = make_admin(settings)
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.orders_topic,
+                                        configs={"max.message.bytes": str(16 * 1024 * 1024)})])
+    admin.close()
     return settings
 
 
