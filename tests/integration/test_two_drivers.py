@@ -4,7 +4,7 @@ the first wakes up (SIGCONT) still believing what it last published; then everyt
 stopped and one job is started again. Every second is on the snapshot topic once, and each
 equals the reference replay of the input below its offsets.
 
-Apache Kafka (transactions, read_committed), the Python connector."""
+Apache Kafka (transactions, read_committed), with either Kafka connector."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 DEPTH = 10
 
 
-@pytest.fixture
-def settings(apache_kafka, tmp_path):
+@pytest.fixture(params=["python", "jvm"])
+def settings(request, apache_kafka, tmp_path):
     unique = uuid.uuid4().hex[:8]
     settings = load_settings(
-        kafka_bootstrap_servers=apache_kafka.bootstrap, spark_kafka_connector="python",
+        kafka_bootstrap_servers=apache_kafka.bootstrap, spark_kafka_connector=request.param,
         orders_topic=f"orders-{unique}", orderbook_topic=f"orderbook-{unique}",
         deadletter_topic=f"orders-dlq-{unique}", metrics_topic=f"metrics-{unique}",
         spark_checkpoint_dir=tmp_path / "checkpoint", spark_index_dir=tmp_path / "index", spark_ui_enabled=False,
@@ -65,7 +65,8 @@ class Orders(threading.Thread):
 
 def test_a_hung_driver_and_its_replacement_publish_every_second_once_and_exact(settings):
     ARTIFACTS.mkdir(exist_ok=True)
-    first, second, third = (Job(settings, ARTIFACTS / f"two-drivers-{name}.log") for name in ("a", "b", "c"))
+    connector = settings.spark_kafka_connector
+    first, second, third = (Job(settings, ARTIFACTS / f"two-drivers-{connector}-{name}.log") for name in ("a", "b", "c"))
     for job in (first, second, third):
         job.log_path.write_text("")
     orders = Orders(settings)
