@@ -37,7 +37,7 @@ import psutil
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
 from marketstream.spark.partition_state import DictState, PartitionConfig
 from marketstream.spark.state_server import (
-    _ENCODER, _REPLY, PartitionServer, StateServerClient, run_batch, server_dir, socket_path,
+    LocalServer, PartitionServer, StateServerClient, run_batch, server_dir, socket_path,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,19 +69,6 @@ class Pickled:
         request = pickle.loads(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
         reply = self.server.handle(request)
         return pickle.loads(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def close(self):
-        pass
-
-
-class Encoded:
-    """The server's logic behind the new protocol's encoding, without the socket."""
-
-    def __init__(self):
-        self.server = PartitionServer()
-
-    def call(self, request):
-        return _REPLY.decode(self.server.handle_bytes(_ENCODER.encode(request)))
 
     def close(self):
         pass
@@ -170,7 +157,7 @@ def phase_batches(args, config, variant: str) -> dict:
         # Two workers, each with its own copy of every partition; the partition alternates.
         pairs = [[InWorker(), InWorker()] for _ in range(PARTITIONS)]
         return run(kind, lambda batch, index: pairs[index][batch % 2], stream, config)
-    make = {"worker": InWorker, "json": Encoded, "pickle": Pickled}[variant]
+    make = {"worker": InWorker, "json": LocalServer, "pickle": Pickled}[variant]
     clients = [make() for _ in range(PARTITIONS)]
     return run(kind, lambda batch, index: clients[index], stream, config)
 

@@ -320,6 +320,20 @@ class PartitionServer:
         return Done(output, state.writes, state.meta_text)
 
 
+class LocalServer:
+    """A partition server called in this process: the same request and reply bytes as over
+    the socket, without it (``run_batch`` takes it like a client; tests and benchmarks)."""
+
+    def __init__(self):
+        self.server = PartitionServer()
+
+    def call(self, request):
+        return _REPLY.decode(self.server.handle_bytes(_ENCODER.encode(request)))
+
+    def close(self):
+        pass
+
+
 def _satisfies(need: tuple, supplied: Supplied | None) -> bool:
     if supplied is None:
         return False

@@ -29,7 +29,7 @@ from marketstream.spark.memory_index import MemoryIndex
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
 from marketstream.spark.partition_state import DictState
 from marketstream.spark.state_server import (
-    _ENCODER, _REPLY, PartitionServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
+    _REPLY, LocalServer, PartitionServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
     socket_path,
 )
 from tests.job_sim import Job, config
@@ -272,19 +272,6 @@ def test_a_server_exits_within_seconds_of_its_job(directory):
 # ---------------------------------------------------------------------- failure injection
 
 
-class InProcess:
-    """A partition server without the socket: the same request and reply bytes."""
-
-    def __init__(self):
-        self.server = PartitionServer()
-
-    def call(self, request):
-        return _REPLY.decode(self.server.handle_bytes(_ENCODER.encode(request)))
-
-    def close(self):
-        pass
-
-
 class Fault:
     """Raises MemoryError at the ``at``-th step of the armed phase ("stage": writing a
     batch's changes; "undo": taking a rolled-back batch's changes out). Steps: packing an
@@ -339,7 +326,7 @@ def test_a_failure_at_any_step_of_an_update_never_yields_a_wrong_book(monkeypatc
         reference.batch(T0 + second * 1000 + 37)
     expected = {m.snapshot_time: (m.value, m.open_orders) for m in reference.published}
     fault = Fault(monkeypatch)
-    clients = [InProcess() for _ in range(cfg.partitions)]
+    clients = [LocalServer() for _ in range(cfg.partitions)]
     states = [DictState() for _ in range(cfg.partitions)]
     positions: dict[int, int] = {}
 
