@@ -29,7 +29,7 @@ from marketstream.spark.memory_index import MemoryIndex
 from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
 from marketstream.spark.partition_state import DictState
 from marketstream.spark.state_server import (
-    _REPLY, LocalServer, PartitionServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
+    _REPLY, LocalServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
     socket_path,
 )
 from tests.job_sim import Job, config
