@@ -41,7 +41,7 @@ from marketstream.embedded.apache_kafka import ApacheKafka
 from marketstream.exports.formats import FORMATS
 from marketstream.exports.layout import export_paths, write_atomic
 from marketstream.exports.rollup import rollup_day
-from marketstream.kafka_io import make_producer, read_range, wait_until_ready
+from marketstream.kafka_io import make_producer, read_range
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
 from marketstream.settings import load_settings
@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
                      "date": datetime.now(UTC).strftime("%Y-%m-%d"), "seconds": args.seconds,
                      "load_average_1m_at_start": os.getloadavg()[0]}
     try:
-        wait_until_ready(settings)
         ensure_topics(settings)
         started = time.perf_counter()
         publish_day(settings, args.seconds)

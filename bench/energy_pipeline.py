@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from marketstream.embedded.apache_kafka import ApacheKafka
-    from marketstream.kafka_io import high_watermarks, make_consumer, wait_until_ready
+    from marketstream.kafka_io import high_watermarks, make_consumer
     from marketstream.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"rate_per_minute": args.rate, "steady_seconds": args.seconds, "database": db.make_engine(
         database_url).dialect.name}
     try:
-        wait_until_ready(broker_settings, timeout_s=30)
         loop.run(emulator.start())
         settings = broker_settings.model_copy(update={
             "deals_topic": f"deals-{run_id}", "deals_deadletter_topic": f"deals-dlq-{run_id}",

@@ -35,8 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.spark_orderbook import RESULTS, Load, Stack, batch_figures, cadence
-from marketstream.kafka_io import read_range
+from bench.spark_orderbook import RESULTS, Load, Stack, batch_figures, cadence, raw_read
 
 PHASES = ("connectors", "readpath", "embedded")
 
@@ -46,12 +45,6 @@ def median(values):
     return round(statistics.median(values), 2) if values else None
 
 
-def raw_read(settings) -> float:
-    started = time.time()
-    consumed = sum(1 for _ in read_range(settings, settings.orders_topic))
-    return consumed / (time.time() - started)
-
-
 def one_connector_run(args, connector: str) -> dict:
     stack = Stack(f"connector-{connector}", broker="kafka", spark_kafka_connector=connector,
                   spark_master="local[2,4]", orderbook_state_partitions=2, spark_read_tasks=2)
@@ -59,7 +52,7 @@ def one_connector_run(args, connector: str) -> dict:
         load = Load(stack.settings)
         load.bulk(load.events(args.backlog_events))
         total = sum(stack.input_end().values())
-        probe = raw_read(stack.settings)
+        _, probe = raw_read(stack.settings)
         stack.start_job()
         caught = stack.wait_caught_up(1800)
         if caught is None:
@@ -174,7 +167,7 @@ def phase_readpath(args, results):
                 order = (("kafka-python", read_kafka_python), ("librdkafka", read_librdkafka))
                 for name, read in (order if pair % 2 == 0 else order[::-1]):
                     runs[name].append(round(read(settings, ends)))
-                runs["raw_read"].append(round(raw_read(settings)))
+                runs["raw_read"].append(round(raw_read(settings)[1]))
             out[codec] = {name: {"runs": r, "median": median(r)} for name, r in runs.items()}
             out[codec]["ratio_librdkafka_to_kafka_python"] = round(
                 out[codec]["librdkafka"]["median"] / out[codec]["kafka-python"]["median"], 2)

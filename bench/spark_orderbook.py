@@ -71,6 +71,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("seed", "rates", "read", "backlog", "memory", "recovery")
 
 
+def raw_read(settings) -> tuple[int, float]:
+    """The raw-read probe: one kafka-python consumer reading the whole input topic, as
+    (events, events/s): the machine's speed in this run, which the job's figures are compared with."""
+    started = time.time()
+    consumed = sum(1 for _ in read_range(settings, settings.orders_topic))
+    return consumed, consumed / (time.time() - started)
+
+
 def pct(values, q):
     if not values:
         return None
@@ -484,9 +492,8 @@ def phase_seed_rates_read(args, results):
             if sum(stack.input_end().values()) < 1_000_000:
                 load.bulk(load.events(1_000_000))
             stack.kill_job()  # the read is measured alone, as the ceiling of the job's rates
-            started = time.time()
-            consumed = sum(1 for _ in read_range(stack.settings, stack.settings.orders_topic))
-            results["raw_read_events_per_s"] = round(consumed / (time.time() - started))
+            consumed, rate = raw_read(stack.settings)
+            results["raw_read_events_per_s"] = round(rate)
             results["raw_read_events"] = consumed
             print("raw read:", results["raw_read_events_per_s"], "events/s over", consumed, flush=True)
     finally:

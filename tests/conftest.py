@@ -75,13 +75,6 @@ def kafka_settings(broker_bootstrap, unique, tmp_path) -> Settings:
     return _private_settings(broker_bootstrap, unique, tmp_path)
 
 
-@pytest.fixture
-def apache_kafka_settings(kafka_settings) -> Settings:
-    """``kafka_settings``, named for tests whose subject is Apache Kafka's own behaviour
-    (transactions, read_committed, DeleteRecords, codecs)."""
-    return kafka_settings
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """``TEST_POSTGRES_URL`` when set, else a throwaway server started for this session

@@ -9,12 +9,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_topics_and_reads_on_apache_kafka(apache_kafka_settings):
+def test_topics_and_reads_on_apache_kafka(kafka_settings):
     from kafka import KafkaConsumer, TopicPartition
 
     from marketstream.kafka_io import make_producer, read_range, topic_end_offsets
 
-    settings = apache_kafka_settings
+    settings = kafka_settings
     topic = settings.orders_topic
     producer = make_producer(settings)
     for i in range(300):

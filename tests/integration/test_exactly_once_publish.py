@@ -54,8 +54,8 @@ def published_seconds(settings) -> list[int]:
             for r in read_range(settings, settings.orderbook_topic)]
 
 
-def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(apache_kafka_settings):
-    settings = apache_kafka_settings
+def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(kafka_settings):
+    settings = kafka_settings
     publisher = Publisher(config(settings), 1 << 20)
     publisher(batch(1_000, 5), 0)
     assert published_seconds(settings) == list(range(1_000, 1_005))
@@ -80,8 +80,8 @@ def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(apach
     assert published_seconds(settings) == list(range(1_000, 1_013))
 
 
-def test_a_newer_driver_fences_the_older_and_publishes_only_what_is_missing(apache_kafka_settings):
-    settings = apache_kafka_settings
+def test_a_newer_driver_fences_the_older_and_publishes_only_what_is_missing(kafka_settings):
+    settings = kafka_settings
     old = Publisher(config(settings), 1 << 20)
     old(batch(2_000, 3), 0)
     new = Publisher(config(settings), 1 << 20)  # a second driver on the same checkpoint

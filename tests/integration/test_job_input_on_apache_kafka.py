@@ -115,8 +115,7 @@ def test_every_codec_and_aborted_transactions_give_the_exact_book(settings):
 
         records = committed_input(settings)
         assert not any(json.loads(r.value).get("order_id") in aborted_ids for r in records)
-        total = sum(1 for _ in records)
-        assert total == 2 * (len(CODECS) * 300 + 200)
+        assert len(records) == 2 * (len(CODECS) * 300 + 200)
 
         # A snapshot's input offsets follow the records it applied: the last committed
         # order of each partition, not the transaction markers and aborted records after it.
@@ -182,13 +181,13 @@ def test_records_deleted_before_the_job_read_them_stop_it_with_the_loss_named(se
     assert max(m.input_offsets.get(0, 0) for m in snapshots(settings)) == 200
 
 
-def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_aborted_orders(apache_kafka_settings):
+def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_aborted_orders(kafka_settings):
     """The job's read tasks read up to the high watermark, which a transactional producer
     leaves behind markers and aborted records: the range still ends, without them."""
     from marketstream.kafka_io import high_watermarks
     from marketstream.spark.kafka_source import _consumer, read_range_columns
 
-    settings = apache_kafka_settings
+    settings = kafka_settings
     producer = librdkafka_producer(settings, **{"transactional.id": f"t-{uuid.uuid4()}"})
     producer.init_transactions(30)
     for commit in (True, False):
@@ -206,7 +205,7 @@ def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_abor
     assert offsets == [0, 1, 2, 3, 4] and values == [f"True-{i}".encode() for i in range(5)]
 
 
-def test_a_replayed_range_that_retention_deleted_fails_the_read_with_the_loss_named(apache_kafka_settings):
+def test_a_replayed_range_that_retention_deleted_fails_the_read_with_the_loss_named(kafka_settings):
     """Every read checks its range, not only the start: a batch replayed after a restart
     reuses offsets from Spark's log, and part of them may be gone by then."""
     from kafka import KafkaAdminClient, TopicPartition
@@ -214,7 +213,7 @@ def test_a_replayed_range_that_retention_deleted_fails_the_read_with_the_loss_na
     from marketstream.kafka_io import make_producer
     from marketstream.spark.kafka_source import InputRecordsLost, _consumer, read_range_columns
 
-    settings = apache_kafka_settings
+    settings = kafka_settings
     producer = make_producer(settings)
     for i in range(100):
         producer.send(settings.orders_topic, value=b"x%d" % i, partition=1)
