@@ -26,8 +26,11 @@ def main() -> int:
     settings = get_settings()
     spark = build_session(settings)
     spark.sparkContext.setLogLevel("WARN")
-    query = start_query(spark, settings)
-    query.awaitTermination()  # raises StreamingQueryException: spark-submit exits non-zero
+    query, publisher = start_query(spark, settings)
+    try:
+        query.awaitTermination()  # raises StreamingQueryException: spark-submit exits non-zero
+    finally:
+        publisher.close()  # the last batch's metrics
     return 0
 
 

@@ -1,5 +1,7 @@
-"""Batch health: a ``StreamingQueryListener`` that logs one line per micro-batch and
-publishes the batch's progress to the metrics topic (``marketstream.orderbook.metrics``).
+"""Batch health: a ``StreamingQueryListener`` that logs one line per micro-batch, updates
+the Prometheus figures and leaves the batch's metrics message
+(``marketstream.orderbook.metrics``) for the publisher, which sends it in the next batch's
+transaction (``sink.MetricsOutbox``).
 
 The listener takes each batch's progress as the JVM's JSON text (``_ProgressAsJson``), not
 as PySpark's ``QueryProgressEvent``: building that one walks the progress field by field
@@ -18,6 +20,7 @@ from pyspark.sql.streaming.listener import QueryStartedEvent, QueryTerminatedEve
 
 from marketstream.orderbook.metrics import encode_metric, metrics_from_progress
 from marketstream.spark.output import FiguresByBatch
+from marketstream.spark.sink import MetricsOutbox
 
 log = logging.getLogger("marketstream.spark.progress")
 
@@ -59,25 +62,15 @@ class _ProgressAsJson:
 
 
 class MetricsListener(StreamingQueryListener):
-    """Publishes with kafka-python from the driver; a broker hiccup is logged, never
-    allowed to fail the query (the snapshots matter more than their metrics)."""
+    """Never fails the query: an unreadable progress is logged and skipped (the snapshots
+    matter more than their metrics)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, query_name: str = "orderbook", prometheus=None,
-                 figures: FiguresByBatch | None = None, security: dict | None = None):
-        self.bootstrap_servers, self.topic, self.query_name = bootstrap_servers, topic, query_name
-        self.security = security or {}  # kafka_io.client_security(settings)
+    def __init__(self, outbox: MetricsOutbox, query_name: str = "orderbook", prometheus=None,
+                 figures: FiguresByBatch | None = None):
+        self.outbox, self.query_name = outbox, query_name
         self.prometheus = prometheus  # a job_metrics.OrderBookMetrics, or None
         # What each batch published, left by the query's publisher (``sink``).
         self.figures = figures if figures is not None else FiguresByBatch()
-        self._producer = None
-
-    def _send(self, metrics: dict[str, Any]) -> None:
-        from kafka import KafkaProducer
-
-        if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers.split(","), acks=1, linger_ms=0,
-                                           **self.security)
-        self._producer.send(self.topic, encode_metric(metrics))
 
     def onQueryStarted(self, event) -> None:
         log.info("query %s started (id %s, run %s)", event.name, event.id, event.runId)
@@ -107,10 +100,7 @@ class MetricsListener(StreamingQueryListener):
         log.info(log_line(metrics, raw.get("durationMs")))
         if self.prometheus is not None:
             self.prometheus.observe(metrics)
-        try:
-            self._send(metrics)
-        except Exception as exc:  # noqa: BLE001 - any client error: log and keep the query running
-            log.warning("could not publish metrics to %s: %s", self.topic, exc)
+        self.outbox.put(encode_metric(metrics))
 
     def onQueryIdle(self, event) -> None:
         pass
@@ -118,5 +108,3 @@ class MetricsListener(StreamingQueryListener):
     def onQueryTerminated(self, event) -> None:
         if event.exception:
             log.error("query %s terminated with: %s", event.id, event.exception.splitlines()[0])
-        if self._producer is not None:
-            self._producer.flush(timeout=5)

@@ -16,7 +16,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from marketstream.kafka_io import client_security, security_options, spark_kafka_options
+from marketstream.kafka_io import security_options, spark_kafka_options
 from marketstream.settings import Settings
 from marketstream.spark.config import LOOPBACK, QUERY_NAME, connector_sql_conf, embedded, spark_conf
 from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
@@ -26,7 +26,7 @@ from marketstream.spark.partition_state import PartitionConfig, StatePartitionsC
 from marketstream.spark.processor import STATE_LAYOUT, time_mode
 from marketstream.spark.shuffle_hash import state_partition_labels
 from marketstream.spark.state_server import Servers, server_dir
-from marketstream.spark.sink import Publisher, transactional_id
+from marketstream.spark.sink import MetricsOutbox, Publisher, transactional_id
 from marketstream.spark.transforms import order_state, parse_events
 
 log = logging.getLogger("marketstream.spark.job")
@@ -230,17 +230,17 @@ def start_query(spark: SparkSession, settings: Settings):
     log.info("Kafka connector: %s; reading %s from %s; %d state partitions", connector, settings.orders_topic,
              settings.kafka_bootstrap_servers, settings.orderbook_state_partitions)
     figures = FiguresByBatch()  # the publisher's count of each batch, for the listener's message
-    spark.streams.addListener(MetricsListener(settings.kafka_bootstrap_servers, settings.metrics_topic, QUERY_NAME,
-                                              serve_job_metrics(settings), figures,
-                                              security=client_security(settings)))
+    outbox = MetricsOutbox(settings.metrics_topic)  # the listener's messages, for the publisher's transactions
+    spark.streams.addListener(MetricsListener(outbox, QUERY_NAME, serve_job_metrics(settings), figures))
     labels = state_partition_labels(settings.orderbook_state_partitions)
     parts = order_book(read_orders(spark, settings, connector, labels), settings, labels, connector)
     publisher = Publisher(output_config(settings), settings.orderbook_max_message_bytes + _RECORD_OVERHEAD_BYTES,
-                          figures)
-    return (
+                          figures, outbox)
+    query = (
         parts.writeStream.foreachBatch(publisher)
         .queryName(QUERY_NAME)
         .trigger(processingTime="1 second")
         .option("checkpointLocation", str(settings.spark_checkpoint_dir))
         .start()
     )
+    return query, publisher

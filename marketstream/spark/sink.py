@@ -6,7 +6,11 @@ part of the book per state partition and second, dead letters, batch figures: sm
 combines the parts into one snapshot per second, completes and orders the dead letters,
 leaves out what a replayed batch already published (``output``) and produces the rest in
 one Kafka transaction. What the batch published (``output.batch_figures``) it leaves for
-the query listener's metrics message.
+the query listener's metrics message, and the listener leaves that message in the
+``MetricsOutbox`` for the next batch's transaction: a batch's metrics describe its whole
+run, publish included, so they are known only once it is over, and they reach the metrics
+topic with the batch that follows (one batch a second) or, when the job stops, in a
+transaction of their own (``Publisher.close``).
 
 Exactly once, also with two drivers on one checkpoint: the transactional id is the
 checkpoint's, so a driver that starts fences every older one (``init_transactions``); a
@@ -21,14 +25,16 @@ It runs in the driver's own Python process: no Python writer process per task an
 commit process per batch (a ``DataSourceStreamWriter`` costs both, about 100 ms a batch),
 and what this process published last stays known between batches (``output.Published``).
 
-    parts.writeStream.foreachBatch(Publisher(output_config, max_request_size, figures))
+    parts.writeStream.foreachBatch(Publisher(output_config, max_request_size, figures, outbox))
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
+from collections import deque
 
 from marketstream.orderbook.metrics import delivery_figures
 from marketstream.spark.kafka_source import cached_consumer
@@ -67,11 +73,48 @@ def transactional_id(checkpoint_dir: str) -> str:
     return "marketstream-orderbook-" + hashlib.sha256(checkpoint_dir.encode()).hexdigest()[:20]
 
 
+class MetricsOutbox:
+    """Metrics messages (encoded) waiting for the next transaction. Filled by the query
+    listener's thread, emptied by the publisher's. Bounded: a job whose batches keep
+    failing drops its oldest messages (counted in the log), never grows."""
+
+    def __init__(self, topic: str, capacity: int = 600):
+        self.topic = topic
+        self._messages: deque[bytes] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def put(self, message: bytes) -> None:
+        with self._lock:
+            if len(self._messages) == self._messages.maxlen:
+                self.dropped += 1
+                if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                    log.warning("%d metrics message(s) dropped: no batch has been published for a while",
+                                self.dropped)
+            self._messages.append(message)
+
+    def take(self) -> list[bytes]:
+        with self._lock:
+            messages = list(self._messages)
+            self._messages.clear()
+            return messages
+
+    def give_back(self, messages: list[bytes]) -> None:
+        """Messages of a transaction that did not commit, before any that came since."""
+        with self._lock:
+            waiting = messages + list(self._messages)
+            self._messages.clear()
+            self._messages.extend(waiting)  # the deque keeps the newest ``capacity``
+            self.dropped += max(0, len(waiting) - self._messages.maxlen)
+
+
 class Publisher:
-    def __init__(self, config: OutputConfig, max_request_size: int, figures: FiguresByBatch | None = None):
+    def __init__(self, config: OutputConfig, max_request_size: int, figures: FiguresByBatch | None = None,
+                 metrics: MetricsOutbox | None = None):
         self.config = config
         self.max_request_size = max_request_size
         self.figures = figures if figures is not None else FiguresByBatch()
+        self.metrics = metrics
         self._producer = None
         # What this process published last; None until a batch is out for sure (a batch
         # that fails half-way leaves it unknown: the next one reads the topic tails).
@@ -115,9 +158,12 @@ class Publisher:
         consumer = cached_consumer(self.config.bootstrap_servers, self.config.security)
         known, self._known = self._known, None
         output = finish(parts, dead, self.config, consumer, known, batch_id)
+        metrics = self.metrics.take() if self.metrics is not None else []
         sent_at = time.time()
         try:
             producer.begin_transaction()
+            for message in metrics:  # earlier batches' (see MetricsOutbox)
+                producer.send(self.metrics.topic, value=message)
             for topic, key, value, headers in records(output, self.config):
                 producer.send(topic, key=key, value=value, headers=headers)
             end_transaction(producer, commit=True)  # flushes; all of the batch's records or none
@@ -129,6 +175,8 @@ class Publisher:
         except Exception:
             # Nothing of the batch is committed: the batch fails and Spark runs it again,
             # with a new producer (a failed one may be in a state it cannot leave).
+            if metrics:
+                self.metrics.give_back(metrics)
             try:
                 end_transaction(self._producer, commit=False, timeout_s=5)
             except Exception:  # noqa: BLE001 - the original error is the one to raise
@@ -138,3 +186,19 @@ class Publisher:
         acked_at = time.time()
         self._known = published_after(output, known, batch_id)
         self.figures.put(batch_id, {**batch_figures(rows), **delivery_figures(output.snapshots, sent_at, acked_at)})
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """At the job's end: the metrics still waiting, in a transaction of their own (not
+        when this driver was fenced or never published), then the producer closed."""
+        producer = self._producer
+        messages = self.metrics.take() if self.metrics is not None and producer is not None else []
+        try:
+            if messages:
+                producer.begin_transaction()
+                for message in messages:
+                    producer.send(self.metrics.topic, value=message)
+                end_transaction(producer, commit=True, timeout_s=timeout_s)
+        except Exception as error:  # noqa: BLE001 - the job is ending; its own error is the one that matters
+            log.warning("the last %d metrics message(s) were not published: %s", len(messages), error)
+        finally:
+            self._drop_producer()

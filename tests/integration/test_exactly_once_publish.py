@@ -1,5 +1,5 @@
-"""The job's publisher on Apache Kafka: each batch is one transaction, a publish that fails
-part-way leaves nothing a reader sees, the retried batch publishes every second once, and
+"""The job's publisher on Apache Kafka: each batch is one transaction (its snapshots and the
+metrics messages waiting for it), a publish that fails part-way leaves nothing a reader sees, the retried batch publishes every second once, and
 a newer publisher of the same checkpoint fences the older one.
 
 The publisher is driven with batches of state-partition rows as the stateful stage emits
@@ -14,7 +14,7 @@ import pytest
 from marketstream.kafka_io import read_range
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.spark.output import OutputConfig
-from marketstream.spark.sink import DriverFenced, Publisher, transactional_id
+from marketstream.spark.sink import DriverFenced, MetricsOutbox, Publisher, transactional_id
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +54,17 @@ def published_seconds(settings) -> list[int]:
             for r in read_range(settings, settings.orderbook_topic)]
 
 
+def published_metrics(settings) -> list[int]:
+    return [json.loads(r.value)["batch_id"] for r in read_range(settings, settings.metrics_topic)]
+
+
 def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(kafka_settings):
     settings = kafka_settings
-    publisher = Publisher(config(settings), 1 << 20)
+    outbox = MetricsOutbox(settings.metrics_topic)
+    publisher = Publisher(config(settings), 1 << 20, metrics=outbox)
     publisher(batch(1_000, 5), 0)
     assert published_seconds(settings) == list(range(1_000, 1_005))
+    outbox.put(json.dumps({"batch_id": 0}).encode())  # as the query listener does once batch 0 is over
 
     producer = publisher.producer()
     real_send, sent = producer.send, []
@@ -72,12 +78,18 @@ def test_a_publish_that_fails_part_way_leaves_no_second_missing_or_doubled(kafka
     producer.send = send_then_fail
     with pytest.raises(ConnectionError, match="injected"):
         publisher(batch(1_005, 6), 1)
-    assert len(sent) == 3  # three records of the batch reached the broker, in an aborted transaction
+    assert len(sent) == 3  # batch 0's metrics and two seconds reached the broker, in an aborted transaction
     assert published_seconds(settings) == list(range(1_000, 1_005))  # a read_committed reader sees none
+    assert published_metrics(settings) == []
 
     publisher(batch(1_005, 6), 1)  # the batch again, as Spark runs it after the failure
+    outbox.put(json.dumps({"batch_id": 1}).encode())
     publisher(batch(1_011, 2), 2)
     assert published_seconds(settings) == list(range(1_000, 1_013))
+    assert published_metrics(settings) == [0, 1]
+    outbox.put(json.dumps({"batch_id": 2}).encode())
+    publisher.close()  # the job ends: the last batch's metrics in a transaction of their own
+    assert published_metrics(settings) == [0, 1, 2]
 
 
 def test_a_newer_driver_fences_the_older_and_publishes_only_what_is_missing(kafka_settings):

@@ -1,4 +1,4 @@
-"""The job's query listener: what it publishes for a batch's progress, taken as the JVM's
+"""The job's query listener: the metrics message it leaves for the publisher for a batch's progress, taken as the JVM's
 JSON text through its py4j bridge (that Spark calls the bridge is for the integration tests:
 the job's metrics endpoint and metrics topic are fed by it), with what the batch published
 as the publisher counted it on the state partitions' rows."""
@@ -12,6 +12,7 @@ from marketstream.spark.listener import MetricsListener, _ProgressAsJson
 from marketstream.spark.output import FiguresByBatch, batch_figures
 from marketstream.spark.partition_state import BookPart, DeadLetterRef, PartitionOutput
 from marketstream.spark.processor import output_rows
+from marketstream.spark.sink import MetricsOutbox
 
 PROGRESS = {
     "id": "8f1c0b52-8d2b-4a43-9d0c-0d6f0a3c9a11", "runId": "0b8e6c8e-3f0e-4d8e-9c55-7d1f1c2a9b20",
@@ -45,18 +46,21 @@ class _JavaEvent:
         return self._progress
 
 
-def _listener() -> tuple[MetricsListener, list[dict]]:
-    sent: list[dict] = []
-    listener = MetricsListener("127.0.0.1:1", "metrics")
-    listener._send = sent.append
-    return listener, sent
+def _listener() -> tuple[MetricsListener, MetricsOutbox]:
+    outbox = MetricsOutbox("metrics")
+    return MetricsListener(outbox, "orderbook"), outbox
+
+
+def _sent(outbox: MetricsOutbox) -> list[dict]:
+    """The messages the listener left for the publisher, decoded."""
+    return [json.loads(message) for message in outbox.take()]
 
 
 def test_the_bridge_publishes_a_batch_from_its_json_progress_and_the_publishers_figures():
-    listener, sent = _listener()
+    listener, outbox = _listener()
     listener.figures.put(41, FIGURES)
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
-    [metrics] = sent
+    [metrics] = _sent(outbox)
     assert metrics["batch_id"] == 41
     assert metrics["num_input_events"] == 200
     assert metrics["lag"] == 5
@@ -68,12 +72,12 @@ def test_the_bridge_publishes_a_batch_from_its_json_progress_and_the_publishers_
 
 
 def test_a_batch_without_figures_published_nothing_and_figures_are_taken_once():
-    listener, sent = _listener()
+    listener, outbox = _listener()
     listener.figures.put(41, FIGURES)
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))  # e.g. a second progress for the batch
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent({**PROGRESS, "batchId": 42}))
-    assert [(m["batch_id"], m["snapshots"], m["events_applied"], m["last_second"]) for m in sent] == [
+    assert [(m["batch_id"], m["snapshots"], m["events_applied"], m["last_second"]) for m in _sent(outbox)] == [
         (41, 1, 198, None), (41, 0, 0, None), (42, 0, 0, None)]
 
 
@@ -111,25 +115,26 @@ def test_batch_figures_of_a_batch_that_published_nothing():
 
 
 def test_another_querys_progress_is_not_published():
-    listener, sent = _listener()
+    listener, outbox = _listener()
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent({**PROGRESS, "name": "something-else"}))
-    assert sent == []
+    assert _sent(outbox) == []
 
 
 def test_unreadable_progress_is_logged_not_raised(caplog):
-    listener, sent = _listener()
+    listener, outbox = _listener()
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent("{not json"))
     _ProgressAsJson(listener).onQueryProgress(_JavaEvent({"name": "orderbook"}))  # no batchId
-    assert sent == []
+    assert _sent(outbox) == []
     assert caplog.text.count("unreadable query progress") == 2
 
 
-def test_a_failing_metrics_producer_does_not_reach_the_query(caplog):
-    listener, _ = _listener()
-
-    def broken(metrics):
-        raise OSError("broker gone")
-
-    listener._send = broken
-    _ProgressAsJson(listener).onQueryProgress(_JavaEvent(PROGRESS))
-    assert "could not publish metrics" in caplog.text
+def test_the_outbox_is_bounded_and_a_failed_transactions_messages_go_back_before_newer_ones():
+    outbox = MetricsOutbox("metrics", capacity=3)
+    for n in range(5):
+        outbox.put(b"%d" % n)
+    assert outbox.dropped == 2
+    taken = outbox.take()
+    assert taken == [b"2", b"3", b"4"] and outbox.take() == []
+    outbox.put(b"5")
+    outbox.give_back(taken)  # the transaction that carried them did not commit
+    assert outbox.take() == [b"3", b"4", b"5"] and outbox.dropped == 3
