@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from marketstream.embedded.apache_kafka import ApacheKafka
-    from marketstream.kafka_io import high_watermarks, make_consumer
+    from marketstream.kafka_io import end_offsets, make_consumer
     from marketstream.topics import ensure_topics
 
     run_id = uuid.uuid4().hex[:8]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         # because an endless flood queues in socket buffers ahead of the keepalive pongs.
         stop(loader)
         consumer = make_consumer(settings)
-        base = high_watermarks(consumer, settings.deals_topic, [0])[0]
+        base = end_offsets(consumer, settings.deals_topic, [0])[0]
         sent_before = emulator.stats.deals_sent
         emulator.config = dataclasses.replace(emulator.config, deals_per_minute=600_000.0)
         start_time = time.monotonic()
@@ -197,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.005)
         emulator.paused = True
         burst = emulator.stats.deals_sent - sent_before
-        wait_until(lambda: high_watermarks(consumer, settings.deals_topic, [0])[0] >= base + burst, 300,
+        wait_until(lambda: end_offsets(consumer, settings.deals_topic, [0])[0] >= base + burst, 300,
                    "the listener to produce the burst")
         burst_elapsed = time.monotonic() - start_time
-        backlog_end = high_watermarks(consumer, settings.deals_topic, [0])[0]
+        backlog_end = end_offsets(consumer, settings.deals_topic, [0])[0]
         consumer.close()
         result["listener"] = {"deals": burst, "seconds": round(burst_elapsed, 1),
                               "deals_per_second": round(burst / burst_elapsed, 1)}

@@ -22,7 +22,7 @@ from dashboard.model import health as health_model
 from dashboard.model.book import LatestBooks, latest_books
 from marketstream.deadletter import DeadLetter
 from marketstream.exports.layout import list_exports
-from marketstream.kafka_io import Record, high_watermarks, make_consumer, partitions_of, read_partition
+from marketstream.kafka_io import Record, end_offsets, make_consumer, partitions_of, read_partition
 from marketstream.orderbook.message import SNAPSHOT_CADENCE_SECONDS, SnapshotMessage
 from marketstream.orderbook.metrics import parse_metric
 from marketstream.settings import Settings
@@ -50,7 +50,7 @@ class TopicTail(Generic[T]):
     """The last ``keep`` records per partition of one topic, decoded by ``decode``.
 
     One long-lived consumer (explicit assignment, no group); the first refresh seeks to
-    high watermark − ``keep``, later ones continue from where the last stopped. Records
+    the end offset − ``keep``, later ones continue from where the last stopped. Records
     ``decode`` rejects (raises ``ValueError``) are counted, not kept. Thread-safe: all the
     browser sessions of a dashboard process share one tail per topic.
     """
@@ -108,7 +108,7 @@ class TopicTail(Generic[T]):
             partitions = partitions_of(consumer, self.topic, timeout_s=timeout_s)
         except LookupError:
             raise SourceUnavailable(f"Topic {self.topic!r} does not exist on the broker yet.") from None
-        high = high_watermarks(consumer, self.topic, partitions, timeout_s=timeout_s)
+        high = end_offsets(consumer, self.topic, partitions)
         firsts = consumer.beginning_offsets([TopicPartition(self.topic, p) for p in partitions])
         self.low = {tp.partition: offset for tp, offset in firsts.items()}
         self.high = high

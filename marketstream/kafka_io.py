@@ -1,9 +1,9 @@
 """Small kafka-python helpers shared by every reader and writer of the platform's topics.
 
-Reads use explicit partition assignment (no consumer group) and decide "end of data"
-from the high watermark of fetch responses: Tansu's ListOffsets (``end_offsets``) is
-wrong after batched produces, the fetch high watermark is right. ``partition_chunks`` is
-the one loop that reads a partition's offset range; everything else builds on it.
+Reads use explicit partition assignment (no consumer group), read_committed, and end
+where ``end_offsets`` says: the last stable offset, so a read never waits for a
+transaction some producer left open. ``partition_chunks`` is the one loop that reads a
+partition's offset range; everything else builds on it.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class Record:
 
 
 # Every fetch response lists every assigned partition: an incremental fetch session leaves
-# out partitions that did not change, so an empty partition's high watermark would never
-# come back to ``high_watermarks`` a second time (Apache Kafka; Tansu has no sessions).
+# out partitions that did not change, so a re-assigned partition that stays empty would get
+# no high watermark (``consumer.highwater``) and no fetch position update on Apache Kafka.
 FULL_FETCHES = {"enable_incremental_fetch_sessions": False}
 # ---------------------------------------------------------------- security
 
@@ -182,7 +182,7 @@ def make_consumer(settings: Settings, **overrides):
         consumer_timeout_ms=1000,
         fetch_max_wait_ms=100,
         # What a transaction aborted (a batch the order-book job published only in part) is
-        # never read; a transaction still open is waited for.
+        # never read; ``end_offsets`` stops before a transaction still open.
         isolation_level="read_committed",
         **FULL_FETCHES,
         **client_security(settings),
@@ -272,41 +272,15 @@ def partitions_of(consumer, topic: str, timeout_s: float = 10.0) -> list[int]:
     raise LookupError(f"topic {topic!r} does not exist or has no partitions")
 
 
-def high_watermarks(consumer, topic: str, partitions: Sequence[int], timeout_s: float = 10.0) -> dict[int, int]:
-    """True end offsets per partition, taken from fetch responses (not ListOffsets).
-
-    Each partition leaves the consumer's assignment as soon as its mark is read: kafka-python
-    reads the next partition's mark only once the records fetched before it are consumed,
-    one a poll here (a fetched batch of 1,000 records cost ~80 ms of every Spark batch).
-    The consumer is left with no assignment, so a later call starts from fresh partition
-    states: no mark of an earlier call, nor the answer to a fetch it sent, is taken as new."""
+def end_offsets(consumer, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """Where a read of each partition ends: ListOffsets at the consumer's isolation level.
+    For a read_committed consumer that is the last stable offset: the records of a
+    transaction still open lie beyond it, so a range read to it never waits for a producer
+    to commit or abort (the next range takes them once it has)."""
     from kafka import TopicPartition
 
-    tps = [TopicPartition(topic, p) for p in partitions]
-    consumer.assign([])
-    consumer.assign(tps)
-    # Seek to the last offset ListOffsets knows: a fetch from there is cheap and its
-    # response carries the correct high watermark even when ListOffsets is stale.
-    for tp, end in consumer.end_offsets(tps).items():
-        consumer.seek(tp, max(0, end - 1))
-    marks: dict[int, int] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(marks) < len(tps) and time.monotonic() < deadline:
-            # Short polls: an empty partition's fetch answers after fetch_max_wait_ms with no
-            # records, and a long poll would sit out its whole timeout after that answer.
-            consumer.poll(timeout_ms=20, max_records=1)
-            found = {tp.partition: hw for tp in tps if tp.partition not in marks
-                     and (hw := consumer.highwater(tp)) is not None}
-            if found:
-                marks.update(found)
-                consumer.assign([tp for tp in tps if tp.partition not in marks])
-    finally:
-        consumer.assign([])
-    missing = [tp.partition for tp in tps if tp.partition not in marks]
-    if missing:
-        raise TimeoutError(f"no high watermark for {topic} partitions {missing} within {timeout_s} s")
-    return marks
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 class RangeNotOnBroker(LookupError):
@@ -390,7 +364,7 @@ class TopicReader:
         self.partitions = partitions_of(consumer, topic)
 
     def end_offsets(self) -> dict[int, int]:
-        return high_watermarks(self.consumer, self.topic, self.partitions)
+        return end_offsets(self.consumer, self.topic, self.partitions)
 
     def start_offsets(self) -> dict[int, int]:
         """The first offset each partition still holds (after retention)."""
@@ -449,7 +423,7 @@ def read_range(
     timeout_s: float = 60.0,
 ) -> Iterator[Record]:
     """Yield records of ``topic`` from ``start`` (default: beginning) up to ``stop``
-    (exclusive; default: the high watermark at call time), partition by partition."""
+    (exclusive; default: the end at call time, ``end_offsets``), partition by partition."""
     with open_topic(settings, topic) as reader:
         stop = reader.end_offsets() if stop is None else stop
         start = start or {}

@@ -11,8 +11,7 @@ the database refuses, any unexpected error while handling one record: each is de
 (bounded, with its reason code) and skipped, the rest of its batch stored.
 
 Before the consumer is positioned, each stored offset is checked against the partition's
-real range (earliest offset, and the high watermark of a fetch response: Tansu's
-ListOffsets end is stale after batched produces). A stored offset beyond the end means
+real range (earliest and end offset). A stored offset beyond the end means
 the topic is not the one the offset was stored for (recreated, or the broker
 came back empty): that partition is read from its beginning, which the idempotent insert
 makes safe. A stored offset below the earliest (retention) starts at the earliest. Both
@@ -173,7 +172,7 @@ class TradeLoader:
     def _waiting_for_kafka(self) -> Retrying:
         from kafka.errors import KafkaError
 
-        # TimeoutError: no fetch answered with a high watermark yet; ask again, never guess.
+        # TimeoutError: the broker did not answer in time; ask again, never guess.
         return Retrying(
             retry=retry_if_exception_type((KafkaError, LookupError, TimeoutError)),
             wait=wait_exponential_jitter(multiplier=0.5, max=10),
@@ -225,17 +224,15 @@ class TradeLoader:
                  ends, self.engine.url.render_as_string(hide_password=True))
 
     def _partition_range(self, partitions: list[int]) -> tuple[dict[int, int], dict[int, int]]:
-        """``(earliest, end)`` offsets per partition; the end is the high watermark of a fetch
-        response (``end_offsets`` is stale on Tansu after batched produces). A consumer of
-        its own, so no high watermark of an earlier assignment can be mistaken for this one's
-        and nothing it fetches reaches the loading consumer."""
+        """``(earliest, end)`` offsets per partition (``kafka_io.end_offsets``), from a
+        consumer of its own, so nothing it does reaches the loading consumer."""
         from kafka import TopicPartition
 
-        from marketstream.kafka_io import high_watermarks, make_consumer
+        from marketstream.kafka_io import end_offsets, make_consumer
 
         probe = make_consumer(self.settings, max_poll_records=1)
         try:
-            ends = high_watermarks(probe, self.topic, partitions)
+            ends = end_offsets(probe, self.topic, partitions)
             firsts = probe.beginning_offsets([TopicPartition(self.topic, p) for p in partitions])
             return {tp.partition: offset for tp, offset in firsts.items()}, ends
         finally:

@@ -238,14 +238,14 @@ class KafkaStreamReader(DataSourceStreamReader):
 
             self._client = KafkaConsumer(
                 bootstrap_servers=self.bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                fetch_max_wait_ms=50, **FULL_FETCHES, **client_security(self.security),
+                isolation_level="read_committed", **client_security(self.security),
             )
         return self._client
 
-    def _high_watermarks(self) -> dict[int, int]:
-        from marketstream.kafka_io import high_watermarks
+    def _end_offsets(self) -> dict[int, int]:
+        from marketstream.kafka_io import end_offsets
 
-        return high_watermarks(self._kafka(), self.topic, self._partitions())
+        return end_offsets(self._kafka(), self.topic, self._partitions())
 
     def initialOffset(self) -> dict:
         offsets = {str(p): 0 for p in self._partitions()}
@@ -262,10 +262,10 @@ class KafkaStreamReader(DataSourceStreamReader):
         return {tp.partition: offset for tp, offset in firsts.items()}
 
     def latestOffset(self, start: dict, limit: ReadLimit) -> dict:
-        self._latest = self._high_watermarks()
-        # The first offsets cost a slow ListOffsets (~60 ms on Tansu, a tenth of an idle
-        # batch): retention is checked at start and then every RETENTION_CHECK_SECONDS,
-        # which only a job lagging at the very edge of the topic's retention could outrun.
+        self._latest = self._end_offsets()
+        # Retention is checked at start and then every RETENTION_CHECK_SECONDS (a second
+        # ListOffsets a batch otherwise), which only a job lagging at the very edge of the
+        # topic's retention could outrun; every read checks its own range as well.
         earliest = None
         if time.monotonic() - self._retention_checked_at >= RETENTION_CHECK_SECONDS:
             earliest, self._retention_checked_at = self._earliest(), time.monotonic()

@@ -141,6 +141,53 @@ def test_every_codec_and_aborted_transactions_give_the_exact_book(settings):
         job.stop()
 
 
+def test_an_input_transaction_left_open_does_not_hold_the_book_back(settings):
+    """A producer opens a transaction and takes its time: while it is open the job goes on
+    publishing a snapshot every second from what is committed (a batch reads to the last
+    stable offset, not into the open transaction); once it commits, its orders follow."""
+    flow = OrderFlow(symbols=["BTC-USDT", "ETH-USDT"], seed=17, first_order_id=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    job = Job(settings, ARTIFACTS / "job-input-open-transaction.log")
+    job.log_path.write_text("")
+    job.start()
+    try:
+        plain = librdkafka_producer(settings)
+        for i, value in enumerate(events(flow, 300)):
+            plain.produce(settings.orders_topic, value=value, partition=i % 3)
+        assert plain.flush(30) == 0
+        wait_for(lambda: job.assert_alive() or sum(m.input_offsets.get(p, 0) for m in snapshots(settings)[-1:]
+                                                   for p in range(3)) == 300,
+                 180, interval_s=1.0, what="the job to read the first 300 orders")
+
+        transactional = librdkafka_producer(settings, **{"transactional.id": f"slow-{uuid.uuid4()}"})
+        transactional.init_transactions(30)
+        transactional.begin_transaction()
+        for i, value in enumerate(events(flow, 100)):
+            transactional.produce(settings.orders_topic, value=value, partition=i % 3)
+        assert transactional.flush(30) == 0
+        opened = time.time()
+        for i, value in enumerate(events(flow, 60)):  # committed orders after the open ones
+            plain.produce(settings.orders_topic, value=value, partition=i % 3)
+        assert plain.flush(30) == 0
+        time.sleep(12)
+        # Still open: the seconds since it opened are on the topic already.
+        published = {m.snapshot_time for m in snapshots(settings)}
+        expected = set(range(int(opened) + 1, int(opened) + 9))
+        assert expected <= published, f"seconds missing while a transaction was open: {sorted(expected - published)}"
+        transactional.commit_transaction(30)
+
+        records = committed_input(settings)
+        assert len(records) == 460
+        ends = {}
+        for record in records:
+            ends[record.partition] = record.offset + 1
+        wait_for(lambda: job.assert_alive() or any(m.input_offsets == ends for m in snapshots(settings)),
+                 120, interval_s=1.0, what="a snapshot with the committed transaction's orders")
+        assert assert_exact_and_one_per_second(settings, snapshots(settings), records, DEPTH) >= 10
+    finally:
+        job.stop()
+
+
 def test_records_deleted_before_the_job_read_them_stop_it_with_the_loss_named(settings, apache_kafka):
     from kafka import KafkaAdminClient, TopicPartition
 
@@ -182,9 +229,9 @@ def test_records_deleted_before_the_job_read_them_stop_it_with_the_loss_named(se
 
 
 def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_aborted_orders(kafka_settings):
-    """The job's read tasks read up to the high watermark, which a transactional producer
-    leaves behind markers and aborted records: the range still ends, without them."""
-    from marketstream.kafka_io import high_watermarks
+    """A transactional producer leaves markers and aborted records before the end of a
+    partition: a read task's range to that end still ends, without them."""
+    from marketstream.kafka_io import end_offsets
     from marketstream.spark.kafka_source import _consumer, read_range_columns
 
     settings = kafka_settings
@@ -197,7 +244,7 @@ def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_abor
         producer.flush(30)
         (producer.commit_transaction if commit else producer.abort_transaction)(30)
     consumer = _consumer(settings.kafka_bootstrap_servers, lean=True)
-    end = high_watermarks(consumer, settings.orders_topic, [0])[0]
+    end = end_offsets(consumer, settings.orders_topic, [0])[0]
     assert end == 12  # 5 committed, a commit marker, 5 aborted, an abort marker
     started = time.monotonic()
     offsets, _, values = read_range_columns(consumer, settings.orders_topic, 0, 0, end)

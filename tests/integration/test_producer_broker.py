@@ -39,7 +39,6 @@ def test_official_sample_replayed_through_the_broker_gives_the_reference_book(ka
                           "--tick-seconds", "0.05")
     assert result.returncode == 0, result.stderr
     assert "sent 7826 events" in result.stderr
-    # Reading to the true end (fetch high watermark): Tansu's end_offsets would stop early.
     records = list(kafka_io.read_range(kafka_settings, kafka_settings.orders_topic))
     assert len(records) == 7826
     book = OrderBook().apply_all(parse_event(r.value) for r in records)
@@ -82,11 +81,9 @@ def test_unreachable_broker_is_a_clear_error_not_a_hang():
     assert "no Kafka broker answered at 127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_high_watermarks_are_the_true_ends_of_batched_partitions_call_after_call(kafka_settings):
-    """Batches of thousands of records in every partition (where Tansu's ListOffsets is
-    stale): each call on the same consumer answers every partition's true end, also after
-    more records came (the helper drops a fetched batch's records once it has their
-    partition's mark, and starts every call from fresh partition states itself)."""
+def test_end_offsets_are_the_true_ends_of_batched_partitions_call_after_call(kafka_settings):
+    """Batches of thousands of records in every partition: each call on the same consumer
+    answers every partition's true end, also after more records came."""
     topic = kafka_settings.orders_topic
     producer = kafka_io.make_producer(kafka_settings, linger_ms=50, batch_size=256 * 1024)
     consumer = kafka_io.make_consumer(kafka_settings)
@@ -99,7 +96,7 @@ def test_high_watermarks_are_the_true_ends_of_batched_partitions_call_after_call
                 producer.send(topic, value=b'{"x": %d}' % i, partition=partition)
                 sent[partition] += 1
             producer.flush()
-            assert kafka_io.high_watermarks(consumer, topic, partitions) == sent
+            assert kafka_io.end_offsets(consumer, topic, partitions) == sent
     finally:
         producer.close()
         consumer.close()
