@@ -141,9 +141,11 @@ def test_the_python_workers_are_one_pool_importing_the_installed_pyspark(setting
         job.assert_alive()
         pool = {p.pid: (p, parent) for p, parent, argv in job.python_processes()
                 if argv[1:] == ["-m", "pyspark.daemon", "pyspark.worker"]}
-        return [p for p, parent in pool.values() if parent not in pool]  # its workers are forks: the same argv
+        daemons = [p for p, parent in pool.values() if parent not in pool]  # its workers are forks: the same argv
+        # A daemon forks its first worker when a task asks for one: wait for it too.
+        return daemons if any(d.children() for d in daemons) else None
 
-    daemons = wait_for(worker_daemons, 60, what="the job's Python worker daemon")
+    daemons = wait_for(worker_daemons, 60, what="the job's Python worker daemon and its first worker")
     assert len(daemons) == 1, [p.cmdline() for p in daemons]
     workers = daemons[0].children()  # the state servers are the workers' children
     assert 1 <= len(workers) <= 2  # local[2]: one worker a task slot, whichever stage it runs
