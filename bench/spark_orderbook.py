@@ -4,7 +4,7 @@
         [--seed-minutes 10] [--rates 15000,30000,50000] [--rate-seconds 30]
         [--backlog-events 2000000] [--open-orders 10000000] [--kills 10] [--outage-seconds 60]
 
-Each phase starts its own Tansu broker on a free port and the job with the project's
+Each phase starts its own Apache Kafka node on free ports and the job with the project's
 ``spark-submit`` command (``submit_command``, the settings' defaults unless a phase says
 otherwise: ``local[2,4]``, two state partitions, two read tasks, RocksDB state), and
 follows the output and metrics topics live:
@@ -253,10 +253,13 @@ def tansu_command(settings) -> list[str]:
 
 class Stack:
     """A broker (Apache Kafka, the embedded one; or Tansu: ``broker="tansu"``) and the job,
-    on fresh topics, with settings overrides."""
+    on fresh topics, with settings overrides. ``code``: another checkout of the project
+    whose job runs instead of this one's (an A/B, ``bench.ab``)."""
 
-    def __init__(self, name: str, cpus: str | None = None, broker: str = "kafka", **overrides):
+    def __init__(self, name: str, cpus: str | None = None, broker: str = "kafka", code: Path | None = None,
+                 **overrides):
         self.cpus = cpus  # the job's process tree pinned to these CPUs (``taskset -c``), or not
+        self.code = code
         unique = uuid.uuid4().hex[:6]
         self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"
         self.work.mkdir(parents=True)
@@ -287,11 +290,25 @@ class Stack:
 
     def start_job(self):
         self.runs += 1
-        env = dict(os.environ, **job_env(self.settings))
+        command, env, cwd = self._job_command()
         pin = ["taskset", "-c", self.cpus] if self.cpus else []
-        self.job = subprocess.Popen(pin + submit_command(self.settings), env=env, cwd=PROJECT_ROOT,
+        self.job = subprocess.Popen(pin + command, env=dict(os.environ, **env), cwd=cwd,
                                     start_new_session=True, stdout=(self.work / f"job-{self.runs}.log").open("w"),
                                     stderr=subprocess.STDOUT)
+
+    def _job_command(self) -> tuple[list[str], dict[str, str], Path]:
+        """This checkout's command and environment, or what ``self.code``'s own
+        ``submit_command`` and ``job_env`` make of the same settings (given as environment)."""
+        env = job_env(self.settings)
+        if self.code is None:
+            return submit_command(self.settings), env, PROJECT_ROOT
+        ask = ("import json; from marketstream.settings import get_settings; "
+               "from marketstream.spark.config import job_env, submit_command; "
+               "s = get_settings(); print(json.dumps([submit_command(s), job_env(s)]))")
+        answer = subprocess.run([sys.executable, "-c", ask], env=dict(os.environ, **env, PYTHONPATH=str(self.code)),
+                                cwd=self.code, capture_output=True, text=True, check=True)
+        command, code_env = json.loads(answer.stdout.strip().splitlines()[-1])
+        return command, code_env, self.code
 
     def wait_first_snapshot(self, after: float, timeout_s=180) -> float:
         deadline = time.time() + timeout_s
@@ -379,6 +396,13 @@ class Stack:
         # only this stack's servers (their socket names carry its checkpoint's key): a
         # test or another job may run state servers of their own on this machine
         subprocess.run(["pkill", "-f", self.state_server_tag], check=False)
+        if self.code is not None:  # another checkout's servers may live elsewhere: found by their code
+            import psutil
+
+            for process in psutil.process_iter():
+                with contextlib.suppress(psutil.Error):
+                    if process.environ().get("PYTHONPATH", "").startswith(str(self.code)):
+                        process.kill()
         if self.kafka is not None:
             self.kafka.stop()
         else:
@@ -453,6 +477,43 @@ def warm_up(stack: Stack, load: Load, seconds: float = 30):
     return round(time.time() - started, 1)
 
 
+def rate_step(stack: Stack, load: Load, rate: float, seconds: float) -> dict:
+    """``rate`` events/s for ``seconds``, figures over all but its first 5 s; then waits
+    until the job has caught up."""
+    events = load.events(int(rate * seconds))
+    before = stack.input_end()
+    a = int(time.time()) + 1
+    sent = load.run(rate, seconds, events)
+    b = int(time.time())
+    after = stack.input_end()
+    time.sleep(1.5)
+    newest = stack.snapshots.newest()
+    lag = sum(after.values()) - sum(newest.input_offsets.values())
+    lat = latencies(stack, before, after)
+    step = {"rate": rate, **sent, **cadence(stack, a + 5, b), **batch_figures(stack, a + 5, b),
+            "lag_at_end": lag, "latency_s_p99": rounded(pct(lat, 99))}
+    step["keeps_up"] = step["missing_by_key"] == 0 and step["doubled_by_key"] == 0 and lag < rate
+    step["holds"] = step["keeps_up"] and step["not_one_by_arrival"] == 0
+    stack.wait_caught_up(600)
+    time.sleep(5)
+    return step
+
+
+def drain(stack: Stack) -> dict:
+    """Start the job on the backlog already on the input topic and time its drain: events /
+    (caught up - the start of the first batch with events)."""
+    total = sum(stack.input_end().values())
+    stack.start_job()
+    caught = stack.wait_caught_up(3600)
+    time.sleep(2)
+    batches = [m for m in stack.metrics.between(0, caught) if m["num_input_events"]]
+    began = batches[0]["time"].timestamp()
+    return {"events": total, "seconds": round(caught - began, 1), "events_per_s": round(total / (caught - began)),
+            "batches": len(batches), "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50),
+            # in order: the first batches carry the new JVM's warm-up (JIT)
+            "batch_ms": [m["batch_duration_ms"] for m in batches]}
+
+
 def phase_seed_rates_read(args, results):
     stack = Stack("seed")
     try:
@@ -466,24 +527,9 @@ def phase_seed_rates_read(args, results):
         if "rates" in args.phases:
             steps = []
             for rate in [float(r) for r in args.rates.split(",") if r]:
-                events = load.events(int(rate * args.rate_seconds))
-                before = stack.input_end()
-                a = int(time.time()) + 1
-                sent = load.run(rate, args.rate_seconds, events)
-                b = int(time.time())
-                after = stack.input_end()
-                time.sleep(1.5)
-                newest = stack.snapshots.newest()
-                lag = sum(after.values()) - sum(newest.input_offsets.values())
-                lat = latencies(stack, before, after)
-                step = {"rate": rate, **sent, **cadence(stack, a + 5, b), **batch_figures(stack, a + 5, b),
-                        "lag_at_end": lag, "latency_s_p99": rounded(pct(lat, 99))}
-                step["keeps_up"] = step["missing_by_key"] == 0 and step["doubled_by_key"] == 0 and lag < rate
-                step["holds"] = step["keeps_up"] and step["not_one_by_arrival"] == 0
+                step = rate_step(stack, load, rate, args.rate_seconds)
                 steps.append(step)
                 print("step:", json.dumps(step), flush=True)
-                stack.wait_caught_up(600)
-                time.sleep(5)
             results["rates"] = steps
             results["code_cache_after_rates"] = stack.code_cache()
             results["highest_rate_holding"] = max((s["rate"] for s in steps if s["holds"]), default=None)
@@ -511,18 +557,7 @@ def phase_backlog(args, results):
         try:
             load = Load(stack.settings)
             load.bulk(load.events(args.backlog_events))
-            total = sum(stack.input_end().values())
-            stack.start_job()
-            caught = stack.wait_caught_up(3600)
-            time.sleep(2)
-            batches = [m for m in stack.metrics.between(0, caught) if m["num_input_events"]]
-            began = batches[0]["time"].timestamp()
-            rate = total / (caught - began)
-            out[name] = {"events": total, "seconds": round(caught - began, 1),
-                         "events_per_s": round(rate), "batches": len(batches),
-                         "batch_ms_p50": pct([m["batch_duration_ms"] for m in batches], 50),
-                         # in order: the first batches carry the new JVM's warm-up (JIT)
-                         "batch_ms": [m["batch_duration_ms"] for m in batches]}
+            out[name] = drain(stack)
             print(f"backlog {name}:", json.dumps(out[name]), flush=True)
         finally:
             stack.close()
