@@ -19,7 +19,7 @@ BENCHMARKS = {
     "state_copy": "the working copy in a state server or in the Python worker, 50,000 events/s (~5 min)",
     "book": "python -m marketstream.book at: one second from the topic and from a day of exports (~5 min)",
     "spark_orderbook": "the Spark job: seed load, rates, raw read, 2M backlog on 1 and 2 cores, 10M open orders, 10 kills (~75 min)",
-    "kafka_paths": "the two Kafka connectors, the read tasks' decoder against librdkafka, Tansu against the embedded Apache Kafka (~30 min)",
+    "kafka_paths": "the two Kafka connectors, the read tasks' decoder against librdkafka (~20 min)",
 }
 
 

@@ -7,7 +7,7 @@ Reports (medians over repeats, one run):
 - microseconds ``parse_event`` takes per event, beside the previous parser's (loaded from
   git history at ``PREVIOUS_PARSER``), the two measured alternately in this same run;
 - milliseconds to render a full snapshot (depth 15 and all levels) of the resulting book;
-- events/s the emulator builds, and events/s it sends unpaced to a real broker (Tansu,
+- events/s the emulator builds, and events/s it sends unpaced to a real broker (Apache Kafka,
   started here on a free port unless KAFKA_BOOTSTRAP_SERVERS is given with --use-running).
 These are the ceilings the Spark job is compared with.
 """

