@@ -286,7 +286,7 @@ class Stack:
         ask = ("import json; from marketstream.settings import get_settings; "
                "from marketstream.spark.config import job_env, submit_command; "
                "s = get_settings(); print(json.dumps([submit_command(s), job_env(s)]))")
-        answer = subprocess.run([sys.executable, "-c", ask], env=dict(os.environ, **env, PYTHONPATH=str(self.code)),
+        answer = subprocess.run([sys.executable, "-c", ask], env={**os.environ, **env, "PYTHONPATH": str(self.code)},
                                 cwd=self.code, capture_output=True, text=True, check=True)
         command, code_env = json.loads(answer.stdout.strip().splitlines()[-1])
         return command, code_env, self.code
