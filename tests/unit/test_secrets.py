@@ -174,3 +174,10 @@ def test_airflow_api_errors_show_no_password(secret_environment):
         api_client(settings, timeout_s=0)
     assert "did not tell" in str(unknown.value) and "does not answer" in str(refused.value)
     assert_no_secret(str(unknown.value) + str(refused.value))
+
+
+def test_a_webhook_that_fails_is_reported_without_its_url():
+    url = f"http://127.0.0.1:{free_port()}/services/{WEBHOOK_PATH}"  # nobody listens there
+    result = run_module("marketstream.alerts", "test", ALERT_WEBHOOK_URL=url)
+    assert result.returncode == 1 and "webhook: FAILED: ConnectError" in result.stderr
+    assert_no_secret(result.stdout + result.stderr)
