@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from marketstream.energy import db
 from marketstream.energy.background import BackgroundLoop
@@ -51,7 +52,7 @@ def start_service(name: str, settings, log_dir: Path) -> subprocess.Popen:
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
                DEALS_TOPIC=settings.deals_topic, DEALS_DEADLETTER_TOPIC=settings.deals_deadletter_topic,
-               DATABASE_URL=settings.database_url, EXCHANGE_WS_URL=settings.exchange_ws_url,
+               DATABASE_URL=settings.database_url.get_secret_value(), EXCHANGE_WS_URL=settings.exchange_ws_url,
                # The forced disconnects drop connections that lived 0.2 s: healthy ones here,
                # so the figure is the reconnect after a drop, not the short-lived backoff.
                EXCHANGE_RECONNECT_RESET_SECONDS="0.1",
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         loop.run(emulator.start())
         settings = broker_settings.model_copy(update={
             "deals_topic": f"deals-{run_id}", "deals_deadletter_topic": f"deals-dlq-{run_id}",
-            "database_url": database_url, "exchange_ws_url": f"ws://127.0.0.1:{emulator.port}",
+            "database_url": SecretStr(database_url), "exchange_ws_url": f"ws://127.0.0.1:{emulator.port}",
         })
         ensure_topics(settings)
         db.migrate(database_url)

@@ -278,6 +278,8 @@ class Sources:
     def _query(self, statement) -> pd.DataFrame:
         import sqlalchemy.exc
 
+        from marketstream.energy.db import shown_url
+
         try:
             with self.engine().connect() as connection:
                 result = connection.execute(statement)
@@ -289,7 +291,7 @@ class Sources:
             ):
                 hint = " The schema is missing: run `python -m marketstream.energy.db migrate`."
             raise SourceUnavailable(
-                f"Cannot read the energy database ({_redact(self.settings.database_url)}): "
+                f"Cannot read the energy database ({shown_url(self.settings.database_url)}): "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}{hint}"
             ) from exc
 
@@ -331,13 +333,3 @@ def read_exports(export_dir) -> list[exports_model.ExportEntry]:
                 pass
         entries.append(exports_model.export_entry(interval, text, error, sizes))
     return entries
-
-
-def _redact(url: str) -> str:
-    """The database URL without its password, for error messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable URL)"

@@ -76,8 +76,8 @@ class PipelineState:
 def credentials(settings: Settings) -> tuple[str, str]:
     """User and password for Airflow's API; ``LookupError`` says what is missing."""
     user = settings.airflow_username
-    if settings.airflow_password:
-        return user, settings.airflow_password
+    if password := settings.airflow_password.get_secret_value():
+        return user, password
     path = settings.airflow_home / PASSWORD_FILE
     try:
         return user, json.loads(path.read_text())[user]

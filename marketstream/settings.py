@@ -24,6 +24,9 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]{0,19})://")
+# What the energy desk's code speaks (``marketstream.energy.db``), with any driver.
+_DATABASE_URL = re.compile(r"^(postgresql|sqlite)(\+[A-Za-z0-9_]+)?://")
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -32,12 +35,25 @@ def _default_python() -> str:
     return str(venv_python) if venv_python.exists() else sys.executable
 
 
+def _secret_url(value, pattern: re.Pattern, expected: str, empty_ok: bool = False) -> SecretStr:
+    """A URL that holds a credential, as a ``SecretStr``; a refusal names at most its scheme."""
+    text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+    if (text or not empty_ok) and not pattern.match(text):
+        # Only a word that can be a scheme is named: never a fragment of "user:password@...".
+        scheme = _SCHEME.match(text)
+        raise ValueError(f"expected {expected}; got one with scheme {scheme[1] if scheme else 'none'!r} "
+                         "(the value itself is not shown: it holds a secret)")
+    return SecretStr(text)
+
+
 class SettingsError(SystemExit):
     """Raised for an invalid setting; exits with a message naming the variable."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    # hide_input_in_errors: a ValidationError (a settings error Airflow shows as a DAG's
+    # import error, a traceback) never quotes a value it was given, a secret or not.
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True, hide_input_in_errors=True)
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -159,7 +175,7 @@ class Settings(BaseSettings):
     # dashboard): a user of the simple auth manager; an empty password reads the one the
     # embedded Airflow generated in its home.
     airflow_username: str = "admin"
-    airflow_password: str = Field("", repr=False)
+    airflow_password: SecretStr = SecretStr("")
     # orderbook_export runs on a cron of this many minutes (a divisor of 60).
     export_interval_minutes: int = Field(5, ge=1, le=60)
     # The export waits up to this long for its interval to be final (a snapshot for a
@@ -179,7 +195,9 @@ class Settings(BaseSettings):
     validation_cache_dir: Path = PROJECT_ROOT / "var" / "validation"
 
     # Power-trading desk
-    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'energy.db'}"
+    # A PostgreSQL URL carries the database's password: a secret, unwrapped only where an
+    # engine is made (``marketstream.energy.db``), shown without its password.
+    database_url: SecretStr = SecretStr(f"sqlite:///{PROJECT_ROOT / 'var' / 'energy.db'}")
     exchange_host: str = "127.0.0.1"
     exchange_port: int = Field(5050, ge=1, le=65535)
     exchange_ws_url: str = "ws://127.0.0.1:5050"
@@ -271,12 +289,12 @@ class Settings(BaseSettings):
     @field_validator("alert_webhook_url", mode="before")
     @classmethod
     def _secret_http_url(cls, value):
-        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
-        if text and not _HTTP_URL.match(text):
-            scheme = text.split("://", 1)[0] if "://" in text else "none"
-            raise ValueError(f"expected an http:// or https:// URL (or nothing); got one with scheme {scheme[:10]!r} "
-                             "(the value itself is not shown: it holds a secret)")
-        return SecretStr(text)
+        return _secret_url(value, _HTTP_URL, "an http:// or https:// URL (or nothing)", empty_ok=True)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _secret_database_url(cls, value):
+        return _secret_url(value, _DATABASE_URL, "a postgresql:// (postgresql+DRIVER://) or sqlite:/// URL")
 
     @field_validator("alert_email_to")
     @classmethod

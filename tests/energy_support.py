@@ -34,7 +34,7 @@ def settings_env(settings, **extra) -> dict[str, str]:
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         DEALS_TOPIC=settings.deals_topic,
         DEALS_DEADLETTER_TOPIC=settings.deals_deadletter_topic,
-        DATABASE_URL=settings.database_url,
+        DATABASE_URL=settings.database_url.get_secret_value(),
         EXCHANGE_WS_URL=settings.exchange_ws_url,
         **extra,
     )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,23 @@ def insert_on_conflict(engine: sa.Engine, table: sa.Table):
     return insert(table)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def _url(url: str | SecretStr) -> str:
+    # ``DATABASE_URL`` holds the password: unwrapped here, where SQLAlchemy takes it over
+    # (an engine's and a URL object's repr show it as ***).
+    return url.get_secret_value() if isinstance(url, SecretStr) else url
+
+
+def shown_url(url: str | SecretStr) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(_url(url)).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - whatever failed to parse, none of it is shown
+        return "(unparseable URL)"
+
+
+def make_engine(url: str | SecretStr, **kwargs) -> Engine:
     """An engine for ``url``; creates the SQLite file's directory for the embedded run."""
-    parsed = sa.engine.make_url(url)
+    parsed = sa.engine.make_url(_url(url))
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +113,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         kwargs.setdefault("connect_args", {"timeout": 30})
     else:
         kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(url, **kwargs)
+    return sa.create_engine(parsed, **kwargs)
 
 
 def _alembic_config(connection: sa.Connection):
@@ -110,7 +125,7 @@ def _alembic_config(connection: sa.Connection):
     return config
 
 
-def migrate(url: str | Engine, revision: str = "head") -> None:
+def migrate(url: str | SecretStr | Engine, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (default: the newest). Idempotent and
     safe to call from several services at once."""
     from alembic import command
@@ -126,7 +141,7 @@ def migrate(url: str | Engine, revision: str = "head") -> None:
             engine.dispose()
 
 
-def current_revision(url: str | Engine) -> str | None:
+def current_revision(url: str | SecretStr | Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     engine = url if isinstance(url, Engine) else make_engine(url)

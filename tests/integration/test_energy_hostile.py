@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from marketstream.deadletter import MAX_VALUE_BYTES, DeadLetter
 from marketstream.energy.background import BackgroundLoop
@@ -112,7 +113,7 @@ def test_hostile_messages_are_dead_lettered_and_the_deals_around_them_stored(
 
     with BackgroundLoop() as loop:
         exchange = ScriptedExchange(loop, scripts)
-        settings = kafka_settings.model_copy(update={"database_url": pg_url, "exchange_ws_url": exchange.url})
+        settings = kafka_settings.model_copy(update={"database_url": SecretStr(pg_url), "exchange_ws_url": exchange.url})
         listener_port, loader_port = free_port(), free_port()
         listener = Service("listener", settings_env(settings, LISTENER_METRICS_PORT=str(listener_port)),
                            tmp_path / "listener.log")
@@ -189,7 +190,7 @@ def test_an_exchange_that_closes_at_once_is_reconnected_to_at_a_bounded_rate_the
         exchange.closing_at_once = True
         loop.run(exchange.start())
         settings = kafka_settings.model_copy(update={
-            "database_url": pg_url, "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}"})
+            "database_url": SecretStr(pg_url), "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}"})
         listener_port = free_port()
         listener = Service("listener", settings_env(settings, LISTENER_METRICS_PORT=str(listener_port)),
                            tmp_path / "listener.log")

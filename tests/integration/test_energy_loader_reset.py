@@ -13,6 +13,7 @@ import re
 import subprocess
 
 import pytest
+from pydantic import SecretStr
 
 from marketstream.energy import db
 from marketstream.energy.loader import TradeLoader, resume_positions, stored_offsets
@@ -153,7 +154,7 @@ def test_the_reset_is_stored_before_the_first_batch(own_broker_settings, tmp_pat
 
 def test_a_plain_loader_restart_rereads_nothing(kafka_settings, pg_url, tmp_path):
     """Stored offset == end (caught up) and end_offsets stale on Tansu: no reset, no re-read."""
-    settings = kafka_settings.model_copy(update={"database_url": pg_url})
+    settings = kafka_settings.model_copy(update={"database_url": SecretStr(pg_url)})
     topic, env = settings.deals_topic, settings_env(settings)
     first = [f"a-{i:03d}" for i in range(40)]
     send_batched(settings, first)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from marketstream.deadletter import DeadLetter
 from marketstream.energy import db
@@ -39,7 +40,7 @@ def exchange():
 
 def test_every_sent_deal_lands_once(kafka_settings, pg_url, exchange, tmp_path):
     settings = kafka_settings.model_copy(update={
-        "database_url": pg_url, "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}",
+        "database_url": SecretStr(pg_url), "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}",
     })
     # Connections here live 0.3 s between forced drops: count that as a healthy connection,
     # so each drop is a reconnect at once (short-lived ones back off: test_energy_hostile.py).
@@ -103,7 +104,7 @@ def test_loader_waits_out_a_database_outage(kafka_settings, pg_url, tmp_path):
     server = sa.engine.make_url(pg_url)
     proxy = TcpProxy(server.host, server.port)
     proxied_url = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    settings = kafka_settings.model_copy(update={"database_url": proxied_url})
+    settings = kafka_settings.model_copy(update={"database_url": SecretStr(proxied_url)})
     listener = TradeListener(settings)  # used as a plain producer of validated deals
     loader = Service("loader", settings_env(settings), tmp_path / "loader.log")
     try:
@@ -166,7 +167,7 @@ def test_a_deal_the_database_refuses_is_dead_lettered_and_the_rest_stored(kafka_
     with engine.begin() as connection:  # a database-side rule the deal validation does not know
         connection.execute(sa.text("ALTER TABLE trades ADD CONSTRAINT no_666 CHECK (trader_id <> 'flex_trader_666')"))
     engine.dispose()
-    settings = kafka_settings.model_copy(update={"database_url": pg_url})
+    settings = kafka_settings.model_copy(update={"database_url": SecretStr(pg_url)})
     listener = TradeListener(settings)
     loader = Service("loader", settings_env(settings), tmp_path / "loader.log")
     try:

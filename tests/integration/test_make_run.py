@@ -30,6 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 BANNER_END = "Ctrl-C stops everything."
 QUIET_WINDOW_S = 60
+# Secrets the run is given and must show nowhere (terminal or log files). The webhook's
+# port is closed; the health check sends nothing before the pipeline is started anyway.
+SPARK_SECRET = "spark-secret-" + os.urandom(8).hex()
+WEBHOOK_PATH = "T0SECRET/B0SECRET/" + os.urandom(8).hex()
 
 
 class Terminal:
@@ -73,6 +77,8 @@ def stack_env(tmp_path: Path, exchange_port: int) -> dict[str, str]:
         EXPORT_DIR=str(tmp_path / "exports"), ALERT_STATE_PATH=str(tmp_path / "alerts.sqlite"),
         SPARK_CHECKPOINT_DIR=str(tmp_path / "checkpoint"), VALIDATION_CACHE_DIR=str(tmp_path / "validation"),
         SPARK_INDEX_DIR=str(tmp_path / "spark-index"), LOG_DIR=str(tmp_path / "log"),
+        SPARK_AUTHENTICATE_SECRET=SPARK_SECRET,
+        ALERT_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/services/{WEBHOOK_PATH}",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )
 
@@ -147,3 +153,5 @@ def test_a_quiet_terminal_that_shows_problems_and_stops_everything(tmp_path):
         p.name for p in logs.iterdir()}
     assert "exchange connection closed" in (logs / "listener.log").read_text()
     assert (logs / "airflow.log").stat().st_size > 10_000  # the chatter is filed, not shown
+    filed = "".join(path.read_text(errors="replace") for path in logs.iterdir() if path.is_file())
+    assert not [secret for secret in (SPARK_SECRET, WEBHOOK_PATH) if secret in output + filed]

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from marketstream.energy.background import BackgroundLoop
 from marketstream.energy.exchange_emulator import ExchangeConfig, ExchangeEmulator
@@ -50,7 +51,7 @@ def test_each_process_serves_moving_figures(kafka_settings, pg_url, tmp_path):
         exchange = ExchangeEmulator(ExchangeConfig(port=0, deals_per_minute=300, seed=3, malformed_probability=0.1))
         loop.run(exchange.start())
         settings = kafka_settings.model_copy(update={
-            "database_url": pg_url, "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}"})
+            "database_url": SecretStr(pg_url), "exchange_ws_url": f"ws://127.0.0.1:{exchange.port}"})
         producer_log = (tmp_path / "producer.log").open("w")
         producer = subprocess.Popen(
             [sys.executable, "-m", "producer", "--bootstrap-servers", settings.kafka_bootstrap_servers,

@@ -78,3 +78,17 @@ def test_force_replaces_the_generated_values_only(tmp_path):
     after = values(env)
     assert after["AIRFLOW_ADMIN_PASSWORD"] != "admin" and after["BIND_ADDRESS"] == "0.0.0.0"
     assert set(GENERATED) <= set(after)
+
+
+def test_the_output_names_the_secrets_never_their_values(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("AIRFLOW_ADMIN_PASSWORD=admin\nPOSTGRES_PASSWORD=kept-db-pw-5a91\n")
+    shown, secrets = "", set()
+    for args in ((), (), ("--force",)):  # written, kept (with a public default), replaced
+        result = run(env, *args)
+        assert result.returncode == 0, result.stderr
+        shown += result.stdout + result.stderr
+        secrets |= {v for k, v in values(env).items() if k != "AIRFLOW_UID" and v != "admin"}
+    assert "kept" in shown and "wrote" in shown and "well-known default" in shown
+    assert "kept-db-pw-5a91" in secrets and len(secrets) > len(GENERATED)  # each run's values
+    assert not [secret for secret in secrets if secret in shown]
