@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from marketstream.book import exported, topic
+from marketstream.book import topic
 from marketstream.book.times import show
-from marketstream.exports.layout import list_exports
 from marketstream.orderbook.book import EXACT, OpenOrder
 from marketstream.orderbook.events import BUY, SELL
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import Level
 from marketstream.settings import Settings
 from marketstream.snapshots import topic_span
+
+if TYPE_CHECKING:  # read only for seconds the topic no longer holds: not imported by a lookup that it answers
+    from marketstream.book import exported
 
 # A range is read into memory (and written as one file): a day of seconds at most.
 MAX_RANGE_SECONDS = 86_400
@@ -111,6 +114,8 @@ def retained(settings: Settings) -> tuple[int, int] | None:
         lasts += [span.last] if span.last is not None else []
     except LookupError:
         pass
+    from marketstream.exports.layout import list_exports
+
     exports = list_exports(settings.export_dir)
     if exports:
         firsts.append(int(min(e.start for e in exports).timestamp()))
@@ -146,6 +151,8 @@ def book_at(settings: Settings, second: int) -> BookSecond:
         found, unreachable = None, str(exc)
     if found is not None:
         return _from_topic(found, settings)
+    from marketstream.book import exported
+
     try:
         from_exports = exported.read_exported(settings.export_dir, second, second + 1).get(second)
     except exported.ExportUnreadable as exc:
@@ -185,6 +192,8 @@ def book_range(settings: Settings, start: int, end: int) -> BookRange:
     except _Unreachable as exc:
         (from_topic, duplicated), unreachable = ({}, []), str(exc)
     missing = [s for s in range(start, end) if s not in from_topic]
+    from marketstream.book import exported
+
     from_exports: dict[int, exported.ExportedSecond] = {}
     if missing:
         try:
