@@ -282,8 +282,10 @@ def _not_in_topic(settings: Settings, book: BookSecond, unreachable: str | None)
         return f"{why}, and topic {settings.orderbook_topic} does not exist: no second can be explained"
     if span.first is None:
         return f"{why}, and that topic holds no snapshot any more: no second can be explained"
-    return (f"{why}. Topic {settings.orderbook_topic} holds {show(span.first)} to {show(span.last)} "
-            f"(ORDERBOOK_RETENTION_MS): explain a second of those")
+    held = f"Topic {settings.orderbook_topic} holds {show(span.first)} to {show(span.last)}"
+    if span.first <= book.second <= span.last:
+        return f"{why}. {held}, but not this second: explain another one"
+    return f"{why}. {held} (ORDERBOOK_RETENTION_MS): explain a second of those"
 
 
 def _disagreement(settings: Settings, book: BookSecond, level: Level, result: Explanation) -> str:
