@@ -104,8 +104,11 @@ def summary(times: list[float]) -> dict:
 
 def command_time(settings, second: int, code: Path = ROOT) -> float:
     """``python -m marketstream.book at`` of the checkout ``code``, as a new process."""
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-               ORDERBOOK_TOPIC=settings.orderbook_topic, EXPORT_DIR=str(settings.export_dir), PYTHONPATH=str(code))
+    # As a user runs it: from the checkout's root (``-m`` puts it first on ``sys.path``),
+    # no PYTHONPATH (which would also run the root's sitecustomize.py, meant for the job).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers, ORDERBOOK_TOPIC=settings.orderbook_topic,
+               EXPORT_DIR=str(settings.export_dir))
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "marketstream.book", "at", show(second), "--format", "json"],
                           cwd=code, env=env, capture_output=True, text=True)
