@@ -1,19 +1,22 @@
 """Benchmark of ``python -m marketstream.book at``: one second from the snapshot topic
 (its time index, then the verified search) and from a day of exports.
 
-    python -m bench.book [--seconds 86400] [--lookups 20]
+    python -m bench.book [--seconds 86400] [--lookups 20] [--commands 5] [--base CHECKOUT]
 
-An Apache Kafka node (the embedded broker) is started on free ports. ``--seconds`` snapshots (one a second of one UTC
-day, one symbol at the seed's depth of 15 levels a side, ~3 KB each) are published on the
-snapshot topic as the job does (each produced 1.3 s after its second), and written as the
-exports of that day: five-minute interval files (JSON and Parquet, ``formats.FORMATS``),
-each with a passed validation report, and the day's roll-up (``rollup.rollup_day``).
-Then, for ``--lookups`` random seconds:
+An Apache Kafka node (the embedded broker) is started on free ports. ``--seconds``
+snapshots (one a second of one UTC day, one symbol at the seed's depth of 15 levels a
+side, ~3 KB each) are published on the snapshot topic as the job does (each produced
+1.3 s after its second; every send checked), and written as the exports of that day:
+five-minute interval files (JSON and Parquet, ``formats.FORMATS``), each with a passed
+validation report, and the day's roll-up (``rollup.rollup_day``). Then, for ``--lookups``
+random seconds:
 
 - ``book_at`` from the topic (in-process: the lookup a warm dashboard makes);
 - ``book_at`` from the exports (the topic emptied by retention: an empty topic);
 - the command itself, ``python -m marketstream.book at TIME --format json`` as a new
-  process (interpreter start and imports included), a few times for each source.
+  process (interpreter start and imports included), for ``--commands`` of the seconds
+  from each source; with ``--base``, another checkout's command too, in alternating
+  pairs on the same broker and data (a change's before and after in one run).
 
 Also the raw read probe (one kafka-python consumer reading the whole snapshot topic, as
 ``bench.spark_orderbook``'s ``read`` phase does with the input topic): records/s, to
@@ -67,12 +70,19 @@ def publish_day(settings, seconds: int) -> None:
     producer = make_producer(settings, linger_ms=0, batch_size=4096)
     start = int(DAY.timestamp())
     passed = {"status": "passed", "violations": []}  # the roll-up takes passed intervals only
+    failed: list[Exception] = []
     for begin in range(start, start + seconds, int(INTERVAL.total_seconds())):
         end = min(begin + int(INTERVAL.total_seconds()), start + seconds)
         messages = [snapshot(s, s - start + 1) for s in range(begin, end)]
         for m in messages:
             producer.send(settings.orderbook_topic, key=m.key.encode(), value=m.value.encode(),
-                          headers=m.headers(), timestamp_ms=int((m.snapshot_time + 1.3) * 1000), partition=0)
+                          headers=m.headers(), timestamp_ms=int((m.snapshot_time + 1.3) * 1000),
+                          partition=0).add_errback(failed.append)
+        # An interval at a time: on a loaded machine a day's sends queued at once outlast
+        # the producer's delivery timeout, and the topic would miss seconds the exports hold.
+        producer.flush()
+        if failed:
+            raise RuntimeError(f"{len(failed)} snapshot(s) not published, the first: {failed[0]!r}")
         paths = export_paths(settings.export_dir, datetime.fromtimestamp(begin, UTC), datetime.fromtimestamp(end, UTC))
         for export_format in FORMATS:
             write_atomic(paths.data(export_format.name), export_format.render(messages))
@@ -92,24 +102,40 @@ def summary(times: list[float]) -> dict:
     return {"median_s": round(statistics.median(times), 4), "max_s": round(max(times), 4), "n": len(times)}
 
 
-def command_times(settings, seconds: list[int]) -> list[float]:
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-               ORDERBOOK_TOPIC=settings.orderbook_topic, EXPORT_DIR=str(settings.export_dir))
-    times = []
+def command_time(settings, second: int, code: Path = ROOT) -> float:
+    """``python -m marketstream.book at`` of the checkout ``code``, as a new process."""
+    # As a user runs it: from the checkout's root (``-m`` puts it first on ``sys.path``),
+    # no PYTHONPATH (which would also run the root's sitecustomize.py, meant for the job).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers, ORDERBOOK_TOPIC=settings.orderbook_topic,
+               EXPORT_DIR=str(settings.export_dir))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "marketstream.book", "at", show(second), "--format", "json"],
+                          cwd=code, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0 or json.loads(done.stdout)["snapshot_time"] != show(second):
+        raise RuntimeError(f"book at {show(second)} ({code}) failed: {done.stderr}")
+    return elapsed
+
+
+def command_times(settings, seconds: list[int], base: Path | None) -> dict:
+    """The command's times for ``seconds``; with a ``base`` checkout, its command too, in
+    alternating pairs (base, this, base, ...) so that the machine's drift falls on both."""
+    this, before = [], []
     for second in seconds:
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "marketstream.book", "at", show(second), "--format", "json"],
-                              cwd=ROOT, env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0 or json.loads(done.stdout)["snapshot_time"] != show(second):
-            raise RuntimeError(f"book at {show(second)} failed: {done.stderr}")
-    return times
+        if base is not None:
+            before.append(command_time(settings, second, base))
+        this.append(command_time(settings, second))
+    return {**summary(this), **({"base": summary(before)} if base is not None else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.book")
     parser.add_argument("--seconds", type=int, default=86_400, help="seconds of the day published and exported")
     parser.add_argument("--lookups", type=int, default=20)
+    parser.add_argument("--commands", type=int, default=5, help="seconds (of the lookups') timed as a whole command")
+    parser.add_argument("--base", type=Path, help="another checkout whose command is timed too, in alternating pairs "
+                                                   "(git worktree add /tmp/base <commit>)")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-book-"))
@@ -134,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for second in picks:  # check every answer before timing any
             assert book_at(settings, second).message == snapshot(second, second - first + 1)
         results["at_from_topic"] = summary([timed(lambda s=s: book_at(settings, s)) for s in picks])
-        results["command_at_from_topic"] = summary(command_times(settings, picks[:5]))
+        results["command_at_from_topic"] = command_times(settings, picks[:args.commands], args.base)
 
         expired = settings.model_copy(update={"orderbook_topic": "bench-orderbook-expired"})
         ensure_topics(expired)
@@ -142,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             found = book_at(expired, second)
             assert found.source == "exports" and found.message.value == snapshot(second, 0).value
         results["at_from_exports"] = summary([timed(lambda s=s: book_at(expired, s)) for s in picks])
-        results["command_at_from_exports"] = summary(command_times(expired, picks[:5]))
+        results["command_at_from_exports"] = command_times(expired, picks[:args.commands], args.base)
         results["rollup_bytes"] = sum(p.stat().st_size for p in (work / "exports" / "orderbook-daily").iterdir())
         results["load_average_1m_at_end"] = os.getloadavg()[0]
     finally:

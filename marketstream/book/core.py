@@ -2,25 +2,29 @@
 range, gaps listed) and ``explain`` (the open orders behind one level).
 
 A second comes from the snapshot topic while the topic holds it (``topic``), else from
-the exports (``exported``). ``explain`` needs the snapshot's input offsets, which only the
-topic has: it replays the input below them with the validator's reference replay and its
-saved state (``exports.validation.replay_book``).
+the exports (``exported``, imported only then). ``explain`` needs the snapshot's input
+offsets, which only the topic has: it replays the input below them with the validator's
+reference replay and its saved state (``exports.validation.replay_book``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from marketstream.book import exported, topic
+from marketstream.book import topic
 from marketstream.book.times import show
-from marketstream.exports.layout import list_exports
+from marketstream.kafka_io import open_topic
 from marketstream.orderbook.book import EXACT, OpenOrder
 from marketstream.orderbook.events import BUY, SELL
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import Level
 from marketstream.settings import Settings
 from marketstream.snapshots import topic_span
+
+if TYPE_CHECKING:  # read only for seconds the topic no longer holds: not imported by a lookup that it answers
+    from marketstream.book import exported
 
 # A range is read into memory (and written as one file): a day of seconds at most.
 MAX_RANGE_SECONDS = 86_400
@@ -111,6 +115,8 @@ def retained(settings: Settings) -> tuple[int, int] | None:
         lasts += [span.last] if span.last is not None else []
     except LookupError:
         pass
+    from marketstream.exports.layout import list_exports
+
     exports = list_exports(settings.export_dir)
     if exports:
         firsts.append(int(min(e.start for e in exports).timestamp()))
@@ -139,19 +145,26 @@ def _span_sentence(settings: Settings, second: int, last_second: int | None = No
 def book_at(settings: Settings, second: int) -> BookSecond:
     """The snapshot of ``second``: from the topic, else from the exports; ``BookError``
     when neither holds it."""
+    return _book_at(settings, second)[0]
+
+
+def _book_at(settings: Settings, second: int) -> tuple[BookSecond, str | None]:
+    """``book_at``, and why the topic could not be read (``None``: it was)."""
     unreachable = None
     try:
         found = _read_topic(settings, second, second + 1)[0].get(second)
     except _Unreachable as exc:
         found, unreachable = None, str(exc)
     if found is not None:
-        return _from_topic(found, settings)
+        return _from_topic(found, settings), None
+    from marketstream.book import exported
+
     try:
         from_exports = exported.read_exported(settings.export_dir, second, second + 1).get(second)
     except exported.ExportUnreadable as exc:
         raise BookError(str(exc)) from None
     if from_exports is not None:
-        return _from_exports(from_exports)
+        return _from_exports(from_exports), unreachable
     if unreachable:
         raise BookError(f"{unreachable}, and the exports in {settings.export_dir} do not hold {show(second)}")
     raise BookError(_span_sentence(settings, second))
@@ -185,6 +198,8 @@ def book_range(settings: Settings, start: int, end: int) -> BookRange:
     except _Unreachable as exc:
         (from_topic, duplicated), unreachable = ({}, []), str(exc)
     missing = [s for s in range(start, end) if s not in from_topic]
+    from marketstream.book import exported
+
     from_exports: dict[int, exported.ExportedSecond] = {}
     if missing:
         try:
@@ -248,25 +263,68 @@ def find_level(book: BookSecond, symbol: str, side: str) -> Level:
     raise BookError(f"{symbol} has {held} {name} level(s) at {show(book.second)}: no {wanted}")
 
 
+def _not_in_topic(settings: Settings, book: BookSecond, unreachable: str | None) -> str:
+    """Why a second read from the exports cannot be explained, and which seconds can be.
+
+    The exports keep each second's book, not the input offsets it was computed from: only
+    the snapshot record carries them. Recording them in the exports would not make an old
+    second explainable either: the replay reads the input topic from its first event (the
+    validator's saved state is always further on), and the input topic's retention is the
+    snapshot topic's by default, so the input is gone with the snapshot."""
+    why = (f"{show(book.second)} was read from the exports ({book.location}), which keep the book but not the "
+           f"input offsets it was computed from; explain replays {settings.orders_topic} below the offsets that "
+           f"only the snapshot record on {settings.orderbook_topic} carries")
+    if unreachable:
+        return f"{why}, and {unreachable}"
+    try:
+        span = topic_span(settings)
+    except LookupError:
+        return f"{why}, and topic {settings.orderbook_topic} does not exist: no second can be explained"
+    if span.first is None:
+        return f"{why}, and that topic holds no snapshot any more: no second can be explained"
+    held = f"Topic {settings.orderbook_topic} holds {show(span.first)} to {show(span.last)}"
+    if span.first <= book.second <= span.last:
+        return f"{why}. {held}, but not this second: explain another one"
+    return f"{why}. {held} (ORDERBOOK_RETENTION_MS): explain a second of those"
+
+
+def _disagreement(settings: Settings, book: BookSecond, level: Level, result: Explanation) -> str:
+    """Why the replayed orders do not add up to the level: the input topic lost its first
+    events to retention (the replay cannot be complete), or the book and its input disagree."""
+    offsets = {p: o for p, o in sorted(book.message.input_offsets.items())}
+    found = (f"the replay of {settings.orders_topic} below {offsets} has {len(result.orders)} order(s) of "
+             f"{result.total_size} at {level.price}, the snapshot's {level.side} says {level.amount}")
+    from kafka.errors import KafkaError
+
+    try:
+        with open_topic(settings, settings.orders_topic, **topic.COMMITTED) as reader:
+            deleted = {p: o for p, o in sorted(reader.start_offsets().items()) if o > 0}
+    except (LookupError, KafkaError, TimeoutError):
+        deleted = {}
+    if deleted:
+        return (f"{found}: {settings.orders_topic} no longer holds its first events (retention deleted the offsets "
+                f"below {deleted}, ORDERS_RETENTION_MS), so a replay from its start misses the orders opened before. "
+                "Seconds after the validator's saved replay (VALIDATION_CACHE_DIR, kept by the export validation) "
+                "continue from it and can still be explained")
+    return f"{found}: the published book and its input disagree (run the export validation)"
+
+
 def explain(settings: Settings, second: int, symbol: str, side: str) -> Explanation:
     """The open orders at ``side`` of ``symbol`` at ``second``, from a replay of the input
     below the snapshot's input offsets. ``BookError`` when the topic no longer holds the
-    snapshot (the exports keep no offsets) or the replay does not add up to the level."""
+    snapshot (the exports keep no offsets: the message names the seconds it holds) or the
+    replay does not add up to the level."""
     from marketstream.exports.validation import replay_book
 
-    book = book_at(settings, second)
+    book, unreachable = _book_at(settings, second)
     level = find_level(book, symbol, side)
     if book.source != "topic":
-        raise BookError(f"{show(second)} is only in the exports ({book.location}), which keep no input offsets: "
-                        f"the orders behind a level can be explained while topic {settings.orderbook_topic} "
-                        "holds the second")
+        raise BookError(_not_in_topic(settings, book, unreachable))
     replayed, _ = replay_book(settings, book.message.input_offsets)
     book_side = BUY if level.side.startswith("buy") else SELL
     orders = sorted((order_id, order) for order_id, order in replayed.open_orders.items()
                     if order.symbol == symbol and order.side == book_side and order.price == level.price)
     result = Explanation(book, level, orders)
     if result.total_size != level.amount:
-        raise BookError(f"the replay of {settings.orders_topic} below {book.message.input_offsets} has "
-                        f"{len(orders)} order(s) of {result.total_size} at {level.price}, the snapshot's {level.side} "
-                        f"says {level.amount}: the published book and its input disagree (run the export validation)")
+        raise BookError(_disagreement(settings, book, level, result))
     return result

@@ -21,7 +21,7 @@ from marketstream.book.topic import Bounds, locate
 from marketstream.exports.exporter import export_interval
 from marketstream.exports.rollup import rollup_day
 from marketstream.exports.validation import replay_book, validate_interval
-from marketstream.kafka_io import PROBING, open_topic
+from marketstream.kafka_io import PROBING, make_producer, open_topic
 from marketstream.orderbook import render_book
 from marketstream.orderbook.render import levels_from_json
 from marketstream.snapshots import snapshot_time_of
@@ -213,8 +213,24 @@ def test_seconds_the_topic_no_longer_holds_come_from_the_exports(stream):
     found = book_range(gone, T0 + 25, T0 + 35)
     assert [s.second for s in found.seconds] == list(range(T0 + 25, T0 + 30))
     assert found.gaps == list(range(T0 + 30, T0 + 35))
-    with pytest.raises(BookError, match="which keep no input offsets"):
+    # explain: the exports keep no input offsets; the message says which seconds can be explained.
+    with pytest.raises(BookError) as refused:
         explain(gone, T0 + 11, "BTC-USDT", "buy_1")
+    assert "was read from the exports" in str(refused.value)
+    assert "not the input offsets it was computed from" in str(refused.value)
+    assert str(refused.value).endswith("that topic holds no snapshot any more: no second can be explained")
+    partly = settings.model_copy(update={"orderbook_topic": settings.orderbook_topic + "-partly"})
+    ensure_topics(partly)
+    producer = make_producer(partly)
+    for second in range(LAST - 2, LAST + 1):  # retention kept the newest seconds only
+        message = expected[second]
+        producer.send(partly.orderbook_topic, key=message.key.encode(), value=message.value.encode(),
+                      headers=message.headers(), timestamp_ms=(second + 2) * 1000)
+    producer.close()
+    with pytest.raises(BookError, match=rf"Topic {partly.orderbook_topic} holds {iso(LAST - 2)} to {iso(LAST)} "
+                                        r"\(ORDERBOOK_RETENTION_MS\): explain a second of those"):
+        explain(partly, T0 + 11, "BTC-USDT", "buy_1")
+    assert explain(partly, LAST, "BTC-USDT", "buy_1").total_size == levels_from_json(expected[LAST].value)[0].amount
     # No broker at all: the exports answer, after the 5 s a reader gives a broker to answer.
     down = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
     started = time.monotonic()
@@ -264,3 +280,28 @@ def test_explaining_an_older_second_leaves_the_validators_saved_replay(stream, t
     # A newer second continues from the saved state (and saves where it got to).
     explain(own, LAST, "BTC-USDT", "sell_1")
     assert saved.read_bytes() == before  # LAST is where the validator already was
+
+
+def test_explain_says_when_retention_deleted_the_input_it_replays(kafka_settings):
+    """The replay reads the input from its first event: once retention has deleted some,
+    the orders opened before are missing, and explain says so instead of blaming the job."""
+    from kafka import TopicPartition
+
+    from marketstream.kafka_io import make_admin
+
+    published = PublishedStream(kafka_settings, 30, T0)
+    published.publish(range(T0, T0 + 26))
+    published.close()
+    admin = make_admin(kafka_settings)
+    try:
+        admin.delete_records({TopicPartition(kafka_settings.orders_topic, 0): 10})
+    finally:
+        admin.close()
+    # buy_1 is order 1 (the first event, deleted); sell_1 is order 2, deleted too.
+    with pytest.raises(BookError) as refused:
+        explain(kafka_settings, T0 + 25, "BTC-USDT", "buy_1")
+    message = str(refused.value)
+    assert f"the replay of {kafka_settings.orders_topic} below {{0: 26, 1: 0, 2: 0}} has 0 order(s) of 0" in message
+    assert f"{kafka_settings.orders_topic} no longer holds its first events (retention deleted the offsets below " \
+           "{0: 10}, ORDERS_RETENTION_MS)" in message
+    assert "disagree" not in message

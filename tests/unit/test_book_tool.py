@@ -68,3 +68,21 @@ def test_the_table_is_the_seed_book_view():
                                 "Sell", "1", "34,045.25", "7.52013", "256,024.7058825", "256,024.7058825"]
     assert lines[6].split() == ["Buy", "2", "34,045.23", "0.00058", "19.7462334", "221,780.2260214", "|"]
     assert [line.split() for line in table(book, None, 1).splitlines()[5:]] == [lines[5].split()]
+
+
+def test_the_command_imports_no_more_than_a_lookup_in_the_topic_needs():
+    """``book at`` is a command a user waits for: its start-up imports neither the
+    exports' readers (Parquet, the validator) nor pandas, which only a second the topic no
+    longer holds, or ``explain``, needs."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, python_env
+
+    code = ("import sys, marketstream.book.__main__; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'pandas', 'duckdb') "
+            "or m in ('marketstream.book.exported', 'marketstream.exports.validation', 'marketstream.exports.layout'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
