@@ -114,3 +114,13 @@ def test_a_run_from_before_this_start_is_named_as_carried_over():
     assert PipelineState(runs=(), total=0).sentence() == NOT_STARTED
     ended = PipelineRun("manual__x", "success", datetime(2026, 12, 5, 23, 10, tzinfo=UTC))
     assert PipelineState(runs=(ended,), total=1).sentence() == STOPPED
+
+
+def test_the_active_runs_age_counts_from_its_start():
+    now = datetime(2026, 12, 6, 9, 1, 40, tzinfo=UTC)
+    running = PipelineRun("manual__a", "running", datetime(2026, 12, 6, 9, 1, 0, tzinfo=UTC))
+    assert PipelineState(runs=(running,), total=1).active_age(now) == 40.0
+    queued = PipelineRun("manual__b", "queued", None)  # its job has not begun
+    assert PipelineState(runs=(queued, running), total=2).active_age(now) == 0.0
+    ended = PipelineRun("manual__c", "failed", datetime(2026, 12, 6, 8, 0, tzinfo=UTC))
+    assert PipelineState(runs=(ended,), total=1).active_age(now) is None
