@@ -51,7 +51,7 @@ ROUTINE_WARNINGS = [re.compile(pattern) for pattern in (
     # Spark's start: Hadoop's pure-Java code paths, a loopback host name, Spark's own
     # use of the JDK's vector module.
     r"Unable to load native-hadoop library for your platform\.\.\. using builtin-java classes where applicable",
-    r"Your hostname, \S+,? resolves to a loopback address",
+    r"Your hostname, \S+ resolves to a loopback address",
     r"Set SPARK_LOCAL_IP if you need to bind to another address",
     r"WARNING: Using incubator modules: jdk\.incubator\.vector",
     # Adaptive query execution does not apply to a stateful stream; Spark says so per query.
