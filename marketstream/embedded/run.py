@@ -57,6 +57,8 @@ ROUTINE_WARNINGS = [re.compile(pattern) for pattern in (
     # Adaptive query execution does not apply to a stateful stream; Spark says so per query.
     r"spark\.sql\.adaptive\.enabled is not supported in streaming DataFrames/Datasets and will be disabled\.",
     r"Disabling AQE since AQE is not supported in stateful workloads\.",
+    # A state partition's first load after a start (from the checkpoint) takes seconds.
+    r"StateStore WARN Loaded state store provider in loadTimeMs=\d+ for storeId=",
 )]
 TRACEBACK_START = "Traceback (most recent call last):"
 STOPPED = re.compile(r"^(\S+) stopped \(rc=(-?\d+)\)")

@@ -147,6 +147,10 @@ ROUTINE = {
         "2026-12-06 03:22:25,186 ResolveWriteToStream WARN spark.sql.adaptive.enabled is not supported in streaming "
         "DataFrames/Datasets and will be disabled.",
         "2026-12-06 03:22:25,687 MicroBatchExecution WARN Disabling AQE since AQE is not supported in stateful workloads.",
+        "scheduler  | 2026-12-06 06:09:28.652402+00:00 [info     ] 2026-12-06 06:09:28,627 StateStore WARN Loaded state "
+        "store provider in loadTimeMs=2911 for storeId=StateStoreId[ operatorId=0, partitionId=1, storeName=default ] "
+        "and queryRunId=5c160c61-cb4f-4f31-bd99-f8134b3d59e5 [airflow.task.hooks.airflow.providers.apache.spark.hooks."
+        "spark_submit.SparkSubmitHook] loc=spark_submit.py:965",
     ],
 }
 
