@@ -6,6 +6,7 @@ that started long ago is."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -70,12 +71,13 @@ def test_a_run_that_just_started_is_not_red_for_lack_of_data(kafka_settings, tmp
         ))
         with api_server(env, ARTIFACTS / "airflow-api-server-health.log"):
             run_id = queue_pipeline_run(env)
-            start_run(env, run_id, ago_s=40)
+            start_run(env, run_id, ago_s=30)
             log = ARTIFACTS / "airflow-health-starting.log"
             assert run_dag(env, "orderbook_health", log) == 0, log.read_text()[-3000:]
             assert last_check_state(env) == "skipped"
             text = log.read_text()
-            assert "the pipeline run started 4" in text and "s ago; checks begin after 90 s" in text, text[-3000:]
+            # 30 s and the time Airflow took to run the check, well within the grace.
+            assert re.search(r"the pipeline run started \d+ s ago; checks begin after 90 s", text), text[-3000:]
             assert receiver.texts() == []
 
             start_run(env, run_id, ago_s=600)  # nothing published ten minutes after the start: a stall
