@@ -27,7 +27,10 @@ saying what is wrong when:
 Only while `orderbook_pipeline` has a queued or running run: before it was ever started,
 or once it was stopped (no run queued or running), the check is **skipped** with that
 reason, opens no incident and sends no alert (a job that died is reported by the pipeline
-DAG itself). The dashboard's health page charts the same figures.
+DAG itself). For `HEALTH_STARTUP_GRACE_SECONDS` (90 s) after the run started, a check
+that finds only what a starting job has anyway (no snapshot yet, a minute not yet full,
+slow first batches) is skipped too, saying when checks begin; duplicates or a growing lag
+fail at once. The dashboard's health page charts the same figures.
 
 **Alerts** (`ALERT_WEBHOOK_URL`, see the README): a failed check opens the
 `orderbook-stream` incident, which the order-book job's death opens too, and sends one
@@ -56,16 +59,19 @@ with DAG(
         on_success_callback=CloseIncident(STREAM_INCIDENT, evidence="last_snapshot"),
     )
     def check_health(ti=None) -> dict:
-        from marketstream.health import HealthCheckFailed, check_health
-        from marketstream.pipeline_state import ACTIVE_STATES, PIPELINE_DAG_ID, skip_reason
+        from marketstream.health import HealthCheckDeferred, HealthCheckFailed, check_health
+        from marketstream.pipeline_state import ACTIVE_STATES, PIPELINE_DAG_ID, active_run_age, skip_reason
         from marketstream.settings import get_settings
 
         reason = skip_reason(ti.get_dr_count(dag_id=PIPELINE_DAG_ID),
                              ti.get_dr_count(dag_id=PIPELINE_DAG_ID, states=list(ACTIVE_STATES)))
         if reason:
             raise AirflowSkipException(reason)
+        settings = get_settings()
         try:
-            return check_health(get_settings())
+            return check_health(settings, job_age_s=lambda: active_run_age(settings))
+        except HealthCheckDeferred as exc:
+            raise AirflowSkipException(str(exc)) from exc
         except HealthCheckFailed as exc:
             raise AirflowFailException(str(exc)) from exc
 

@@ -12,6 +12,10 @@ and fails with sentences that say what is wrong:
 - batches take longer than the job's trigger, one snapshot period (median over the
   minute above ``health_max_batch_ms``): the job falls behind and the cadence slips;
 - no batch metrics in the minute at all: the streaming query is not running.
+
+A job that started less than ``health_startup_grace_seconds`` ago has some of these
+anyway (no snapshot yet, a window not yet full, slow first batches): with only those,
+the check is deferred (``HealthCheckDeferred``), not failed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from marketstream.kafka_io import offsets_for_time, read_range
@@ -42,6 +47,16 @@ class HealthCheckFailed(Exception):
         super().__init__("order-book job unhealthy:\n  - " + "\n  - ".join(report.problems))
 
 
+class HealthCheckDeferred(Exception):
+    """The job started too recently to judge what the check found."""
+
+    def __init__(self, report: HealthReport, job_age_s: float, grace_s: int):
+        self.report = report
+        began = f"started {job_age_s:.0f} s ago" if job_age_s >= 1 else "is starting"
+        super().__init__(f"the pipeline run {began}; checks begin after {grace_s} s "
+                         f"(until then: {'; '.join(report.problems)})")
+
+
 @dataclass
 class HealthReport:
     now: float
@@ -55,6 +70,12 @@ class HealthReport:
     max_batch_ms: int | None
     bad_metrics: int = 0
     problems: list[str] = field(default_factory=list)
+    # Those of ``problems`` a job that just started has anyway: too little data yet, and
+    # first batches slowed by planning and the JVM's warm-up.
+    start_up_problems: list[str] = field(default_factory=list)
+
+    def explained_by_start(self) -> bool:
+        return all(problem in self.start_up_problems for problem in self.problems)
 
     def summary(self) -> dict:
         return {
@@ -95,37 +116,45 @@ def assess(
         max_batch_ms=max(durations) if durations else None,
         bad_metrics=bad_metrics,
     )
-    problems = report.problems
     stale = settings.dashboard_stale_seconds
+
+    def problem(text: str, start_up: bool = False) -> None:
+        report.problems.append(text)
+        if start_up:
+            report.start_up_problems.append(text)
+
     if last_snapshot_time is None:
-        problems.append(f"no snapshot has ever been published on {settings.orderbook_topic}: "
-                        "trigger the orderbook_pipeline DAG to start the Spark job")
+        problem(f"no snapshot has ever been published on {settings.orderbook_topic}: "
+                "trigger the orderbook_pipeline DAG to start the Spark job", start_up=True)
     elif now - last_snapshot_time > stale:
-        problems.append(
+        problem(
             f"the last snapshot ({format_snapshot_time(last_snapshot_time)}) is {now - last_snapshot_time:.0f} s old, "
-            f"more than {stale:g} s: the job is not publishing (is the orderbook_pipeline run still running?)"
+            f"more than {stale:g} s: the job is not publishing (is the orderbook_pipeline run still running?)",
+            start_up=True,
         )
     if last_snapshot_time is not None and report.snapshots_in_window < settings.health_min_snapshots_per_minute:
-        problems.append(
+        problem(
             f"only {report.snapshots_in_window} snapshot(s) in the last {WINDOW_SECONDS} s, expected ~{EXPECTED_PER_WINDOW} "
-            f"(at least {settings.health_min_snapshots_per_minute}): the one-per-second cadence slipped"
+            f"(at least {settings.health_min_snapshots_per_minute}): the one-per-second cadence slipped",
+            start_up=True,
         )
     if report.duplicate_seconds:
         shown = ", ".join(format_snapshot_time(s) for s in report.duplicate_seconds[:5])
-        problems.append(f"{len(report.duplicate_seconds)} second(s) with more than one snapshot: {shown}")
+        problem(f"{len(report.duplicate_seconds)} second(s) with more than one snapshot: {shown}")
     if not rows:
-        problems.append(f"no batch metrics on {settings.metrics_topic} in the last {WINDOW_SECONDS} s: "
-                        "the streaming query is not running")
+        problem(f"no batch metrics on {settings.metrics_topic} in the last {WINDOW_SECONDS} s: "
+                "the streaming query is not running", start_up=True)
     else:
         if report.lag_last > settings.health_max_lag and report.lag_last > report.lag_first:
-            problems.append(
+            problem(
                 f"consumer lag grows: {report.lag_first} -> {report.lag_last} events over the last {len(rows)} batches "
                 f"(limit {settings.health_max_lag}): the job reads slower than orders arrive"
             )
         if report.median_batch_ms > settings.health_max_batch_ms:
-            problems.append(
+            problem(
                 f"batches take longer than the {settings.health_max_batch_ms} ms trigger: median "
-                f"{report.median_batch_ms:.0f} ms, max {report.max_batch_ms} ms over {len(rows)} batches"
+                f"{report.median_batch_ms:.0f} ms, max {report.max_batch_ms} ms over {len(rows)} batches",
+                start_up=True,
             )
     if bad_metrics:
         log.warning("%d metrics record(s) did not follow the contract and were ignored", bad_metrics)
@@ -148,10 +177,21 @@ def collect(settings: Settings, now: float | None = None) -> HealthReport:
     return assess(settings, now, topic_span(settings).last, times, metrics, bad)
 
 
-def check_health(settings: Settings) -> dict:
-    """The health task: returns the summary, raises ``HealthCheckFailed`` on a problem."""
+def judge(settings: Settings, report: HealthReport, job_age_s: Callable[[], float | None]) -> dict:
+    """Pure: the summary of a healthy report; ``HealthCheckFailed`` for a report with a
+    problem, or ``HealthCheckDeferred`` when the job is younger than the grace and has only
+    start-up problems. ``job_age_s``: seconds since the pipeline run started (None:
+    unknown, no grace), asked only when something is wrong."""
+    if not report.problems:
+        return report.summary()
+    grace = settings.health_startup_grace_seconds
+    if report.explained_by_start() and (age := job_age_s()) is not None and age < grace:
+        raise HealthCheckDeferred(report, age, grace)
+    raise HealthCheckFailed(report)
+
+
+def check_health(settings: Settings, job_age_s: Callable[[], float | None] = lambda: None) -> dict:
+    """The health task: reads, judges (``judge``) and logs the summary."""
     report = collect(settings)
     log.info("order-book health: %s", report.summary())
-    if report.problems:
-        raise HealthCheckFailed(report)
-    return report.summary()
+    return judge(settings, report, job_age_s)

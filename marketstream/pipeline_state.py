@@ -10,13 +10,16 @@ else through Airflow's REST API (``read_pipeline_state``) as ``AIRFLOW_USERNAME`
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 
 from marketstream.embedded.airflow_standalone import PASSWORD_FILE
 from marketstream.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PIPELINE_DAG_ID = "orderbook_pipeline"
 ACTIVE_STATES = ("queued", "running")
@@ -63,6 +66,14 @@ class PipelineState:
         run = self.active
         return run if run is not None and run.start is not None and run.start < moment else None
 
+    def active_age(self, now: datetime) -> float | None:
+        """Seconds since the active run started (0 while it waits in the queue: its job has
+        not begun); None without an active run."""
+        run = self.active
+        if run is None:
+            return None
+        return 0.0 if run.start is None else max(0.0, (now - run.start).total_seconds())
+
     def sentence(self) -> str:
         if self.total == 0:
             return NOT_STARTED
@@ -89,7 +100,7 @@ def credentials(settings: Settings) -> tuple[str, str]:
 
 def read_pipeline_state(settings: Settings, timeout_s: float = 5.0, limit: int = 5) -> PipelineState:
     """The pipeline's newest runs, from Airflow's REST API."""
-    base = settings.airflow_ui_url.rstrip("/")
+    base = settings.airflow_api_base
     try:
         with httpx.Client(base_url=base, timeout=timeout_s) as client:
             user, password = credentials(settings)
@@ -108,3 +119,14 @@ def read_pipeline_state(settings: Settings, timeout_s: float = 5.0, limit: int =
         for row in body.get("dag_runs", [])
     )
     return PipelineState(runs=runs, total=int(body.get("total_entries", len(runs))))
+
+
+def active_run_age(settings: Settings) -> float | None:
+    """Seconds since the pipeline's active run started (0 while it is queued), from
+    Airflow's API; None without an active run or when the API does not tell."""
+    try:
+        state = read_pipeline_state(settings)
+    except PipelineStateUnknown as exc:
+        log.warning("%s; the pipeline run's age is unknown", exc)
+        return None
+    return state.active_age(datetime.now(UTC))

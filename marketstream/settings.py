@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     # Airflow / exports
     export_dir: Path = PROJECT_ROOT / "exports"
     airflow_ui_url: str = "http://127.0.0.1:8080"
+    # Airflow's REST API as this process reaches it, when that is not the URL people open
+    # (compose: the API server's service name). Empty: AIRFLOW_UI_URL.
+    airflow_api_url: str = ""
     # The embedded run's Airflow home (metadata DB, logs, generated admin password).
     airflow_home: Path = PROJECT_ROOT / ".airflow"
     # Airflow's REST API (``make demo``; the pipeline's state for the terminal and the
@@ -189,6 +192,10 @@ class Settings(BaseSettings):
     health_min_snapshots_per_minute: int = Field(55, ge=1, le=60)
     health_max_lag: int = Field(1000, ge=0)
     health_max_batch_ms: int = Field(1000, ge=1)
+    # For this long after the pipeline run started, a check that finds only what a starting
+    # job has anyway (no snapshot yet, a thin window, slow first batches) is skipped, not
+    # failed: the job's first snapshot takes ~10-20 s, then the 60 s window must fill.
+    health_startup_grace_seconds: int = Field(90, ge=0)
     # ``make run``: each process's whole output, ``<process>.log`` (rotated).
     log_dir: Path = PROJECT_ROOT / "var" / "log"
     # Validation's reference replay state, so each run reads only the new input events.
@@ -278,7 +285,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value!r}")
         return value
 
-    @field_validator("dashboard_url")
+    @field_validator("dashboard_url", "airflow_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         value = value.strip()
@@ -367,6 +374,11 @@ class Settings(BaseSettings):
     def dashboard_link(self) -> str:
         """The dashboard's address as people open it (``DASHBOARD_URL`` or the local port)."""
         return (self.dashboard_url or f"http://127.0.0.1:{self.dashboard_port}").rstrip("/")
+
+    @property
+    def airflow_api_base(self) -> str:
+        """Where this process reaches Airflow's REST API (``AIRFLOW_API_URL`` or the UI's address)."""
+        return (self.airflow_api_url or self.airflow_ui_url).rstrip("/")
 
     @property
     def alert_emails(self) -> list[str]:

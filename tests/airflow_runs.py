@@ -9,14 +9,20 @@ another home (tests/dags)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from marketstream.embedded.airflow_standalone import standalone_env
 from marketstream.settings import load_settings
-from tests.support import ROOT, python_env
+from tests.support import ROOT, python_env, wait_for
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
@@ -86,3 +92,32 @@ def queue_pipeline_run(env: dict[str, str]) -> str:
     done = airflow(env, "dags", "trigger", "orderbook_pipeline", "--output", "json")
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout[done.stdout.index("[{"):])[0]["dag_run_id"]
+
+
+@contextmanager
+def api_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Airflow's API server on ``env``'s home and port (as ``make run`` serves it; the
+    simple auth manager writes the admin's password into the home) until the block ends;
+    yields its URL."""
+    url = f"http://{env['AIRFLOW__API__HOST']}:{env['AIRFLOW__API__PORT']}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/api/v2/version", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    with log_path.open("w") as log:
+        server = subprocess.Popen([AIRFLOW, "api-server", "--workers", "1"], env=env, cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: answers() or server.poll() is not None, 180, 1.0, "Airflow's API server")
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            yield url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()

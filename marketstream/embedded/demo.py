@@ -24,7 +24,7 @@ class DemoError(SystemExit):
 
 def api_client(settings: Settings, timeout_s: float = 120.0) -> httpx.Client:
     """A client with a bearer token, waiting for the API server to come up."""
-    base = settings.airflow_ui_url.rstrip("/")
+    base = settings.airflow_api_base
     try:
         user, password = credentials(settings)
     except LookupError as exc:

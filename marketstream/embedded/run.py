@@ -1,7 +1,8 @@
 """``make run``: every process of the Procfile under honcho, with a terminal a person can
 read. Each process's whole output goes to ``var/log/<process>.log`` (rotated); the
-terminal shows the ``info`` process (the banner and the status line), every warning and
-error of the others with the process's name (a Python traceback whole), and processes
+terminal shows the ``info`` process (the banner and the status line), every warning (but
+the routine ones each start prints) and error of the others with the process's name (a
+Python traceback whole), and processes
 that stop. Ctrl-C stops every process and whatever they started that left their process
 group (the Spark job's state servers run in sessions of their own), then says so.
 
@@ -40,6 +41,25 @@ STOP_WAIT_S = 10.0
 # Levels as Python's logging, log4j (Spark: WARN) and structlog (Airflow: "[warning  ]") write them.
 ERRORS = re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|\[(error|critical|exception)\s*\]")
 WARNINGS = re.compile(r"\b(WARNING|WARN)\b|\[warning\s*\]")
+# Warnings every start prints although nothing is wrong: filed, not shown. A line is
+# matched anywhere (Airflow wraps the Spark job's lines in its own). Errors always show.
+ROUTINE_WARNINGS = [re.compile(pattern) for pattern in (
+    # Apache Kafka: a new single-node KRaft cluster writes its first metadata.
+    r"WARN \[QuorumController id=\d+\] Performing controller activation\.",
+    # uvicorn, for how Airflow (not this project) hands it its ASGI app.
+    r"ASGI app factory detected\. Using it, but please consider setting the --factory flag explicitly\.",
+    # Spark's start: Hadoop's pure-Java code paths, a loopback host name, Spark's own
+    # use of the JDK's vector module.
+    r"Unable to load native-hadoop library for your platform\.\.\. using builtin-java classes where applicable",
+    r"Your hostname, \S+ resolves to a loopback address",
+    r"Set SPARK_LOCAL_IP if you need to bind to another address",
+    r"WARNING: Using incubator modules: jdk\.incubator\.vector",
+    # Adaptive query execution does not apply to a stateful stream; Spark says so per query.
+    r"spark\.sql\.adaptive\.enabled is not supported in streaming DataFrames/Datasets and will be disabled\.",
+    r"Disabling AQE since AQE is not supported in stateful workloads\.",
+    # A state partition's first load after a start (from the checkpoint) takes seconds.
+    r"StateStore WARN Loaded state store provider in loadTimeMs=\d+ for storeId=",
+)]
 TRACEBACK_START = "Traceback (most recent call last):"
 STOPPED = re.compile(r"^(\S+) stopped \(rc=(-?\d+)\)")
 LAST_WORDS = 10  # lines shown of a process that failed, if it had said nothing shown
@@ -94,7 +114,9 @@ class QuietPrinter:
         if ERRORS.search(line):
             return True
         # While everything stops, warnings are mostly about being stopped.
-        return not self.stopping and bool(WARNINGS.search(line))
+        if self.stopping or not WARNINGS.search(line):
+            return False
+        return not any(routine.search(line) for routine in ROUTINE_WARNINGS)
 
     def _file(self, name: str) -> logging.Logger:
         logger = self._logs.get(name)

@@ -28,12 +28,12 @@ ONE_SHOT = {"marketstream-init", "airflow-init"}
 # Settings whose embedded default is right inside the containers too (derived from the
 # project root, which is /opt/marketstream there, or Airflow's own AIRFLOW_HOME).
 CONTAINER_DEFAULTS = {"airflow_home", "market_data_rate_limit_path", "validation_cache_dir",
-                      # make run's own (its log files; the REST API of its embedded Airflow)
-                      "log_dir", "airflow_username", "airflow_password",
+                      # make run's own (its log files)
+                      "log_dir",
                       # make run's own broker (compose runs the kafka service)
                       "embedded_kafka_dir", "embedded_kafka_controller_port"}
 # Settings only the containers that need them get (a secret is no business of the others).
-NEED_TO_KNOW = {"spark_authenticate_secret"}
+NEED_TO_KNOW = {"spark_authenticate_secret", "airflow_password"}
 # Prometheus endpoints of the project's processes: container port settings.
 METRICS_PORTS = {"PRODUCER_METRICS_PORT": 9101, "LISTENER_METRICS_PORT": 9102,
                  "LOADER_METRICS_PORT": 9103, "ORDERBOOK_METRICS_PORT": 9104}
@@ -394,3 +394,23 @@ def test_the_images_bake_in_the_kafka_connector_the_project_pins(dockerfile):
                 f"kafka-clients-{args['KAFKA_CLIENTS_VERSION']}.jar",
                 f"commons-pool2-{args['COMMONS_POOL2_VERSION']}.jar"):
         assert f"__{jar}" in locked, f"{dockerfile} fetches {jar}, which jvm/spark-kafka.lock does not pin"
+
+
+def test_the_dashboard_and_the_health_check_reach_airflows_api_as_admin(compose):
+    """The dashboard's pipeline notice and the health check's start-up grace ask Airflow's
+    REST API: at the API server's service name, as the one user the simple auth manager
+    has, with the password `make compose-env` generated; nobody else gets the password."""
+    env = compose["x-marketstream-env"]
+    assert env["AIRFLOW_API_URL"] == "http://airflow-apiserver:8080"
+    assert "airflow-apiserver" in services(compose)
+    user = compose["x-airflow-common"]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(":")[0]
+    assert env["AIRFLOW_USERNAME"] == user
+    password = "${AIRFLOW_ADMIN_PASSWORD:?"
+    dashboard = services(compose)["dashboard"]["environment"]
+    assert dashboard["AIRFLOW_PASSWORD"].startswith(password)
+    assert dashboard["AIRFLOW_API_URL"] == env["AIRFLOW_API_URL"]  # the shared block, not replaced
+    assert dashboard["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert compose["x-airflow-common"]["environment"]["AIRFLOW_PASSWORD"].startswith(password)
+    assert "AIRFLOW_PASSWORD" not in env
+    for name in ("order-emulator", "trade-listener", "trade-loader", "exchange-emulator", "spark-worker"):
+        assert "AIRFLOW_PASSWORD" not in services(compose)[name]["environment"], name

@@ -113,6 +113,12 @@ def test_compose_accepts_the_file_with_a_generated_env(resolved, generated_env):
     assert airflow["SPARK_AUTHENTICATE_SECRET"] == secrets["SPARK_AUTHENTICATE_SECRET"]
     assert str(resolved["services"]["spark-worker"]["user"]) == f"{secrets['AIRFLOW_UID']}:0"
     assert resolved["services"]["dashboard"]["volumes"][0].endswith("/exports:/opt/marketstream/exports:ro")
+    # The dashboard and the health task log in to Airflow's API as admin with the generated password.
+    for name in ("dashboard", "airflow-scheduler"):
+        environment = resolved["services"][name]["environment"]
+        assert environment["AIRFLOW_PASSWORD"] == secrets["AIRFLOW_ADMIN_PASSWORD"], name
+        assert (environment["AIRFLOW_USERNAME"], environment["AIRFLOW_API_URL"]) == ("admin", "http://airflow-apiserver:8080")
+    assert "AIRFLOW_PASSWORD" not in resolved["services"]["trade-loader"]["environment"]
     assert "${" not in re.sub(r"\$\$\{", "", yaml.safe_dump(resolved)), "a variable was not interpolated"
 
 

@@ -114,3 +114,60 @@ def test_a_run_from_before_this_start_is_named_as_carried_over():
     assert PipelineState(runs=(), total=0).sentence() == NOT_STARTED
     ended = PipelineRun("manual__x", "success", datetime(2026, 12, 5, 23, 10, tzinfo=UTC))
     assert PipelineState(runs=(ended,), total=1).sentence() == STOPPED
+
+
+def test_the_active_runs_age_counts_from_its_start():
+    now = datetime(2026, 12, 6, 9, 1, 40, tzinfo=UTC)
+    running = PipelineRun("manual__a", "running", datetime(2026, 12, 6, 9, 1, 0, tzinfo=UTC))
+    assert PipelineState(runs=(running,), total=1).active_age(now) == 40.0
+    queued = PipelineRun("manual__b", "queued", None)  # its job has not begun
+    assert PipelineState(runs=(queued, running), total=2).active_age(now) == 0.0
+    ended = PipelineRun("manual__c", "failed", datetime(2026, 12, 6, 8, 0, tzinfo=UTC))
+    assert PipelineState(runs=(ended,), total=1).active_age(now) is None
+
+
+# Warnings each start prints although nothing is wrong, as make run's processes print them.
+ROUTINE = {
+    "broker": ["[2026-12-06 03:18:47,063] WARN [QuorumController id=1] Performing controller activation. "
+               "(org.apache.kafka.controller.QuorumController)"],
+    "airflow": [
+        "triggerer  | 2026-12-06T03:18:52.795010Z [warning  ] ASGI app factory detected. Using it, but please consider "
+        "setting the --factory flag explicitly. [uvicorn.error] loc=config.py:521",
+        "scheduler  | 2026-12-06T03:18:53.714510Z [warning  ] ASGI app factory detected. Using it, but please consider "
+        "setting the --factory flag explicitly. [uvicorn.error] loc=config.py:521",
+        # The Spark job's output, as the pipeline task's log wraps it.
+        "2026-12-06T03:22:22.914183Z [info     ] 2026-12-06 03:22:22,913 NativeCodeLoader WARN Unable to load "
+        "native-hadoop library for your platform... using builtin-java classes where applicable "
+        "[airflow.task.hooks.airflow.providers.apache.spark.hooks.spark_submit.SparkSubmitHook] loc=spark_submit.py:965",
+        "WARNING: Using incubator modules: jdk.incubator.vector "
+        "[airflow.task.hooks.airflow.providers.apache.spark.hooks.spark_submit.SparkSubmitHook] loc=spark_submit.py:965",
+        "26/12/06 03:22:21 WARN Utils: Your hostname, build-7 resolves to a loopback address: 127.0.1.1; "
+        "using 10.0.0.5 instead (on interface eth0)",
+        "26/12/06 03:22:21 WARN Utils: Set SPARK_LOCAL_IP if you need to bind to another address",
+        "2026-12-06 03:22:25,186 ResolveWriteToStream WARN spark.sql.adaptive.enabled is not supported in streaming "
+        "DataFrames/Datasets and will be disabled.",
+        "2026-12-06 03:22:25,687 MicroBatchExecution WARN Disabling AQE since AQE is not supported in stateful workloads.",
+        "scheduler  | 2026-12-06 06:09:28.652402+00:00 [info     ] 2026-12-06 06:09:28,627 StateStore WARN Loaded state "
+        "store provider in loadTimeMs=2911 for storeId=StateStoreId[ operatorId=0, partitionId=1, storeName=default ] "
+        "and queryRunId=5c160c61-cb4f-4f31-bd99-f8134b3d59e5 [airflow.task.hooks.airflow.providers.apache.spark.hooks."
+        "spark_submit.SparkSubmitHook] loc=spark_submit.py:965",
+    ],
+}
+
+
+def test_routine_warnings_are_filed_not_shown_and_real_ones_still_show(tmp_path):
+    terminal = io.StringIO()
+    printer = QuietPrinter(terminal, tmp_path)
+    for name, lines in ROUTINE.items():
+        feed(printer, name, *lines)
+    assert terminal.getvalue() == ""
+    for name, lines in ROUTINE.items():
+        assert (tmp_path / f"{name}.log").read_text().splitlines() == lines
+
+    real = ["[2026-12-06 03:30:00,000] WARN [QuorumController id=1] Cannot fence broker 2 (org.apache.kafka.controller)",
+            "2026-12-06 03:30:01,000 TaskSetManager WARN Lost task 0.0 in stage 3.0: java.io.IOException",
+            # An error is shown whatever it quotes.
+            "2026-12-06 03:30:02,000 NativeCodeLoader ERROR Unable to load native-hadoop library for your platform... "
+            "using builtin-java classes where applicable"]
+    feed(printer, "airflow", *real)
+    assert terminal.getvalue().splitlines() == [f"23:58:07 airflow | {line}" for line in real]
