@@ -43,6 +43,9 @@ def standalone_env(settings: Settings, base: dict[str, str] | None = None) -> di
         AIRFLOW__API__PORT=str(ui.port),
         AIRFLOW__API__BASE_URL=settings.airflow_ui_url.rstrip("/"),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=settings.airflow_ui_url.rstrip("/") + "/execution/",
+        # A task that starts while the API server is still starting (a loaded machine takes
+        # longer than the default's 31 s) waits for it, up to ~4 minutes, instead of failing.
+        AIRFLOW__WORKERS__EXECUTION_API_RETRIES=env.get("AIRFLOW__WORKERS__EXECUTION_API_RETRIES", "8"),
         # New DAG files show up within seconds instead of the default 5 minutes.
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="30",
         # ``make run``'s terminal shows every warning: not one access-log line per task

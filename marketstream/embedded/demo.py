@@ -13,6 +13,7 @@ import time
 import httpx
 
 from marketstream.kafka_io import topic_end_offsets
+from marketstream.embedded.run import apply_dotenv
 from marketstream.pipeline_state import PIPELINE_DAG_ID as DAG_ID
 from marketstream.pipeline_state import credentials
 from marketstream.settings import Settings, get_settings
@@ -89,6 +90,7 @@ def wait_for_snapshots(settings: Settings, client: httpx.Client, run_id: str, ti
 
 
 def main() -> int:
+    apply_dotenv()  # the settings ``make run`` started the stack with
     settings = get_settings()
     client = api_client(settings)
     run_id = trigger(client)

@@ -198,6 +198,14 @@ class Run(Manager):
         super().terminate()
 
 
+def apply_dotenv(folder: Path = PROJECT_ROOT) -> None:
+    """The folder's ``.env`` (honcho's format), if any, over this process's environment: what
+    ``make run`` and ``make demo`` both read."""
+    dotenv = folder / ".env"
+    if dotenv.is_file():
+        os.environ.update(parse(dotenv.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m marketstream.embedded.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     # As ``honcho start`` does: the processes run in the Procfile's folder, with its .env,
     # if any, over the environment.
     home = args.procfile.resolve().parent
-    dotenv = home / ".env"
-    if dotenv.is_file():
-        os.environ.update(parse(dotenv.read_text()))
+    apply_dotenv(home)
     log_dir = load_settings().log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     log_dir.chmod(0o700)  # logs may quote what the processes handle

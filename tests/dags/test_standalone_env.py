@@ -33,6 +33,19 @@ def test_environment_points_airflow_at_the_project(tmp_path):
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"] != standalone_env(settings, {})["AIRFLOW__API_AUTH__JWT_SECRET"]
 
 
+def test_tasks_wait_minutes_not_seconds_for_an_api_server_that_is_starting(tmp_path):
+    """Airflow's task SDK reads the retry count this environment sets: 8 attempts back off
+    1, 3, 7, 15, 31, 63, 127 s, a loaded machine's API server start, where 5 give up after 31 s."""
+    import subprocess
+    import sys
+
+    env = standalone_env(load_settings(airflow_home=tmp_path / "af"), {"PATH": "/usr/bin"})
+    read = subprocess.run([sys.executable, "-c", "from airflow.configuration import conf; "
+                           "print(conf.getint('workers', 'execution_api_retries'))"],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert read.stdout.strip().splitlines()[-1] == "8"
+
+
 def test_spark_connection_resolves_to_the_master_url(monkeypatch):
     """The Spark provider turns the connection back into the --master argument."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook

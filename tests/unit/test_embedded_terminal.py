@@ -5,6 +5,7 @@ real runner: tests/integration/test_make_run.py."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -171,3 +172,14 @@ def test_routine_warnings_are_filed_not_shown_and_real_ones_still_show(tmp_path)
             "using builtin-java classes where applicable"]
     feed(printer, "airflow", *real)
     assert terminal.getvalue().splitlines() == [f"23:58:07 airflow | {line}" for line in real]
+
+
+def test_make_run_and_make_demo_read_the_same_dotenv(tmp_path, monkeypatch):
+    from marketstream.embedded.run import apply_dotenv
+
+    monkeypatch.delenv("AIRFLOW_UI_URL", raising=False)
+    (tmp_path / ".env").write_text("AIRFLOW_UI_URL=http://127.0.0.1:18081\n# a comment\n")
+    monkeypatch.setattr("os.environ", dict(os.environ))  # the test's changes stay in the test
+    apply_dotenv(tmp_path)
+    assert os.environ["AIRFLOW_UI_URL"] == "http://127.0.0.1:18081"
+    apply_dotenv(tmp_path / "nowhere")  # no .env: nothing changes, nothing fails
