@@ -42,7 +42,7 @@ CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
 
 
 def connector_sql_conf(connector: str) -> dict[str, str]:
-    """Session settings that depend on the Kafka connector (``pipeline.start_query`` sets
+    """Session settings that depend on the Kafka connector (``job.start_query`` sets
     them before the query starts).
 
     With the Python source, row projections are built interpreted: its rows pack up to
@@ -87,7 +87,7 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
     # the UI through SPARK_LOCAL_IP (``job_env``). On a cluster the executors must reach
     # the driver: the deployment says where (docker-compose.yml, with spark.authenticate).
     network = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK} if embedded(settings) else {}
-    # The secret itself goes to the session in the driver (``pipeline.build_session``),
+    # The secret itself goes to the session in the driver (``job.build_session``),
     # never onto a command line.
     if settings.spark_authenticate_secret.get_secret_value():
         network["spark.authenticate"] = "true"

@@ -11,9 +11,10 @@ import pytest
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer
-from marketstream.spark import parse
-from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader
-from marketstream.spark.parse import HEARTBEAT_PARTITION
+from marketstream.spark import kafka_clients
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION
+from marketstream.spark.route.rows import from_rows
+from marketstream.spark.source.python_source import LATEST, TICK, KafkaStreamReader
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +23,8 @@ pytestmark = pytest.mark.integration
 def _close_cached_clients():
     """``read`` caches its consumers per process (a Spark worker's life); here the process
     is pytest's, which outlives the broker: close them with the module."""
-    from marketstream.spark import kafka_source
-
     yield
-    for client in kafka_source._CONSUMERS.values():
-        client.close()
-    kafka_source._CONSUMERS.clear()
+    kafka_clients.close_all()
 
 
 def unpack(rows):
@@ -58,7 +55,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         assert {p: first[p] for p in "012"} == {"0": 5, "1": 5, "2": 5}
         assert first[LATEST] == {"0": 5, "1": 5, "2": 5}  # in the offset log: a replay sees the same backlog
         # The same reader again (it keeps its client): every partition's new end is seen,
-        # not only the partitions fetched last (stale high watermarks delay events).
+        # not only the partitions fetched last (stale end offsets delay events).
         _produce(kafka_settings, 4, start=5)
         second = reader.latestOffset(first, ReadAllAvailable())
         assert {p: second[p] for p in "012"} == {"0": 9, "1": 9, "2": 9}
@@ -78,7 +75,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
         assert all(abs(t - time.time() * 1000) < 120_000 for p, _o, t, _v in rows if p != HEARTBEAT_PARTITION)
         heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
-        # Per partition: where the batch starts and ends, and the high watermark then.
+        # Per partition: where the batch starts and ends, and the end offset then.
         assert len(heartbeat) == 1 and json.loads(heartbeat[0][3]) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
         assert reader.reportLatestOffset() == {"0": 9, "1": 9, "2": 9}
 
@@ -95,7 +92,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
 def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_settings):
     """A backlog batch over 3 partitions and 2 read tasks: the tasks read equal shares
     (a partition cut between them), and what each state partition gets back from
-    ``parse.unpack`` equals what one task reading everything gives, record times that go
+    ``rows.from_rows`` equals what one task reading everything gives, record times that go
     back within a partition included."""
     rng = random.Random(3)
     producer = make_producer(kafka_settings)
@@ -118,7 +115,7 @@ def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_s
             reader.read_tasks = read_tasks
             splits = reader.partitions(start, end)
             rows = [row for split in reversed(splits) for batch in reader.read(split) for row in batch.to_pylist()]
-            return splits, {target: parse.unpack(r for r in rows if r["target"] == target) for target in (11, 22)}
+            return splits, {target: from_rows(r for r in rows if r["target"] == target) for target in (11, 22)}
 
         one_split, one = state_partitions(1)
         splits, two = state_partitions(2)

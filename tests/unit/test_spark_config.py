@@ -12,10 +12,10 @@ from marketstream.spark.config import (
     CODE_CACHE_OPTION, JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, connector_sql_conf, job_env, spark_conf,
     submit_command,
 )
-from marketstream.spark.kafka_source import (
-    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
+from marketstream.spark.source.python_source import (
+    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, record_rows,
 )
-from marketstream.spark.pipeline import checkpoint_state_partitions
+from marketstream.spark.job import checkpoint_state_partitions
 
 
 def test_config_is_cheap_and_names_the_application():
@@ -101,7 +101,7 @@ def test_records_are_packed_in_rows_of_bounded_size():
 
     records = [(offset, 1_000 * offset, f"v{offset}".encode() if offset % 7 else None)
                for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
-    batches = list(pack(2, iter(records)))
+    batches = list(record_rows(2, iter(records)))
     assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
     assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
     unpacked = [(o, t, v) for row in (r for b in batches for r in b.to_pylist())
