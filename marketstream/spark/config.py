@@ -61,7 +61,7 @@ def java_options(settings: Settings, *extra: str) -> str:
 
 def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:
     """The driver JVM's flags (``java_options``) with, when built, the class-data-sharing
-    archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
+    archive of the job's classes (``python -m marketstream.embedded.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
     (docs/deployment.md, "Restart time"). ``dump_classes_to``: write such an archive when the JVM
