@@ -153,7 +153,7 @@ def test_a_jvm_option_that_is_not_a_flag_stops_startup():
 
 
 def test_only_the_python_source_builds_projections_interpreted():
-    # its rows pack up to 5,000 events: generated code per task cost more than it saved
+    # its rows hold up to 5,000 events: generated code per task cost more than it saved
     assert connector_sql_conf("python") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
     assert connector_sql_conf("jvm") == {}  # one event a row, not measured: generated code
     assert "spark.sql.codegen.factoryMode" not in spark_conf(load_settings())

@@ -30,10 +30,9 @@ Definitions (the snapshot contract in ``marketstream.orderbook.message``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from marketstream.orderbook.events import BUY_CODE
