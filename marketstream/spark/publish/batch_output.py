@@ -15,7 +15,6 @@ no Spark import.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -24,11 +23,9 @@ from marketstream.orderbook.message import SnapshotMessage
 from marketstream.spark import dead_letters
 from marketstream.spark.dead_letters import DeadLetterRef
 from marketstream.spark.publish.combine import combine
-from marketstream.spark.publish.topic_tail import Published, last_dead_letter, last_snapshot_second
+from marketstream.spark.publish.topic_tail import Published, unpublished
 from marketstream.spark.state.book_of_second import BookPart
 from marketstream.spark.state.partition import PART
-
-log = logging.getLogger("marketstream.spark.publish")
 
 
 @dataclass(frozen=True)
@@ -72,25 +69,8 @@ def finish(parts: list[BookPart], dead: list[DeadLetterRef], config: OutputConfi
     snapshots = combine(parts, config.partitions, config.depth)
     dead = sorted(dead, key=lambda d: (d.partition, d.offset))
     dead = dead_letters.with_values(dead, TopicReader(kafka, config.orders_topic)) if dead else dead
-    trusted = known is not None and batch_id is not None and known.batch_id == batch_id - 1
-    if trusted:
-        last_second = known.last_second
-    else:
-        last_second = last_snapshot_second(TopicReader(kafka, config.orderbook_topic)) if snapshots else None
-    if last_second is not None:
-        skipped = sum(1 for m in snapshots if m.snapshot_time <= last_second)
-        if skipped:
-            log.info("%d snapshot(s) up to %s are on %s already (a replayed batch): not published again",
-                     skipped, last_second, config.orderbook_topic)
-        snapshots = [m for m in snapshots if m.snapshot_time > last_second]
-    if dead:
-        last = known.last_dead_letter if trusted else last_dead_letter(TopicReader(kafka, config.deadletter_topic))
-        places = [(d.partition, d.offset) for d in dead]
-        if last in places:
-            done = places.index(last) + 1
-            log.info("%d dead letter(s) of this batch are on %s already: not published again", done,
-                     config.deadletter_topic)
-            dead = dead[done:]
+    snapshots, dead = unpublished(snapshots, dead, kafka, config.orderbook_topic, config.deadletter_topic, known,
+                                  batch_id)
     return BatchOutput(snapshots, dead)
 
 

@@ -7,6 +7,7 @@ batch itself, the publisher knows the tails without reading them (``Published``)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,10 @@ from marketstream.kafka_io import TopicReader
 from marketstream.orderbook.message import SnapshotMessage
 
 if TYPE_CHECKING:
+    from marketstream.spark.dead_letters import DeadLetterRef
     from marketstream.spark.publish.batch_output import BatchOutput
+
+log = logging.getLogger("marketstream.spark.publish")
 
 
 @dataclass
@@ -27,6 +31,34 @@ class Published:
     batch_id: int
     last_second: int | None
     last_dead_letter: tuple[int, int] | None
+
+
+def unpublished(snapshots: list[SnapshotMessage], dead: list[DeadLetterRef], kafka, orderbook_topic: str,
+                deadletter_topic: str, known: Published | None = None,
+                batch_id: int | None = None) -> tuple[list[SnapshotMessage], list[DeadLetterRef]]:
+    """A batch's snapshots and dead letters (in input order) without what the topics already
+    end with. ``kafka``: a kafka-python consumer (reads only); ``known``: what this process
+    published last (trusted for the batch right after it)."""
+    trusted = known is not None and batch_id is not None and known.batch_id == batch_id - 1
+    if trusted:
+        last_second = known.last_second
+    else:
+        last_second = _last_snapshot_second(TopicReader(kafka, orderbook_topic)) if snapshots else None
+    if last_second is not None:
+        skipped = sum(1 for m in snapshots if m.snapshot_time <= last_second)
+        if skipped:
+            log.info("%d snapshot(s) up to %s are on %s already (a replayed batch): not published again",
+                     skipped, last_second, orderbook_topic)
+        snapshots = [m for m in snapshots if m.snapshot_time > last_second]
+    if dead:
+        last = known.last_dead_letter if trusted else _last_dead_letter(TopicReader(kafka, deadletter_topic))
+        places = [(d.partition, d.offset) for d in dead]
+        if last in places:
+            done = places.index(last) + 1
+            log.info("%d dead letter(s) of this batch are on %s already: not published again", done,
+                     deadletter_topic)
+            dead = dead[done:]
+    return snapshots, dead
 
 
 def published_after(output: BatchOutput, before: Published | None, batch_id: int) -> Published:
@@ -55,7 +87,7 @@ def _last_record(reader: TopicReader):
     return None
 
 
-def last_snapshot_second(reader: TopicReader) -> int | None:
+def _last_snapshot_second(reader: TopicReader) -> int | None:
     record = _last_record(reader)
     if record is None or record.value is None:
         return None
@@ -65,7 +97,7 @@ def last_snapshot_second(reader: TopicReader) -> int | None:
         return None
 
 
-def last_dead_letter(reader: TopicReader) -> tuple[int, int] | None:
+def _last_dead_letter(reader: TopicReader) -> tuple[int, int] | None:
     record = _last_record(reader)
     if record is None:
         return None
