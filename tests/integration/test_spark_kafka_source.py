@@ -1,5 +1,5 @@
-"""The Python Kafka data source's reader and writer against a real broker, without
-starting Spark (the methods are plain Python; Spark calls them the same way)."""
+"""The Python Kafka data source's reader against a real broker, without starting Spark
+(the methods are plain Python; Spark calls them the same way)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer
 from marketstream.spark import kafka_clients
-from marketstream.spark.route.parse import HEARTBEAT_PARTITION
 from marketstream.spark.route.rows import from_rows
 from marketstream.spark.source.python_source import LATEST, TICK, KafkaStreamReader
 
@@ -27,12 +26,13 @@ def _close_cached_clients():
     kafka_clients.close_all()
 
 
-def unpack(rows):
-    """``(partition, offset, timestamp_ms, value)`` of the source's packed rows."""
-    for row in rows:
-        for offset, timestamp, value in zip(row["offsets"], row["timestamps"] or [None] * len(row["offsets"]),
-                                            row["values"]):
-            yield row["partition"], offset, timestamp, value
+def records_of(batches):
+    """``(partition, offset, value)`` of every record the reader's batches carry (none of
+    these values is an order event: each comes back as a dead letter with its bytes),
+    the clock runs and the heartbeat."""
+    rows = [row for batch in batches for row in batch.to_pylist()]
+    _events, dead, runs, heartbeat = from_rows(rows)
+    return sorted((d.partition, d.offset, d.value) for d in dead), runs, heartbeat
 
 
 def _produce(settings, per_partition: int, start: int = 0):
@@ -46,7 +46,7 @@ def _produce(settings, per_partition: int, start: int = 0):
 
 def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_settings):
     reader = KafkaStreamReader({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers,
-                                "topic": kafka_settings.orders_topic, "maxEventsPerBatch": "10"})
+                                "topic": kafka_settings.orders_topic, "maxEventsPerBatch": "10", "routeTo": "0"})
     try:
         start = reader.initialOffset()
         assert start == {"0": 0, "1": 0, "2": 0, TICK: 0}
@@ -68,23 +68,21 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         splits = reader.partitions(first, second)
         assert len(splits) == 1  # one read task unless readTasks says otherwise
         batches = [batch for part in splits for batch in reader.read(part)]
-        # One packed row per partition read plus the heartbeat, in the schema Spark expects.
-        assert len(batches) == 4 and all(b.num_rows == 1 for b in batches)
-        rows = list(unpack(row for batch in batches for row in batch.to_pylist()))
-        data = sorted((p, o, bytes(v)) for p, o, _t, v in rows if p != HEARTBEAT_PARTITION)
-        assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
-        assert all(abs(t - time.time() * 1000) < 120_000 for p, _o, t, _v in rows if p != HEARTBEAT_PARTITION)
-        heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
+        assert len(batches) == 1  # one Arrow record batch a read task
+        records, runs, heartbeat = records_of(batches)
+        assert records == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
+        # The records' seconds (the clock's runs) are the broker's timestamps: now.
+        assert all(abs(lmax - time.time()) < 120 for p in runs for lmax, _end in runs[p])
+        assert {p: runs[p][-1][1] for p in runs} == {0: 9, 1: 9, 2: 9}
         # Per partition: where the batch starts and ends, and the end offset then.
-        assert len(heartbeat) == 1 and json.loads(heartbeat[0][3]) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
+        assert json.loads(heartbeat) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
         assert reader.reportLatestOffset() == {"0": 9, "1": 9, "2": 9}
 
         reader.read_tasks = 2
         splits = reader.partitions(start, second)
         assert len(splits) == 2 and sum(1 for s in splits if s.heartbeat) == 1
-        rows = list(unpack(row for part in splits for batch in reader.read(part) for row in batch.to_pylist()))
-        assert sorted((p, o) for p, o, _t, _v in rows if p != HEARTBEAT_PARTITION) == [
-            (p, o) for p in range(3) for o in range(9)]
+        records, _runs, _heartbeat = records_of(batch for part in splits for batch in reader.read(part))
+        assert [(p, o) for p, o, _v in records] == [(p, o) for p in range(3) for o in range(9)]
     finally:
         reader.stop()
 

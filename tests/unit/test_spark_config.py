@@ -13,7 +13,7 @@ from marketstream.spark.config import (
     submit_command,
 )
 from marketstream.spark.source.python_source import (
-    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, record_rows,
+    InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss,
 )
 from marketstream.spark.job import checkpoint_state_partitions
 
@@ -94,19 +94,6 @@ def test_command_line_entry_prints_the_submit_command_with_its_environment():
     assert result.returncode == 0, result.stderr
     assert "ORDERS_TOPIC=trades-in" in result.stdout
     assert "--master 'local[1]'" in result.stdout and result.stdout.strip().endswith(str(JOB_APPLICATION))
-
-
-def test_records_are_packed_in_rows_of_bounded_size():
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    records = [(offset, 1_000 * offset, f"v{offset}".encode() if offset % 7 else None)
-               for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
-    batches = list(record_rows(2, iter(records)))
-    assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
-    assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
-    unpacked = [(o, t, v) for row in (r for b in batches for r in b.to_pylist())
-                for o, t, v in zip(row["offsets"], row["timestamps"], row["values"])]
-    assert unpacked == records  # null values kept
 
 
 def test_driver_jvm_maps_the_class_archive_only_when_it_exists(tmp_path):

@@ -17,8 +17,9 @@ from marketstream.settings import load_settings
 from marketstream.spark import dead_letters
 from marketstream.spark.job import check_checkpoint_state_partitions
 from marketstream.spark.route.parse import HEARTBEAT_PARTITION, route
-from marketstream.spark.route.rows import ROUTED_COLUMNS, from_rows, to_rows
-from marketstream.spark.route.schema import ROUTED_SCHEMA
+from marketstream.spark.route.rows import EVENTS, EVENTS_PER_ROW, ROUTED_COLUMNS, from_rows, to_rows
+from marketstream.spark.route.schema import ROUTED_SCHEMA, arrow_schema, routed_batch
+from marketstream.spark.source.python_source import KafkaDataSource
 from marketstream.spark.state.meta import StatePartitionsChanged
 from marketstream.spark.state.partition import PartitionConfig, StatePartition
 from marketstream.spark.state.server import RoutedRow
@@ -69,6 +70,27 @@ def test_a_state_partitions_dead_letter_has_no_bytes_until_the_publisher_reads_t
 def test_the_shuffles_columns_are_spelled_once():
     assert tuple(ROUTED_SCHEMA.names) == ROUTED_COLUMNS
     assert tuple(f.name for f in msgspec.structs.fields(RoutedRow)) == ROUTED_COLUMNS
+
+
+def test_routed_rows_hold_a_bounded_number_of_events_and_give_every_one_back():
+    count = 2 * EVENTS_PER_ROW + 3
+    offsets = list(range(10, 10 + count))
+    values = [json.dumps({"order_id": i, "symbol": "A-B", "order_side": "BUY", "size": 1, "price": 10,
+                          "status": "OPEN"}).encode() for i in offsets]
+    records = [(2, offsets, [1_000 * 1_700_000_000] * count, values)]
+    rows = list(to_rows(route(records, 1, "orders"), 1))
+    assert [len(r["offsets"]) for r in rows if r["kind"] == EVENTS] == [EVENTS_PER_ROW, EVENTS_PER_ROW, 3]
+    events, dead, runs, _heartbeat = from_rows(rows)
+    assert [o for r in events for o in r["offsets"]] == offsets and not dead
+    assert [o for r in events for o in r["order_ids"]] == offsets
+    assert runs == {2: [(1_700_000_000, 10 + count)]}
+    batch = routed_batch(records, [7], "orders")  # what a read task yields, as Spark takes it
+    assert batch.schema.equals(arrow_schema()) and set(batch.column("target").to_pylist()) == {7}
+
+
+def test_the_python_source_without_state_partition_keys_says_what_it_needs():
+    with pytest.raises(ValueError, match="needs the option routeTo"):
+        KafkaDataSource({"bootstrap.servers": "127.0.0.1:9", "topic": "orders"}).schema()
 
 
 def test_side_codes_read_back_as_the_events_sides():

@@ -45,9 +45,9 @@ def read_jvm(spark: SparkSession, settings: Settings, labels: list[int]) -> Data
 
 
 def parse_events(records: DataFrame, labels: list[int], topic: str) -> DataFrame:
-    """``python_source.SOURCE_SCHEMA`` rows -> ``ROUTED_SCHEMA`` rows, ``target`` being the
-    grouping key (``labels[i]``) of state partition ``i``. (The Python source does the
-    same while it reads: ``python_source`` with ``routeTo``.)"""
+    """Rows of ``partition int, offsets array<long>, timestamps array<long>, values
+    array<binary>`` (records of one Kafka partition) -> ``ROUTED_SCHEMA`` rows, ``target``
+    being the grouping key (``labels[i]``) of state partition ``i``."""
 
     def route_batches(batches: Iterator) -> Iterator:
         from marketstream.spark.route.schema import routed_batch

@@ -3,11 +3,10 @@
 Used when the JVM ``kafka`` connector is not on the classpath (here its jars cannot be
 downloaded). Registered as format ``marketstream_kafka``.
 
-Reader (schema ``partition int, offsets array<long>, timestamps array<long>, values
-array<binary>``): each row holds up to ``RECORDS_PER_ROW`` consecutive records of one
-Kafka partition (offsets, record timestamps in ms, values), yielded as Arrow record
-batches. One row per event cost ~10 µs an event in conversions between Python and the
-JVM on the way to the stateful step; a row of many costs ~0.1 µs an event.
+Reader (schema ``route.schema.ROUTED_SCHEMA``): each read task parses the records it
+reads and routes them to the state partitions whose grouping keys ``routeTo`` names
+(``route``), one Arrow record batch per task: one Python process and one trip through
+the JVM less than a separate parse stage.
 - offsets are ``{"<partition>": next_offset, ..., "tick": epoch_second, "latest":
   {"<partition>": end offset}}`` and live in Spark's checkpoint (offset log), never
   in consumer-group commits; ``latest`` makes a replayed batch see the same backlog as
@@ -32,11 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Iterable, Iterator, Mapping
+from typing import Mapping
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
-from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
 from marketstream.spark.kafka_clients import cached_consumer
 from marketstream.spark.route.parse import HEARTBEAT_PARTITION
@@ -44,13 +42,6 @@ from marketstream.spark.route.parse import HEARTBEAT_PARTITION
 FORMAT = "marketstream_kafka"
 TICK = "tick"
 LATEST = "latest"
-SOURCE_SCHEMA = StructType([
-    StructField("partition", IntegerType()),
-    StructField("offsets", ArrayType(LongType())),
-    StructField("timestamps", ArrayType(LongType())),
-    StructField("values", ArrayType(BinaryType())),
-])
-RECORDS_PER_ROW = 5_000
 # Batches smaller than this are read one task per Kafka partition at most (split_ranges).
 SPLIT_MIN_EVENTS = 10_000
 
@@ -254,21 +245,13 @@ class KafkaStreamReader(DataSourceStreamReader):
     def read(self, split: KafkaSplit):
         consumer = cached_consumer(self.bootstrap, lean=True, security=self.security)
         heartbeat = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
-        records = ((partition, *read_range_columns(consumer, self.topic, partition, start, end))
-                   for partition, start, end in split.ranges)
-        if self.route_to is not None:
-            # Parse and route here, in the read task: one Python process and one trip
-            # through the JVM less than a separate parse stage.
-            from marketstream.spark.route.schema import routed_batch
+        records = [(partition, *read_range_columns(consumer, self.topic, partition, start, end))
+                   for partition, start, end in split.ranges]
+        from marketstream.spark.route.schema import routed_batch
 
-            batch = routed_batch(heartbeat + list(records), self.route_to, self.topic)
-            if batch is not None:
-                yield batch
-            return
-        for row in heartbeat:
-            yield record_row(*row)
-        for partition, offsets, timestamps, values in records:
-            yield from record_rows(partition, zip(offsets, timestamps, values))
+        batch = routed_batch(heartbeat + records, self.route_to, self.topic)
+        if batch is not None:
+            yield batch
 
     def commit(self, end: dict) -> None:
         pass
@@ -279,42 +262,6 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._client = None
 
 
-_ARROW_SCHEMA = None
-
-
-def record_row(partition: int, offsets: list[int], timestamps: list[int], values: list[bytes | None]):
-    """One source row as a one-row Arrow record batch (Spark takes those as they are)."""
-    import pyarrow as pa
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    global _ARROW_SCHEMA
-    if _ARROW_SCHEMA is None:
-        _ARROW_SCHEMA = to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")
-    schema = _ARROW_SCHEMA
-    return pa.RecordBatch.from_arrays([
-        pa.array([partition], schema.field("partition").type),
-        pa.array([offsets], schema.field("offsets").type),
-        pa.array([timestamps], schema.field("timestamps").type),
-        pa.array([values], schema.field("values").type),
-    ], schema=schema)
-
-
-def record_rows(partition: int, records: Iterable[tuple[int, int, bytes | None]], size: int = RECORDS_PER_ROW) -> Iterator:
-    """``(offset, timestamp_ms, value)`` records of one partition as source rows of up to ``size``."""
-    offsets: list[int] = []
-    timestamps: list[int] = []
-    values: list[bytes | None] = []
-    for offset, timestamp, value in records:
-        offsets.append(offset)
-        timestamps.append(timestamp)
-        values.append(value)
-        if len(offsets) == size:
-            yield record_row(partition, offsets, timestamps, values)
-            offsets, timestamps, values = [], [], []
-    if offsets:
-        yield record_row(partition, offsets, timestamps, values)
-
-
 def security_of(options: Mapping[str, str]) -> dict[str, str]:
     """The TLS/SASL options (``kafka_io.security_options``) among a data source's options."""
     from marketstream.kafka_io import SECURITY_KEYS
@@ -322,27 +269,30 @@ def security_of(options: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in options.items() if key in SECURITY_KEYS}
 
 
-def route_labels(options: dict[str, str]) -> list[int] | None:
+def route_labels(options: Mapping[str, str]) -> list[int]:
+    """The state partitions' grouping keys (``routeTo``, comma-separated)."""
     text = options.get("routeTo")
-    return [int(label) for label in text.split(",")] if text else None
+    if not text:
+        raise ValueError(f"the {FORMAT} source needs the option routeTo: the state partitions' grouping keys, "
+                         "comma-separated (job.read_orders sets it)")
+    return [int(label) for label in text.split(",")]
 
 
 class KafkaDataSource(DataSource):
     """``spark.readStream.format("marketstream_kafka").option("bootstrap.servers", ...)
-    .option("topic", ...).option("maxEventsPerBatch", ...)``; with ``routeTo`` (the state
-    partitions' keys, comma-separated) it yields order events parsed and routed
-    (``route.schema.ROUTED_SCHEMA``) instead of raw records. TLS/SASL: ``security_of``."""
+    .option("topic", ...).option("routeTo", ...).option("maxEventsPerBatch", ...)``: order
+    events parsed and routed to the state partitions whose keys ``routeTo`` names
+    (comma-separated). TLS/SASL: ``security_of``."""
 
     @classmethod
     def name(cls) -> str:
         return FORMAT
 
     def schema(self):
-        if route_labels(self.options) is not None:
-            from marketstream.spark.route.schema import ROUTED_SCHEMA
+        from marketstream.spark.route.schema import ROUTED_SCHEMA
 
-            return ROUTED_SCHEMA
-        return SOURCE_SCHEMA
+        route_labels(self.options)  # a source without them fails here, at the query's start
+        return ROUTED_SCHEMA
 
     def streamReader(self, schema) -> DataSourceStreamReader:
         return KafkaStreamReader(self.options)
