@@ -40,7 +40,7 @@ jvm-deps: $(JVM_DEPS)
 # the job for a minute; without it the job only starts slower, so a failure is a warning.
 CLASS_ARCHIVE := var/spark/orderbook-classes.jsa
 $(CLASS_ARCHIVE): $(STAMP) $(JVM_DEPS)
-	-SPARK_CLASS_ARCHIVE="$(abspath $@)" $(PY) -m marketstream.spark.class_archive
+	-SPARK_CLASS_ARCHIVE="$(abspath $@)" $(PY) -m marketstream.embedded.class_archive
 
 install: check-env $(STAMP) $(JVM_DEPS) $(CLASS_ARCHIVE)
 

@@ -92,7 +92,7 @@ def phase_connectors(args, results):
 
 def read_kafka_python(settings, ends: dict[int, int]) -> float:
     from marketstream.kafka_io import FULL_FETCHES
-    from marketstream.kafka_lean import lean_consumer, read_columns
+    from marketstream.spark.source.record_decoder import lean_consumer, read_columns
 
     consumer = lean_consumer(bootstrap_servers=settings.bootstrap_list, group_id=None, enable_auto_commit=False,
                              auto_offset_reset="none", isolation_level="read_committed", fetch_max_wait_ms=50,

@@ -62,7 +62,7 @@ from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.metrics import BadMetric, parse_metric
 from marketstream.settings import PROJECT_ROOT, load_settings
 from marketstream.spark.config import job_env, submit_command
-from marketstream.spark.state_server import server_dir
+from marketstream.spark.state.server import server_dir
 from marketstream.topics import ensure_topics
 from producer.flow import OrderFlow
 

@@ -34,11 +34,13 @@ from pathlib import Path
 
 import psutil
 
-from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
-from marketstream.spark.partition_state import DictState, PartitionConfig
-from marketstream.spark.state_server import (
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION, route
+from marketstream.spark.route.rows import to_rows
+from marketstream.spark.state.partition import PartitionConfig
+from marketstream.spark.state.server import (
     LocalServer, PartitionServer, StateServerClient, run_batch, server_dir, socket_path,
 )
+from tests.state_doubles import DictState
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = 1_764_000_000_000
@@ -108,7 +110,7 @@ def batches(rate: int, seconds: int):
         heartbeat = json.dumps({str(p): [positions[p], ends[p], ends[p]] for p in ends}).encode()
         rows.insert(0, (HEARTBEAT_PARTITION, [], [], [heartbeat]))
         positions.update(ends)
-        routed = list(pack(route(rows, PARTITIONS), PARTITIONS))
+        routed = list(to_rows(route(rows, PARTITIONS), PARTITIONS))
         now = T0 + (second + 1) * 1000 + 50
         yield now, [[r for r in routed if r["target"] == index] for index in range(PARTITIONS)]
 
@@ -178,7 +180,7 @@ def phase_rebuild(args, config) -> dict:
                    f'"status":"OPEN"}}').encode() for i in ids]
         rows = [(HEARTBEAT_PARTITION, [], [], [json.dumps({"0": [positions, positions + count, positions + count]}).encode()]),
                 (0, list(range(positions, positions + count)), [T0 + second * 1000] * count, values)]
-        routed = [r for r in pack(route(rows, 1), 1)]
+        routed = [r for r in to_rows(route(rows, 1), 1)]
         run_batch(worker, state, config, index, routed, T0 + (second + 1) * 1000 + 50)
         state.commit()
         opened += count

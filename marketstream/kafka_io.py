@@ -298,7 +298,7 @@ def partition_chunks(consumer, topic: str, partition: int, start: int, end: int,
                      offset_of: Callable = operator.attrgetter("offset")):
     """The messages of ``topic[partition]`` at offsets ``[start, end)`` as the lists one
     poll each gives, in offset order: the one read loop every reader uses. ``offset_of``
-    gets a message's offset (``kafka_lean``'s consumer gives tuples, offset first).
+    gets a message's offset (``record_decoder``'s consumer gives tuples, offset first).
 
     Stops at ``end`` even when a fetch returns records beyond it (data published since
     ``end`` was taken) and skips records before ``start`` (a fetch can return the whole

@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     # path resolves in the executor's working directory; their working copy is in memory).
     spark_index_dir: Path = PROJECT_ROOT / "var" / "spark-index"
     # The driver JVM's class-data-sharing archive (``make install`` builds it with
-    # ``python -m marketstream.spark.class_archive``; the job uses it when the file exists).
+    # ``python -m marketstream.embedded.class_archive``; the job uses it when the file exists).
     spark_class_archive: Path = PROJECT_ROOT / "var" / "spark" / "orderbook-classes.jsa"
     # Extra flags for the job's JVMs (driver and executors). By default the JIT stops at
     # C1: C2 spends a fifth of two cores compiling Spark's code in a backlog drain and ~0.5

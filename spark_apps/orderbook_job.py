@@ -15,7 +15,7 @@ import logging
 import sys
 
 from marketstream.settings import get_settings
-from marketstream.spark.pipeline import build_session, start_query
+from marketstream.spark.job import build_session, start_query
 
 
 def main() -> int:

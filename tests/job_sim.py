@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from marketstream.orderbook import OrderBook, levels_to_json, parse_event, render_levels
 from marketstream.orderbook.events import InvalidEvent
 from marketstream.orderbook.message import SnapshotMessage
-from marketstream.spark.clock import PartitionProgress, second_of
-from marketstream.spark.combine import combine
-from marketstream.spark.kafka_source import split_ranges
-from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route, unpack
-from marketstream.spark import partition_state
-from marketstream.spark.memory_index import MemoryIndex
-from marketstream.spark.partition_state import (
-    DictState, PartitionBatch, PartitionConfig, StatePartition, state_partition_of,
-)
+from marketstream.spark.publish.combine import combine
+from marketstream.spark.route.keys import state_partition_of
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION, route
+from marketstream.spark.route.rows import from_rows, to_rows
+from marketstream.spark.source.python_source import split_ranges
+from marketstream.spark.state.book_of_second import PartitionProgress, second_of
+from marketstream.spark.state import partition as partition_state
+from marketstream.spark.state.partition import PartitionBatch, PartitionConfig, StatePartition
+from marketstream.spark.state.working_copy import MemoryIndex
+from tests.state_doubles import DictState
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Topic:
         self.records[partition].append(record)
         return record
 
-    def high_watermarks(self, now_ms: int | None = None) -> dict[int, int]:
+    def end_offsets(self, now_ms: int | None = None) -> dict[int, int]:
         """What the broker holds at ``now_ms`` (records appended by then)."""
         if now_ms is None:
             return {p: len(r) for p, r in self.records.items()}
@@ -54,7 +55,7 @@ class Job:
     topic: Topic
     config: PartitionConfig
     max_events_per_batch: int | None = None
-    read_tasks: int = 1  # read tasks sharing each batch's records (``kafka_source.split_ranges``)
+    read_tasks: int = 1  # read tasks sharing each batch's records (``python_source.split_ranges``)
     positions: dict[int, int] = field(default_factory=dict)
     states: list[DictState] = field(default_factory=list)
     published: list[SnapshotMessage] = field(default_factory=list)
@@ -72,7 +73,7 @@ class Job:
         """Run one micro-batch at processing time ``now_ms``. With ``fail_after_partition``
         the batch dies after that many state partitions ran: their state rolls back and
         nothing is published (Spark replays the batch)."""
-        marks = self.topic.high_watermarks(now_ms)
+        marks = self.topic.end_offsets(now_ms)
         ends = self._cap(marks)
         heartbeat = (HEARTBEAT_PARTITION, [], [], [json.dumps(
             {str(p): [self.positions.get(p, 0), ends[p], marks[p]] for p in marks}).encode()])
@@ -85,14 +86,14 @@ class Job:
             for p, start, end in pieces:
                 chunk = self.topic.records[p][start:end]
                 rows.append((p, [r.offset for r in chunk], [r.timestamp_ms for r in chunk], [r.value for r in chunk]))
-            routed_rows += pack(route(rows, self.config.partitions, "orders"), self.config.partitions)
+            routed_rows += to_rows(route(rows, self.config.partitions, "orders"), self.config.partitions)
         parts, dead = [], []
         for index, state in enumerate(self.states):
             if fail_after_partition is not None and index >= fail_after_partition:
                 for s in self.states:
                     s.rollback()
                 return []
-            events, dead_in, runs, heartbeat = unpack(r for r in routed_rows if r["target"] == index)
+            events, dead_in, runs, heartbeat = from_rows(r for r in routed_rows if r["target"] == index)
             progress = {int(p): PartitionProgress(*v) for p, v in json.loads(heartbeat).items()}
             out = StatePartition(self.config, index).process(
                 PartitionBatch(now_ms, events, dead_in, runs, progress), state, self.indexes[index])
@@ -113,7 +114,7 @@ class Job:
         start = {p: self.positions.get(p, 0) for p in marks}
         if self.max_events_per_batch is None:
             return dict(marks)
-        from marketstream.spark.kafka_source import cap_offsets
+        from marketstream.spark.source.python_source import cap_offsets
 
         return cap_offsets(start, marks, self.max_events_per_batch)
 

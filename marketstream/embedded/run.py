@@ -150,7 +150,7 @@ def describe(process: psutil.Process) -> str:
         command = process.cmdline()
     except psutil.Error:
         return f"pid {process.pid}"
-    if "marketstream.spark.state_server" in command:
+    if "marketstream.spark.state.server" in command:
         return "Spark state server"
     parts = command[1:] if command and os.path.basename(command[0]).startswith("python") else command
     parts = parts[1:] if parts[:1] == ["-m"] else parts

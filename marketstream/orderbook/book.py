@@ -8,7 +8,7 @@ Semantics, shared by the Spark job's state partitions and the validator's replay
 - with ``closed_ttl_s``, a tombstone only counts within that many seconds of *record
   time* (``tau``: the running maximum of the record timestamps, in seconds, within the
   record's Kafka partition; in the Spark job at least the last second published when a
-  batch found the partition read to its end, ``spark.clock``): a close hides or removes an open iff
+  batch found the partition read to its end, ``spark.state.book_of_second``): a close hides or removes an open iff
   ``tau(close) > tau(open) - closed_ttl_s``. The rule looks only at the two records, so the
   book stays a function of the *set* of events seen, whatever the interleaving of
   partitions; ``expire`` drops the tombstones that can no longer matter;

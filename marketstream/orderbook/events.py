@@ -29,6 +29,10 @@ CLOSED = "CLOSED"
 BUY = "BUY"
 SELL = "SELL"
 SIDES = (BUY, SELL)
+# A side as the order-book job stores and ships it (one small int an order, not a string).
+BUY_CODE, SELL_CODE = 1, 0
+SIDE_CODES = {BUY: BUY_CODE, SELL: SELL_CODE}
+SIDE_NAMES = {BUY_CODE: BUY, SELL_CODE: SELL}
 STATUSES = (OPEN, CLOSED)
 
 # --- The input contract --------------------------------------------------------------

@@ -5,7 +5,7 @@ Records are applied partition by partition (the book does not depend on the
 interleaving), each at its record second ``tau`` (the running maximum of record
 timestamps within its partition: what tombstones expire by). The job's ``tau`` is also at
 least the last second published when a batch found the partition read to its end (so that
-an idle partition does not stop expiry, ``spark.clock``): for a record stamped before
+an idle partition does not stop expiry, ``spark.state.book_of_second``): for a record stamped before
 that second the replay's is lower, which matters only when a close of its id lies at the
 TTL's edge between the two. Two kinds of records are
 skipped: those that break the input contract (the parser says so) and the OPENs the job

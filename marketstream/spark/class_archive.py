@@ -1,10 +1,9 @@
-"""Build the driver JVM's class-data-sharing archive of the order-book job.
-
-    python -m marketstream.spark.class_archive        # writes SPARK_CLASS_ARCHIVE
+"""Build the driver JVM's class-data-sharing archive of the order-book job (the command
+is ``python -m marketstream.embedded.class_archive``, which brings the temporary broker).
 
 A restarted driver spends most of its first seconds loading classes from Spark's jars
 (parsing and verifying each). Java maps the classes of an archive instead. The archive
-is made by running the job itself: against a temporary Apache Kafka node, a first run
+is made by running the job itself: against a temporary Kafka broker (the caller's), a first run
 publishes a few snapshots and is killed; a second run resumes from that checkpoint (the
 path a crash recovery takes) and exits normally, and its JVM writes every class it
 loaded (``-XX:ArchiveClassesAtExit``). ``config.driver_java_options`` passes the archive
@@ -15,20 +14,18 @@ without it. About a minute on two cores.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Protocol
 
-from marketstream.embedded.apache_kafka import ApacheKafka
 from marketstream.kafka_io import make_producer, topic_end_offsets
-from marketstream.settings import Settings, get_settings
+from marketstream.settings import Settings
 from marketstream.spark.config import job_env, submit_command
 from marketstream.topics import ensure_topics
 
@@ -40,6 +37,15 @@ _RUN_TIMEOUT_S = 240.0
 
 class ArchiveNotBuilt(RuntimeError):
     pass
+
+
+class TrainingBroker(Protocol):
+    """A throwaway Kafka broker the training runs publish to."""
+
+    bootstrap: str
+
+    def start(self, timeout_s: float) -> None: ...
+    def stop(self) -> None: ...
 
 
 def _training_events(count: int = 300) -> list[bytes]:
@@ -100,14 +106,16 @@ def _archive_loads(archive: Path) -> bool:
     return result.returncode == 0
 
 
-def build(settings: Settings, out: Path) -> Path:
+def build(settings: Settings, out: Path, broker: Callable[[Path], TrainingBroker]) -> Path:
+    """Write the archive to ``out``; ``broker(directory)``: a new broker keeping its data in
+    ``directory``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # The state servers' sockets go in a short path of their own: a Unix socket's path has
     # at most 107 bytes, and ``out`` may lie deep.
     with tempfile.TemporaryDirectory(prefix="ms-classes-", dir=out.parent) as tmp, \
             tempfile.TemporaryDirectory(prefix="ms-idx-") as index:
         work = Path(tmp)
-        kafka = ApacheKafka(work / "kafka")
+        kafka = broker(work / "kafka")
         train = settings.model_copy(update={
             "kafka_bootstrap_servers": kafka.bootstrap, "orders_topic": "train-orders",
             "orderbook_topic": "train-orderbook", "deadletter_topic": "train-deadletter",
@@ -140,25 +148,3 @@ def build(settings: Settings, out: Path) -> Path:
             raise ArchiveNotBuilt(f"the JVM wrote no usable archive: see {(work / 'second.log')}")
         os.replace(dump, out)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m marketstream.spark.class_archive", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, help="where to write it (default: SPARK_CLASS_ARCHIVE)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    out = args.out or settings.spark_class_archive
-    started = time.monotonic()
-    try:
-        build(settings, out)
-    except (ArchiveNotBuilt, OSError, subprocess.SubprocessError, TimeoutError) as exc:
-        log.error("no class archive built (the job starts without one, only slower): %s", exc)
-        return 1
-    log.info("class archive %s (%.0f MB) built in %.0f s", out, out.stat().st_size / 1e6, time.monotonic() - started)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

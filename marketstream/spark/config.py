@@ -42,7 +42,7 @@ CODE_CACHE_OPTION = "-XX:ReservedCodeCacheSize=256m"
 
 
 def connector_sql_conf(connector: str) -> dict[str, str]:
-    """Session settings that depend on the Kafka connector (``pipeline.start_query`` sets
+    """Session settings that depend on the Kafka connector (``job.start_query`` sets
     them before the query starts).
 
     With the Python source, row projections are built interpreted: its rows pack up to
@@ -61,7 +61,7 @@ def java_options(settings: Settings, *extra: str) -> str:
 
 def driver_java_options(settings: Settings, dump_classes_to: Path | None = None) -> str:
     """The driver JVM's flags (``java_options``) with, when built, the class-data-sharing
-    archive of the job's classes (``python -m marketstream.spark.class_archive``, run by
+    archive of the job's classes (``python -m marketstream.embedded.class_archive``, run by
     ``make install``), which a restarted driver maps instead of parsing and verifying
     every class from Spark's jars again: a restart after a crash ~6 s sooner on two cores
     (docs/deployment.md, "Restart time"). ``dump_classes_to``: write such an archive when the JVM
@@ -87,7 +87,7 @@ def spark_conf(settings: Settings, dump_classes_to: Path | None = None) -> dict[
     # the UI through SPARK_LOCAL_IP (``job_env``). On a cluster the executors must reach
     # the driver: the deployment says where (docker-compose.yml, with spark.authenticate).
     network = {"spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK} if embedded(settings) else {}
-    # The secret itself goes to the session in the driver (``pipeline.build_session``),
+    # The secret itself goes to the session in the driver (``job.build_session``),
     # never onto a command line.
     if settings.spark_authenticate_secret.get_secret_value():
         network["spark.authenticate"] = "true"

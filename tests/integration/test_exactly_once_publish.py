@@ -13,8 +13,8 @@ import pytest
 
 from marketstream.kafka_io import read_range
 from marketstream.orderbook.message import SnapshotMessage
-from marketstream.spark.output import OutputConfig
-from marketstream.spark.sink import DriverFenced, MetricsOutbox, Publisher, transactional_id
+from marketstream.spark.publish.batch_output import OutputConfig
+from marketstream.spark.publish.publisher import DriverFenced, MetricsOutbox, Publisher, transactional_id
 
 pytestmark = pytest.mark.integration
 

@@ -232,7 +232,8 @@ def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_abor
     """A transactional producer leaves markers and aborted records before the end of a
     partition: a read task's range to that end still ends, without them."""
     from marketstream.kafka_io import end_offsets
-    from marketstream.spark.kafka_source import _consumer, read_range_columns
+    from marketstream.spark.kafka_clients import cached_consumer
+    from marketstream.spark.source.python_source import read_range_columns
 
     settings = kafka_settings
     producer = librdkafka_producer(settings, **{"transactional.id": f"t-{uuid.uuid4()}"})
@@ -243,7 +244,7 @@ def test_a_read_task_range_ending_on_transaction_markers_finishes_and_skips_abor
             producer.produce(settings.orders_topic, value=f"{commit}-{i}".encode(), partition=0)
         producer.flush(30)
         (producer.commit_transaction if commit else producer.abort_transaction)(30)
-    consumer = _consumer(settings.kafka_bootstrap_servers, lean=True)
+    consumer = cached_consumer(settings.kafka_bootstrap_servers, lean=True)
     end = end_offsets(consumer, settings.orders_topic, [0])[0]
     assert end == 12  # 5 committed, a commit marker, 5 aborted, an abort marker
     started = time.monotonic()
@@ -258,7 +259,8 @@ def test_a_replayed_range_that_retention_deleted_fails_the_read_with_the_loss_na
     from kafka import KafkaAdminClient, TopicPartition
 
     from marketstream.kafka_io import make_producer
-    from marketstream.spark.kafka_source import InputRecordsLost, _consumer, read_range_columns
+    from marketstream.spark.kafka_clients import cached_consumer
+    from marketstream.spark.source.python_source import InputRecordsLost, read_range_columns
 
     settings = kafka_settings
     producer = make_producer(settings)
@@ -269,7 +271,7 @@ def test_a_replayed_range_that_retention_deleted_fails_the_read_with_the_loss_na
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_list)
     admin.delete_records({TopicPartition(settings.orders_topic, 1): 60})
     admin.close()
-    consumer = _consumer(settings.kafka_bootstrap_servers, lean=True)
+    consumer = cached_consumer(settings.kafka_bootstrap_servers, lean=True)
     with pytest.raises(InputRecordsLost, match=r"partition 1: the batch reads offsets 40 to 99, offset 40 is not"):
         read_range_columns(consumer, settings.orders_topic, 1, 40, 100)
     assert read_range_columns(consumer, settings.orders_topic, 1, 60, 100)[0] == list(range(60, 100))

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from marketstream.embedded.apache_kafka import ApacheKafka
 from marketstream.settings import load_settings
 from marketstream.spark.class_archive import build
 from marketstream.spark.config import driver_java_options, spark_submit_binary
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_built_archive_is_mapped_by_the_driver_jvm(tmp_path):
-    archive = build(load_settings(), tmp_path / "classes.jsa")
+    archive = build(load_settings(), tmp_path / "classes.jsa", ApacheKafka)
     assert archive.stat().st_size > 10_000_000  # Spark's classes, not an empty shell
     settings = load_settings(spark_class_archive=archive)
     options = driver_java_options(settings)

@@ -1,5 +1,5 @@
-"""The Python Kafka data source's reader and writer against a real broker, without
-starting Spark (the methods are plain Python; Spark calls them the same way)."""
+"""The Python Kafka data source's reader against a real broker, without starting Spark
+(the methods are plain Python; Spark calls them the same way)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from marketstream.kafka_io import make_producer
-from marketstream.spark import parse
-from marketstream.spark.kafka_source import LATEST, TICK, KafkaStreamReader
-from marketstream.spark.parse import HEARTBEAT_PARTITION
+from marketstream.spark import kafka_clients
+from marketstream.spark.route.rows import from_rows
+from marketstream.spark.source.python_source import LATEST, TICK, KafkaStreamReader
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +22,17 @@ pytestmark = pytest.mark.integration
 def _close_cached_clients():
     """``read`` caches its consumers per process (a Spark worker's life); here the process
     is pytest's, which outlives the broker: close them with the module."""
-    from marketstream.spark import kafka_source
-
     yield
-    for client in kafka_source._CONSUMERS.values():
-        client.close()
-    kafka_source._CONSUMERS.clear()
+    kafka_clients.close_all()
 
 
-def unpack(rows):
-    """``(partition, offset, timestamp_ms, value)`` of the source's packed rows."""
-    for row in rows:
-        for offset, timestamp, value in zip(row["offsets"], row["timestamps"] or [None] * len(row["offsets"]),
-                                            row["values"]):
-            yield row["partition"], offset, timestamp, value
+def records_of(batches):
+    """``(partition, offset, value)`` of every record the reader's batches carry (none of
+    these values is an order event: each comes back as a dead letter with its bytes),
+    the clock runs and the heartbeat."""
+    rows = [row for batch in batches for row in batch.to_pylist()]
+    _events, dead, runs, heartbeat = from_rows(rows)
+    return sorted((d.partition, d.offset, d.value) for d in dead), runs, heartbeat
 
 
 def _produce(settings, per_partition: int, start: int = 0):
@@ -49,7 +46,7 @@ def _produce(settings, per_partition: int, start: int = 0):
 
 def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_settings):
     reader = KafkaStreamReader({"bootstrap.servers": kafka_settings.kafka_bootstrap_servers,
-                                "topic": kafka_settings.orders_topic, "maxEventsPerBatch": "10"})
+                                "topic": kafka_settings.orders_topic, "maxEventsPerBatch": "10", "routeTo": "0"})
     try:
         start = reader.initialOffset()
         assert start == {"0": 0, "1": 0, "2": 0, TICK: 0}
@@ -58,7 +55,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         assert {p: first[p] for p in "012"} == {"0": 5, "1": 5, "2": 5}
         assert first[LATEST] == {"0": 5, "1": 5, "2": 5}  # in the offset log: a replay sees the same backlog
         # The same reader again (it keeps its client): every partition's new end is seen,
-        # not only the partitions fetched last (stale high watermarks delay events).
+        # not only the partitions fetched last (stale end offsets delay events).
         _produce(kafka_settings, 4, start=5)
         second = reader.latestOffset(first, ReadAllAvailable())
         assert {p: second[p] for p in "012"} == {"0": 9, "1": 9, "2": 9}
@@ -71,23 +68,21 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
         splits = reader.partitions(first, second)
         assert len(splits) == 1  # one read task unless readTasks says otherwise
         batches = [batch for part in splits for batch in reader.read(part)]
-        # One packed row per partition read plus the heartbeat, in the schema Spark expects.
-        assert len(batches) == 4 and all(b.num_rows == 1 for b in batches)
-        rows = list(unpack(row for batch in batches for row in batch.to_pylist()))
-        data = sorted((p, o, bytes(v)) for p, o, _t, v in rows if p != HEARTBEAT_PARTITION)
-        assert data == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
-        assert all(abs(t - time.time() * 1000) < 120_000 for p, _o, t, _v in rows if p != HEARTBEAT_PARTITION)
-        heartbeat = [r for r in rows if r[0] == HEARTBEAT_PARTITION]
-        # Per partition: where the batch starts and ends, and the high watermark then.
-        assert len(heartbeat) == 1 and json.loads(heartbeat[0][3]) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
+        assert len(batches) == 1  # one Arrow record batch a read task
+        records, runs, heartbeat = records_of(batches)
+        assert records == [(p, o, f"p{p}-{o}".encode()) for p in range(3) for o in range(5, 9)]
+        # The records' seconds (the clock's runs) are the broker's timestamps: now.
+        assert all(abs(lmax - time.time()) < 120 for p in runs for lmax, _end in runs[p])
+        assert {p: runs[p][-1][1] for p in runs} == {0: 9, 1: 9, 2: 9}
+        # Per partition: where the batch starts and ends, and the end offset then.
+        assert json.loads(heartbeat) == {"0": [5, 9, 9], "1": [5, 9, 9], "2": [5, 9, 9]}
         assert reader.reportLatestOffset() == {"0": 9, "1": 9, "2": 9}
 
         reader.read_tasks = 2
         splits = reader.partitions(start, second)
         assert len(splits) == 2 and sum(1 for s in splits if s.heartbeat) == 1
-        rows = list(unpack(row for part in splits for batch in reader.read(part) for row in batch.to_pylist()))
-        assert sorted((p, o) for p, o, _t, _v in rows if p != HEARTBEAT_PARTITION) == [
-            (p, o) for p in range(3) for o in range(9)]
+        records, _runs, _heartbeat = records_of(batch for part in splits for batch in reader.read(part))
+        assert [(p, o) for p, o, _v in records] == [(p, o) for p in range(3) for o in range(9)]
     finally:
         reader.stop()
 
@@ -95,7 +90,7 @@ def test_reader_sees_every_partition_advance_each_batch_and_caps_batches(kafka_s
 def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_settings):
     """A backlog batch over 3 partitions and 2 read tasks: the tasks read equal shares
     (a partition cut between them), and what each state partition gets back from
-    ``parse.unpack`` equals what one task reading everything gives, record times that go
+    ``rows.from_rows`` equals what one task reading everything gives, record times that go
     back within a partition included."""
     rng = random.Random(3)
     producer = make_producer(kafka_settings)
@@ -118,7 +113,7 @@ def test_read_tasks_cut_partitions_and_the_state_partitions_see_one_read(kafka_s
             reader.read_tasks = read_tasks
             splits = reader.partitions(start, end)
             rows = [row for split in reversed(splits) for batch in reader.read(split) for row in batch.to_pylist()]
-            return splits, {target: parse.unpack(r for r in rows if r["target"] == target) for target in (11, 22)}
+            return splits, {target: from_rows(r for r in rows if r["target"] == target) for target in (11, 22)}
 
         one_split, one = state_partitions(1)
         splits, two = state_partitions(2)

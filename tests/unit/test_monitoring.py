@@ -68,7 +68,7 @@ def exposed_series() -> dict[str, float]:
     from marketstream.energy.loader import LoaderMetrics
     from marketstream.exports.layout import export_paths, write_atomic
     from marketstream.exports.metrics import ExportCollector
-    from marketstream.spark.job_metrics import OrderBookMetrics
+    from marketstream.spark.publish.job_metrics import OrderBookMetrics
     from producer.metrics import ProducerMetrics
 
     series: dict[str, float] = {}

@@ -12,10 +12,10 @@ from marketstream.spark.config import (
     CODE_CACHE_OPTION, JOB_APPLICATION, LOG_CONFIG, ROCKSDB_PROVIDER, connector_sql_conf, job_env, spark_conf,
     submit_command,
 )
-from marketstream.spark.kafka_source import (
-    RECORDS_PER_ROW, SOURCE_SCHEMA, InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss, pack,
+from marketstream.spark.source.python_source import (
+    InputOffsetsWentBack, InputRecordsLost, cap_offsets, check_no_data_loss,
 )
-from marketstream.spark.pipeline import checkpoint_state_partitions
+from marketstream.spark.job import checkpoint_state_partitions
 
 
 def test_config_is_cheap_and_names_the_application():
@@ -96,19 +96,6 @@ def test_command_line_entry_prints_the_submit_command_with_its_environment():
     assert "--master 'local[1]'" in result.stdout and result.stdout.strip().endswith(str(JOB_APPLICATION))
 
 
-def test_records_are_packed_in_rows_of_bounded_size():
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    records = [(offset, 1_000 * offset, f"v{offset}".encode() if offset % 7 else None)
-               for offset in range(10, 10 + 2 * RECORDS_PER_ROW + 3)]
-    batches = list(pack(2, iter(records)))
-    assert [b.column("offsets")[0].as_py()[0] for b in batches] == [10, 10 + RECORDS_PER_ROW, 10 + 2 * RECORDS_PER_ROW]
-    assert all(b.schema.equals(to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")) for b in batches)
-    unpacked = [(o, t, v) for row in (r for b in batches for r in b.to_pylist())
-                for o, t, v in zip(row["offsets"], row["timestamps"], row["values"])]
-    assert unpacked == records  # null values kept
-
-
 def test_driver_jvm_maps_the_class_archive_only_when_it_exists(tmp_path):
     archive = tmp_path / "classes.jsa"
     settings = load_settings(spark_class_archive=archive)
@@ -153,7 +140,7 @@ def test_a_jvm_option_that_is_not_a_flag_stops_startup():
 
 
 def test_only_the_python_source_builds_projections_interpreted():
-    # its rows pack up to 5,000 events: generated code per task cost more than it saved
+    # its rows hold up to 5,000 events: generated code per task cost more than it saved
     assert connector_sql_conf("python") == {"spark.sql.codegen.factoryMode": "NO_CODEGEN"}
     assert connector_sql_conf("jvm") == {}  # one event a row, not measured: generated code
     assert "spark.sql.codegen.factoryMode" not in spark_conf(load_settings())

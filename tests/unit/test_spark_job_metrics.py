@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from marketstream.spark.job_metrics import OrderBookMetrics
+from marketstream.spark.publish.job_metrics import OrderBookMetrics
 
 
 def sample(registry, name, labels=None):

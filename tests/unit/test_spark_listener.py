@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 
 from marketstream.orderbook.metrics import BATCH_FIGURES
-from marketstream.spark.listener import MetricsListener, _ProgressAsJson
-from marketstream.spark.output import FiguresByBatch, batch_figures
-from marketstream.spark.partition_state import BookPart, DeadLetterRef, PartitionOutput
-from marketstream.spark.processor import output_rows
-from marketstream.spark.sink import MetricsOutbox
+from marketstream.spark.publish.listener import MetricsListener, _ProgressAsJson
+from marketstream.spark.publish.figures import FiguresByBatch, batch_figures
+from marketstream.spark.dead_letters import DeadLetterRef
+from marketstream.spark.state.book_of_second import BookPart
+from marketstream.spark.state.partition import PartitionOutput
+from marketstream.spark.state.processor import output_rows
+from marketstream.spark.publish.publisher import MetricsOutbox
 
 PROGRESS = {
     "id": "8f1c0b52-8d2b-4a43-9d0c-0d6f0a3c9a11", "runId": "0b8e6c8e-3f0e-4d8e-9c55-7d1f1c2a9b20",

@@ -8,9 +8,10 @@ import json
 
 import pytest
 
-from marketstream.spark.parse import HEARTBEAT, HEARTBEAT_PARTITION, pack, route
-from marketstream.spark.pipeline import StateLayoutChanged, check_state_layout, state_layout_file
-from marketstream.spark.processor import META_KEY, STATE_LAYOUT, _SparkState, batch_time_ms
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION, route
+from marketstream.spark.route.rows import HEARTBEAT, to_rows
+from marketstream.spark.job import StateLayoutChanged, check_state_layout, state_layout_file
+from marketstream.spark.state.processor import META_KEY, STATE_LAYOUT, _SparkState, batch_time_ms
 
 
 class _MapState:
@@ -50,7 +51,7 @@ def test_bookkeeping_journal_and_segments_share_one_map_without_mixing():
 
 def test_a_batch_takes_its_time_from_the_heartbeats_tick():
     # What the Python source's read task routes: the heartbeat row carries the tick.
-    routed = list(pack(route([(HEARTBEAT_PARTITION, [1_795_000_123], [], [b'{"0": [0, 0, 0]}'])], 2), 2))
+    routed = list(to_rows(route([(HEARTBEAT_PARTITION, [1_795_000_123], [], [b'{"0": [0, 0, 0]}'])], 2), 2))
     heartbeats = [row for row in routed if row["kind"] == HEARTBEAT]
     assert [row["target"] for row in heartbeats] == [0, 1]
     assert all(row["offsets"] == [1_795_000_123] for row in heartbeats)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from marketstream.spark.kafka_source import split_ranges
+from marketstream.spark.source.python_source import split_ranges
 
 
 def test_three_partitions_over_two_tasks_are_cut_into_equal_shares():

@@ -23,17 +23,18 @@ from pathlib import Path
 
 import pytest
 
-from marketstream.spark import memory_index
-from marketstream.spark.combine import combine
-from marketstream.spark.memory_index import MemoryIndex
-from marketstream.spark.parse import HEARTBEAT_PARTITION, pack, route
-from marketstream.spark.partition_state import DictState
-from marketstream.spark.state_server import (
+from marketstream.spark.publish.combine import combine
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION, route
+from marketstream.spark.route.rows import to_rows
+from marketstream.spark.state import working_copy
+from marketstream.spark.state.working_copy import MemoryIndex
+from tests.state_doubles import DictState
+from marketstream.spark.state.server import (
     _REPLY, LocalServer, Servers, StateServerClient, ensure_private_dir, run_batch, server_dir, server_key,
     socket_path,
 )
 from tests.job_sim import Job, config
-from tests.unit.test_spark_partition_state import T0, official_topic
+from tests.unit.test_spark_state_partition import T0, official_topic
 
 
 def server_pid(path: str) -> int:
@@ -43,7 +44,7 @@ def server_pid(path: str) -> int:
                 cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
             except OSError:
                 continue
-            if b"marketstream.spark.state_server" in cmdline and path.encode() in cmdline:
+            if b"marketstream.spark.state.server" in cmdline and path.encode() in cmdline:
                 return int(entry)
     raise AssertionError(f"no state server for {path}")
 
@@ -63,14 +64,14 @@ def wait_gone(pid: int, timeout_s: float) -> bool:
 
 
 def batch_rows(topic, positions, now, partitions):
-    marks = topic.high_watermarks(now)
+    marks = topic.end_offsets(now)
     rows = [(HEARTBEAT_PARTITION, [], [], [json.dumps(
         {str(p): [positions.get(p, 0), marks[p], marks[p]] for p in marks}).encode()])]
     for p, end in marks.items():
         chunk = topic.records[p][positions.get(p, 0):end]
         if chunk:
             rows.append((p, [r.offset for r in chunk], [r.timestamp_ms for r in chunk], [r.value for r in chunk]))
-    return marks, list(pack(route(rows, partitions), partitions))
+    return marks, list(to_rows(route(rows, partitions), partitions))
 
 
 @pytest.fixture
@@ -298,10 +299,10 @@ class Fault:
 
         monkeypatch.setattr(MemoryIndex, "stage", stage)
         monkeypatch.setattr(MemoryIndex, "settle", settle)
-        for name in ("_pack", "_count", "_set_level"):
+        for name in ("_encode", "_count", "_set_level"):
             monkeypatch.setattr(MemoryIndex, name, self._step(getattr(MemoryIndex, name)))
-        heap = memory_index.heapq
-        monkeypatch.setattr(memory_index, "heapq", types.SimpleNamespace(
+        heap = working_copy.heapq
+        monkeypatch.setattr(working_copy, "heapq", types.SimpleNamespace(
             heappush=self._step(heap.heappush), heappop=heap.heappop))
 
     def _step(self, real):
@@ -391,7 +392,7 @@ def test_a_copy_beyond_the_memory_bound_fails_the_batch_with_the_setting_named(t
         values = [(f'{{"order_id":{i},"symbol":"S{i % 50}","order_side":"BUY","size":1,"price":{1000 + i % 400},'
                    f'"status":"OPEN"}}').encode() for i in range(first, first + count)]
         heartbeat = json.dumps({"0": [first, first + count, first + count]}).encode()
-        return list(pack(route([(HEARTBEAT_PARTITION, [], [], [heartbeat]),
+        return list(to_rows(route([(HEARTBEAT_PARTITION, [], [], [heartbeat]),
                                 (0, list(range(first, first + count)), [T0 + second * 1000] * count, values)], 1), 1))
 
     client, state = servers.client(0), DictState()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketstream.spark.shuffle_hash import shuffle_partition, spark_hash_int, state_partition_labels
+from marketstream.spark.route.keys import shuffle_partition, spark_hash_int, state_partition_labels
 
 SPARK_HASH = {
     0: 933211791, 1: -559580957, 2: 1765031574, 3: -1823081949, 7: 1079293707, 42: 29417773,

@@ -1,7 +1,7 @@
 """Batch health: a ``StreamingQueryListener`` that logs one line per micro-batch, updates
 the Prometheus figures and leaves the batch's metrics message
 (``marketstream.orderbook.metrics``) for the publisher, which sends it in the next batch's
-transaction (``sink.MetricsOutbox``).
+transaction (``publisher.MetricsOutbox``).
 
 The listener takes each batch's progress as the JVM's JSON text (``_ProgressAsJson``), not
 as PySpark's ``QueryProgressEvent``: building that one walks the progress field by field
@@ -19,8 +19,8 @@ from pyspark.sql.streaming import StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryStartedEvent, QueryTerminatedEvent
 
 from marketstream.orderbook.metrics import encode_metric, metrics_from_progress
-from marketstream.spark.output import FiguresByBatch
-from marketstream.spark.sink import MetricsOutbox
+from marketstream.spark.publish.figures import FiguresByBatch
+from marketstream.spark.publish.publisher import MetricsOutbox
 
 log = logging.getLogger("marketstream.spark.progress")
 
@@ -69,7 +69,7 @@ class MetricsListener(StreamingQueryListener):
                  figures: FiguresByBatch | None = None):
         self.outbox, self.query_name = outbox, query_name
         self.prometheus = prometheus  # a job_metrics.OrderBookMetrics, or None
-        # What each batch published, left by the query's publisher (``sink``).
+        # What each batch published, left by the query's publisher (``publisher``).
         self.figures = figures if figures is not None else FiguresByBatch()
 
     def onQueryStarted(self, event) -> None:

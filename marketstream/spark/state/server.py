@@ -1,5 +1,5 @@
 """One long-lived process per state partition and executor host that keeps the
-partition's working copy (``memory_index.MemoryIndex``) and does its per-event work.
+partition's working copy (``working_copy.MemoryIndex``) and does its per-event work.
 
 Why a process of its own: Spark hands a partition's task to whichever of its pooled
 Python workers is free, a different one from batch to batch. A working copy inside the
@@ -22,7 +22,7 @@ Protocol, one ``Request`` -> one ``Reply``:
 The truth stays in Spark's state; the copy is only trusted at the version it names, and
 any exception while it handles a request drops it (the next request rebuilds it).
 
-    python -m marketstream.spark.state_server --socket PATH --job-pid PID [--idle-exit SECONDS]
+    python -m marketstream.spark.state.server --socket PATH --job-pid PID [--idle-exit SECONDS]
 
 (started on demand by ``StateServerClient``, the secret on its stdin). It exits within a
 second of its job's process (the executor's JVM) ending, when its socket file is removed,
@@ -56,9 +56,9 @@ from typing import Literal
 import msgspec
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from marketstream.spark.partition_state import PartitionConfig, PartitionOutput
+from marketstream.spark.state.partition import PartitionConfig, PartitionOutput
 
-log = logging.getLogger("marketstream.spark.state_server")
+log = logging.getLogger("marketstream.spark.state.server")
 
 # The job gone, the server has nothing to serve; a job alive but without batches for this
 # long (a stopped query in a driver that lives on) frees the memory too.
@@ -165,12 +165,12 @@ class Supplied(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RoutedRow(msgspec.Struct, forbid_unknown_fields=True):
-    """A routed row (``routed.ROUTED_SCHEMA``; a close has no symbol, side, price or size)."""
+    """A routed row (``route.rows.ROUTED_COLUMNS``; a close has no symbol, side, price or size)."""
 
     target: int
     kind: str
     partition: int
-    partitions_of: list[int | None] | None = None
+    partitions: list[int | None] | None = None
     offsets: list[int | None] | None = None
     lmax: list[int | None] | None = None
     order_ids: list[int | None] | None = None
@@ -231,7 +231,7 @@ class NeedState(Exception):
 
 
 class RecordingState:
-    """``partition_state.StateBackend`` inside the server: reads the meta and what the
+    """``partition.StateBackend`` inside the server: reads the meta and what the
     Spark processor supplied, records the writes for the processor to make."""
 
     def __init__(self, meta_text: str | None, supplied: Supplied | None):
@@ -301,9 +301,10 @@ class PartitionServer:
             raise
 
     def _handle(self, request: Request) -> Need | Done:
-        from marketstream.spark.memory_index import MemoryIndex
-        from marketstream.spark.parse import unpack
-        from marketstream.spark.partition_state import PartitionBatch, StatePartition, progress_of
+        from marketstream.spark.route.rows import from_rows
+        from marketstream.spark.state.book_of_second import progress_of
+        from marketstream.spark.state.partition import PartitionBatch, StatePartition
+        from marketstream.spark.state.working_copy import MemoryIndex
 
         state = RecordingState(request.meta, request.supplied)
         worker = StatePartition(request.config, request.partition)
@@ -314,7 +315,7 @@ class PartitionServer:
         need = worker.need(self.index, meta)
         if need is not None and not _satisfies(need, request.supplied):
             return Need(need)
-        events, dead, runs, heartbeat = unpack(msgspec.structs.asdict(row) for row in request.rows)
+        events, dead, runs, heartbeat = from_rows(msgspec.structs.asdict(row) for row in request.rows)
         batch = PartitionBatch(request.now_ms, events, dead, runs, progress_of(heartbeat))
         output = worker.process(batch, state, self.index)
         return Done(output, state.writes, state.meta_text)
@@ -584,7 +585,7 @@ class StateServerClient:
         job = self.job if self.job is not None else job_pid()
         with os.fdopen(log_fd, "ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "marketstream.spark.state_server", "--socket", self.path, "--job-pid", str(job),
+                [sys.executable, "-m", "marketstream.spark.state.server", "--socket", self.path, "--job-pid", str(job),
                  "--memory-mb", str(self.memory_mb)],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 close_fds=True)
@@ -613,7 +614,7 @@ def _journal_entry(state, partition: int, seq: int) -> tuple[str, str]:
 def run_batch(client: StateServerClient, state, config: PartitionConfig, partition: int, rows: list[dict],
               now_ms: int) -> PartitionOutput:
     """One batch of one state partition through its server: ``state`` is the partition's
-    Spark state (``partition_state.StateBackend``), read for what the server needs and
+    Spark state (``partition.StateBackend``), read for what the server needs and
     written with what it decided. Returns the ``PartitionOutput``."""
     request = Request(config, partition, [RoutedRow(**row) for row in rows], now_ms, state.meta_get())
     reply = client.call(request)
@@ -639,7 +640,7 @@ def run_batch(client: StateServerClient, state, config: PartitionConfig, partiti
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m marketstream.spark.state_server",
+    parser = argparse.ArgumentParser(prog="python -m marketstream.spark.state.server",
                                      description="reads its secret (hex) from stdin")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--job-pid", type=int, required=True)

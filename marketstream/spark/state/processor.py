@@ -1,10 +1,10 @@
 """The stateful processor (``transformWithState``, Row API) of one state partition of the
 order book: a thin adapter from Spark's rows and state to the partition's state server
-(``state_server``), which does the work (``partition_state``) on its working copy.
+(``server``), which does the work (``partition``) on its working copy.
 
 State per grouping key (one key per state partition), layout ``STATE_LAYOUT``: one map,
 ``journal``, with journal entries at their sequence number (>= 0), segment snapshots at
-``-1 - segment`` and the partition's bookkeeping (``partition_state.Meta``, JSON text) at
+``-1 - segment`` and the partition's bookkeeping (``meta.Meta``, JSON text) at
 ``META_KEY``. One state variable, not a value next to the map: Spark's Python state API
 builds a variable's encoders (analysis, code generation) in every task, tens of ms each.
 Every state call is a round trip to the JVM; a batch makes a handful, whatever its size.
@@ -15,9 +15,9 @@ connector has no heartbeat, so "ProcessingTime" with a timer that calls each par
 every batch (``timers``). Processing-time mode costs every task two more round trips and
 an expired-timer query.
 
-Output rows (``PART_SCHEMA``), combined on the driver (``output``): ``part`` (one published second,
-this partition's best levels as column arrays), ``dead`` (dead letters, packed) and
-``info`` (the batch's gap and counts).
+Output rows (``PART_SCHEMA``), published from the driver (``publish``): ``part`` (one
+published second, this partition's best levels as column arrays), ``dead`` (dead letters,
+``dead_letters.COLUMNS``) and ``info`` (the batch's gap and counts).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from pyspark.sql.types import (
     ArrayType, BinaryType, BooleanType, IntegerType, LongType, StringType, StructField, StructType,
 )
 
-from marketstream.spark.parse import HEARTBEAT, ROUTED_COLUMNS
-from marketstream.spark.partition_state import PartitionConfig, PartitionOutput
-from marketstream.spark.state_server import Servers, StateServerClient, run_batch
+from marketstream.spark import dead_letters
+from marketstream.spark.route.rows import HEARTBEAT, ROUTED_COLUMNS
+from marketstream.spark.state.partition import INFO, PART, PartitionConfig, PartitionOutput
+from marketstream.spark.state.server import Servers, StateServerClient, run_batch
 
-PART, DEAD, INFO = "part", "dead", "info"
 
 PART_SCHEMA = StructType([
     StructField("kind", StringType(), False),
@@ -54,7 +54,7 @@ PART_SCHEMA = StructType([
 ])
 _FIELDS = [f.name for f in PART_SCHEMA.fields]
 
-# The state's layout: a checkpoint made with another one cannot be read (``pipeline``
+# The state's layout: a checkpoint made with another one cannot be read (``job``
 # checks before the query starts). 1: a ``meta`` value next to the ``journal`` map, time
 # mode "ProcessingTime" for every connector.
 STATE_LAYOUT = 2
@@ -72,7 +72,7 @@ def time_mode(timers: bool) -> str:
 
 
 class _SparkState:
-    """``partition_state.StateBackend`` over the processor's state variable."""
+    """``partition.StateBackend`` over the processor's state variable."""
 
     def __init__(self, journal):
         self.journal = journal
@@ -114,10 +114,7 @@ def output_rows(index: int, out: PartitionOutput) -> Iterator[Row]:
                    sides=[lv[1] for lv in part.levels], prices=[lv[2] for lv in part.levels],
                    amounts=[str(lv[3]) for lv in part.levels])
     if out.dead_letters:
-        dead = out.dead_letters
-        yield _row(DEAD, index, partitions=[d.partition for d in dead], offsets=[d.offset for d in dead],
-                   reasons=[d.reason for d in dead], codes=[str(d.code) for d in dead],
-                   values=[d.value for d in dead])
+        yield _row(dead_letters.KIND, index, **dead_letters.to_columns(out.dead_letters))
     last = out.parts[-1] if out.parts else None
     yield _row(INFO, index, gap_first=out.gap[0] if out.gap else None, gap_last=out.gap[1] if out.gap else None,
                second=last.second if last else None, open_orders=last.open_orders if last else None,

@@ -1,4 +1,4 @@
-"""``kafka_lean.decode_batch`` reads exactly what kafka-python reads from the same record
+"""``record_decoder.decode_batch`` reads exactly what kafka-python reads from the same record
 batches (built by kafka-python's own batch builder), and refuses broken ones."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from kafka.errors import CorruptRecordError
 from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from marketstream.kafka_lean import decode_batch, is_lean, lean_consumer
+from marketstream.spark.source.record_decoder import decode_batch, is_lean, lean_consumer
 
 CODEC_NONE, CODEC_GZIP = 0, 1
 
@@ -110,7 +110,7 @@ def test_the_fetchers_records_take_v2_and_older_message_sets():
     from kafka.consumer.fetcher import Fetcher
     from kafka.record.legacy_records import LegacyRecordBatchBuilder
 
-    from marketstream.kafka_lean import _lean_partition_records
+    from marketstream.spark.source.record_decoder import _lean_partition_records
 
     raw = build([(1_000 + i, None, b"v2-%d" % i, []) for i in range(5)], base_offset=10)
     for magic, base in ((0, 15), (1, 17)):
@@ -130,7 +130,7 @@ def test_a_batch_failing_its_crc_check_is_an_error_not_records():
     from kafka import TopicPartition
     from kafka.consumer.fetcher import Fetcher
 
-    from marketstream.kafka_lean import _lean_partition_records
+    from marketstream.spark.source.record_decoder import _lean_partition_records
 
     raw = bytearray(build([(1_000, None, b"value-%d" % i, []) for i in range(3)]))
     raw[-3] ^= 0xFF  # a byte of the last value

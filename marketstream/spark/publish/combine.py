@@ -1,5 +1,5 @@
-"""The combine stage of the order-book job: the state partitions' parts of each second
--> the one snapshot of that second. Stateless; runs in one task per batch.
+"""The state partitions' parts of each second -> the one snapshot of that second.
+Stateless; runs on the driver, in the publisher, once per batch.
 
 Each state partition sends, for every second the batch publishes, its own best ``depth``
 levels per (symbol, side). The book's best ``depth`` prices are among the union of those
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from marketstream.orderbook.events import from_units
+from marketstream.orderbook.events import SIDE_NAMES, from_units
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.render import levels_to_json, render_levels
-from marketstream.spark.memory_index import BUY
-from marketstream.spark.partition_state import BookPart
+from marketstream.spark.state.book_of_second import BookPart
 
 
 class PartsDisagree(AssertionError):
@@ -38,7 +37,7 @@ def combine(parts: Iterable[BookPart], partitions: int, depth: int) -> list[Snap
         amounts: dict[tuple[str, str], dict[int, int]] = {}
         for part in group:
             for symbol, side, price, amount in part.levels:
-                prices = amounts.setdefault((symbol, "BUY" if side == BUY else "SELL"), {})
+                prices = amounts.setdefault((symbol, SIDE_NAMES[side]), {})
                 prices[price] = prices.get(price, 0) + amount
         key = tuple(sorted((k, tuple(sorted(v.items()))) for k, v in amounts.items()))
         if previous is not None and previous[0] == key:

@@ -1,11 +1,12 @@
-"""The order-book job's output step: the state partitions' rows of a batch -> the
-snapshots and dead letters on Kafka, published once, from the driver.
+"""Where the topics are written: the state partitions' rows of a batch -> the snapshots
+and dead letters on Kafka, published once, from the driver.
 
 ``Publisher`` is the query's ``foreachBatch`` function: it collects the batch's rows (a
 part of the book per state partition and second, dead letters, batch figures: small),
 combines the parts into one snapshot per second, completes and orders the dead letters,
-leaves out what a replayed batch already published (``output``) and produces the rest in
-one Kafka transaction. What the batch published (``output.batch_figures``) it leaves for
+leaves out what a replayed batch already published (``batch_output``, ``topic_tail``)
+and produces the rest in one Kafka transaction. What the batch published
+(``figures.batch_figures``) it leaves for
 the query listener's metrics message, and the listener leaves that message in the
 ``MetricsOutbox`` for the next batch's transaction: a batch's metrics describe its whole
 run, publish included, so they are known only once it is over, and they reach the metrics
@@ -23,7 +24,7 @@ the topic-end read: a retried batch publishes what follows what is there.)
 
 It runs in the driver's own Python process: no Python writer process per task and no
 commit process per batch (a ``DataSourceStreamWriter`` costs both, about 100 ms a batch),
-and what this process published last stays known between batches (``output.Published``).
+and what this process published last stays known between batches (``topic_tail.Published``).
 
     parts.writeStream.foreachBatch(Publisher(output_config, max_request_size, figures, outbox))
 """
@@ -37,12 +38,12 @@ import time
 from collections import deque
 
 from marketstream.orderbook.metrics import delivery_figures
-from marketstream.spark.kafka_source import cached_consumer
-from marketstream.spark.output import (
-    FiguresByBatch, OutputConfig, Published, batch_figures, collect, finish, published_after, records,
-)
+from marketstream.spark.kafka_clients import cached_consumer
+from marketstream.spark.publish.batch_output import OutputConfig, collect, finish, records
+from marketstream.spark.publish.figures import FiguresByBatch, batch_figures
+from marketstream.spark.publish.topic_tail import Published, published_after
 
-log = logging.getLogger("marketstream.spark.sink")
+log = logging.getLogger("marketstream.spark.publish")
 
 
 class DriverFenced(RuntimeError):
@@ -155,7 +156,7 @@ class Publisher:
             producer = self.producer()
         except ProducerFencedError as error:
             raise DriverFenced(f"a newer driver of {self.config.transactional_id} is publishing") from error
-        consumer = cached_consumer(self.config.bootstrap_servers, self.config.security)
+        consumer = cached_consumer(self.config.bootstrap_servers, security=self.config.security)
         known, self._known = self._known, None
         output = finish(parts, dead, self.config, consumer, known, batch_id)
         metrics = self.metrics.take() if self.metrics is not None else []

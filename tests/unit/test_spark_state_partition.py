@@ -12,10 +12,10 @@ import pytest
 
 from marketstream.orderbook.events import event_to_json
 from marketstream.orderbook.replay import read_event_file
-from marketstream.spark import partition_state
-from marketstream.spark.clock import second_of
-from marketstream.spark.memory_index import MemoryIndex
-from marketstream.spark.partition_state import SEGMENTS
+from marketstream.spark.state import partition as partition_state
+from marketstream.spark.state.book_of_second import second_of
+from marketstream.spark.state.working_copy import MemoryIndex
+from marketstream.spark.state.meta import SEGMENTS
 from tests.job_sim import Job, Topic, config, reference_snapshot
 from tests.support import OFFICIAL_CSV
 
@@ -229,7 +229,7 @@ def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(monke
     """Many batches with changes: the working copy is never rebuilt (it applies each
     committed entry), and the journal is cut as segment snapshots take its entries in.
     (Fewer, smaller segments than the job's, so a test run goes round them many times.)"""
-    from marketstream.spark import partition_state
+    from marketstream.spark.state import partition as partition_state
 
     monkeypatch.setattr(partition_state, "SEGMENTS", 16)
     monkeypatch.setattr(partition_state, "MIN_SEGMENT_ROWS", 16)
@@ -264,7 +264,7 @@ def test_the_local_index_follows_the_journal_and_the_journal_stays_bounded(monke
 
 
 def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_still_needs(monkeypatch):
-    from marketstream.spark import partition_state
+    from marketstream.spark.state import partition as partition_state
 
     monkeypatch.setattr(partition_state, "SEGMENTS", 4)  # few segments: one batch rewrites them all
     monkeypatch.setattr(partition_state, "MIN_SEGMENT_ROWS", 1)
@@ -277,7 +277,7 @@ def test_a_backlog_batch_that_rewrites_every_segment_keeps_the_entry_the_index_s
 
 
 def test_journal_text_is_compact_json_and_reads_back():
-    from marketstream.spark.memory_index import Changes, StoredOrder
+    from marketstream.spark.state.working_copy import Changes, StoredOrder
 
     changes = Changes(opened={7: (3, StoredOrder("BTC-USD", 1, 10_000_000_000, 72_400_000, 1_796_139_275))},
                       closed={8: (1, "ETH-USD")}, tombs={8: (1, 1_796_139_276), 2**63 - 1: (0, 5)},

@@ -1,7 +1,6 @@
-"""The routed rows between the parse stage and the state partitions: their Spark schema
-and their Arrow packing, shared by the Python Kafka source (which parses and routes while
-it reads) and the JVM connector's path (a ``mapInArrow`` after the source). The rows
-themselves are built by ``parse``."""
+"""The routed rows in Spark: their schema and the Arrow record batch a read task yields,
+shared by the Python Kafka source (which parses and routes while it reads) and the JVM
+connector's path (a ``mapInArrow`` after the source). The rows themselves are ``rows``'."""
 
 from __future__ import annotations
 
@@ -11,13 +10,14 @@ from pyspark.sql.types import (
     ArrayType, BinaryType, BooleanType, IntegerType, LongType, StringType, StructField, StructType,
 )
 
-from marketstream.spark.parse import pack, route, to_columns
+from marketstream.spark.route.parse import route
+from marketstream.spark.route.rows import to_columns, to_rows
 
 ROUTED_SCHEMA = StructType([
     StructField("target", IntegerType(), False),  # the state partition's grouping key
     StructField("kind", StringType(), False),
     StructField("partition", IntegerType(), False),
-    StructField("partitions_of", ArrayType(IntegerType())),
+    StructField("partitions", ArrayType(IntegerType())),
     StructField("offsets", ArrayType(LongType())),
     StructField("lmax", ArrayType(LongType())),
     StructField("order_ids", ArrayType(LongType())),
@@ -51,7 +51,7 @@ def routed_batch(rows: Iterable[tuple[int, list[int], list[int], list[bytes | No
     ``i``'s key."""
     import pyarrow as pa
 
-    out = list(pack(route(rows, len(labels), topic), len(labels)))
+    out = list(to_rows(route(rows, len(labels), topic), len(labels)))
     if not out:
         return None
     for row in out:

@@ -3,13 +3,12 @@
 Used when the JVM ``kafka`` connector is not on the classpath (here its jars cannot be
 downloaded). Registered as format ``marketstream_kafka``.
 
-Reader (schema ``partition int, offsets array<long>, timestamps array<long>, values
-array<binary>``): each row packs up to ``RECORDS_PER_ROW`` consecutive records of one
-Kafka partition (offsets, record timestamps in ms, values), yielded as Arrow record
-batches. One row per event cost ~10 µs an event in conversions between Python and the
-JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
+Reader (schema ``route.schema.ROUTED_SCHEMA``): each read task parses the records it
+reads and routes them to the state partitions whose grouping keys ``routeTo`` names
+(``route``), one Arrow record batch per task: one Python process and one trip through
+the JVM less than a separate parse stage.
 - offsets are ``{"<partition>": next_offset, ..., "tick": epoch_second, "latest":
-  {"<partition>": high watermark}}`` and live in Spark's checkpoint (offset log), never
+  {"<partition>": end offset}}`` and live in Spark's checkpoint (offset log), never
   in consumer-group commits; ``latest`` makes a replayed batch see the same backlog as
   the first run of it;
 - a new query starts at the beginning of the topic: the book is a function of all events;
@@ -17,7 +16,7 @@ JVM on the way to the stateful step; a packed row costs ~0.1 µs an event.
   partition) so a backlog is worked off in bounded batches;
 - ``tick`` (the current second) changes every trigger, so a batch runs every second even
   with no input; each batch carries one heartbeat row (partition -1) whose value is the
-  batch's progress, ``{"<partition>": [start, end, high watermark]}``: the snapshot
+  batch's progress, ``{"<partition>": [start, end, end offset]}``: the snapshot
   clock's input (which partitions were read to their end), given to every state
   partition (its ``offsets`` hold the tick, its ``values`` the JSON);
 - ``readTasks`` read tasks share a batch's events equally, a Kafka partition's range cut
@@ -32,72 +31,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Iterable, Iterator, Mapping
+from typing import Mapping
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows
-from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
-from marketstream.kafka_io import FULL_FETCHES
-from marketstream.spark.parse import HEARTBEAT_PARTITION
+from marketstream.spark.kafka_clients import cached_consumer
+from marketstream.spark.route.parse import HEARTBEAT_PARTITION
 
 FORMAT = "marketstream_kafka"
 TICK = "tick"
 LATEST = "latest"
-SOURCE_SCHEMA = StructType([
-    StructField("partition", IntegerType()),
-    StructField("offsets", ArrayType(LongType())),
-    StructField("timestamps", ArrayType(LongType())),
-    StructField("values", ArrayType(BinaryType())),
-])
-RECORDS_PER_ROW = 5_000
 # Batches smaller than this are read one task per Kafka partition at most (split_ranges).
 SPLIT_MIN_EVENTS = 10_000
 
 log = logging.getLogger("marketstream.spark.kafka")
 
-# kafka-python consumers cached per worker process (Spark reuses Python workers across
-# batches): connecting costs tens of milliseconds per batch otherwise. A cache of
-# connections only; nothing here is state. Keyed by everything that makes the client.
-_CONSUMERS: dict[tuple, object] = {}
-
-
-def _security_key(security: Mapping[str, str] | None) -> tuple:
-    return tuple(sorted((security or {}).items()))
-
-
-def _consumer(bootstrap: str, lean: bool = False, security: Mapping[str, str] | None = None):
-    """``lean``: records as ``(offset, timestamp, value)`` tuples (``kafka_lean``), what the
-    read tasks take; else kafka-python's ``ConsumerRecord`` objects (keys, headers).
-    ``security``: ``kafka_io.security_options`` (TLS/SASL), as the executors get them."""
-    from kafka import KafkaConsumer
-
-    from marketstream.kafka_io import client_security
-    from marketstream.kafka_lean import lean_consumer
-
-    key = (bootstrap, lean, _security_key(security))
-    consumer = _CONSUMERS.get(key)
-    if consumer is None:
-        consumer = (lean_consumer if lean else KafkaConsumer)(
-            bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-            # Never a silent jump: a range retention deleted fails the read (RangeNotOnBroker).
-            auto_offset_reset="none",
-            # Orders of aborted transactions never enter the book; transaction markers are skipped.
-            isolation_level="read_committed",
-            fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024, **FULL_FETCHES,
-            **client_security(security or {}),
-        )
-        _CONSUMERS[key] = consumer
-    return consumer
-
-
-def cached_consumer(bootstrap: str, security: Mapping[str, str] | None = None):
-    """The process's kafka-python consumer for ``bootstrap`` (reads only, read_committed)."""
-    return _consumer(bootstrap, security=security)
-
-
 def partition_offsets(offset: dict) -> dict[int, int]:
-    """The Kafka partitions of an offset dict (without the tick and the high watermarks)."""
+    """The Kafka partitions of an offset dict (without the tick and the end offsets)."""
     return {int(p): int(o) for p, o in offset.items() if p not in (TICK, LATEST)}
 
 
@@ -180,7 +131,7 @@ def split_ranges(ranges: list[tuple[int, int, int]], tasks: int,
     partitions over 2 tasks would otherwise leave one task twice the other's work: the
     read stage is as slow as its slowest task). Below ``min_events`` a batch is not cut:
     at most one task per partition (a task launch costs more than it saves there). The
-    parse stage joins the pieces of a partition back in offset order (``parse.unpack``)."""
+    state partitions join the pieces of a partition back in offset order (``route.rows.from_rows``)."""
     total = sum(end - start for _, start, end in ranges)
     if total < min_events:
         count = max(1, min(tasks, len(ranges)))
@@ -201,10 +152,10 @@ def split_ranges(ranges: list[tuple[int, int, int]], tasks: int,
 
 
 def read_range_columns(consumer, topic: str, partition: int, start: int, end: int):
-    """A read task's range as columns (``kafka_lean.read_columns``); a range that is no
+    """A read task's range as columns (``record_decoder.read_columns``); a range that is no
     longer all on the broker (every read checks, a replayed batch's too) stops the job."""
     from marketstream.kafka_io import RangeNotOnBroker
-    from marketstream.kafka_lean import read_columns
+    from marketstream.spark.source.record_decoder import read_columns
 
     try:
         return read_columns(consumer, topic, partition, start, end, timeout_s=120.0)
@@ -292,23 +243,15 @@ class KafkaStreamReader(DataSourceStreamReader):
                 for i, chunks in enumerate(split_ranges(ranges, self.read_tasks))]
 
     def read(self, split: KafkaSplit):
-        consumer = _consumer(self.bootstrap, lean=True, security=self.security)
+        consumer = cached_consumer(self.bootstrap, lean=True, security=self.security)
         heartbeat = [(HEARTBEAT_PARTITION, [split.tick], [], [split.heartbeat])] if split.heartbeat is not None else []
-        records = ((partition, *read_range_columns(consumer, self.topic, partition, start, end))
-                   for partition, start, end in split.ranges)
-        if self.route_to is not None:
-            # Parse and route here, in the read task: one Python process and one trip
-            # through the JVM less than a separate parse stage.
-            from marketstream.spark.routed import routed_batch
+        records = [(partition, *read_range_columns(consumer, self.topic, partition, start, end))
+                   for partition, start, end in split.ranges]
+        from marketstream.spark.route.schema import routed_batch
 
-            batch = routed_batch(heartbeat + list(records), self.route_to, self.topic)
-            if batch is not None:
-                yield batch
-            return
-        for row in heartbeat:
-            yield packed_row(*row)
-        for partition, offsets, timestamps, values in records:
-            yield from pack(partition, zip(offsets, timestamps, values))
+        batch = routed_batch(heartbeat + records, self.route_to, self.topic)
+        if batch is not None:
+            yield batch
 
     def commit(self, end: dict) -> None:
         pass
@@ -319,42 +262,6 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._client = None
 
 
-_ARROW_SCHEMA = None
-
-
-def packed_row(partition: int, offsets: list[int], timestamps: list[int], values: list[bytes | None]):
-    """One source row as a one-row Arrow record batch (Spark takes those as they are)."""
-    import pyarrow as pa
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    global _ARROW_SCHEMA
-    if _ARROW_SCHEMA is None:
-        _ARROW_SCHEMA = to_arrow_schema(SOURCE_SCHEMA, timezone="UTC")
-    schema = _ARROW_SCHEMA
-    return pa.RecordBatch.from_arrays([
-        pa.array([partition], schema.field("partition").type),
-        pa.array([offsets], schema.field("offsets").type),
-        pa.array([timestamps], schema.field("timestamps").type),
-        pa.array([values], schema.field("values").type),
-    ], schema=schema)
-
-
-def pack(partition: int, records: Iterable[tuple[int, int, bytes | None]], size: int = RECORDS_PER_ROW) -> Iterator:
-    """``(offset, timestamp_ms, value)`` records of one partition as packed rows of up to ``size``."""
-    offsets: list[int] = []
-    timestamps: list[int] = []
-    values: list[bytes | None] = []
-    for offset, timestamp, value in records:
-        offsets.append(offset)
-        timestamps.append(timestamp)
-        values.append(value)
-        if len(offsets) == size:
-            yield packed_row(partition, offsets, timestamps, values)
-            offsets, timestamps, values = [], [], []
-    if offsets:
-        yield packed_row(partition, offsets, timestamps, values)
-
-
 def security_of(options: Mapping[str, str]) -> dict[str, str]:
     """The TLS/SASL options (``kafka_io.security_options``) among a data source's options."""
     from marketstream.kafka_io import SECURITY_KEYS
@@ -362,27 +269,47 @@ def security_of(options: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in options.items() if key in SECURITY_KEYS}
 
 
-def route_labels(options: dict[str, str]) -> list[int] | None:
+def route_labels(options: Mapping[str, str]) -> list[int]:
+    """The state partitions' grouping keys (``routeTo``, comma-separated)."""
     text = options.get("routeTo")
-    return [int(label) for label in text.split(",")] if text else None
+    if not text:
+        raise ValueError(f"the {FORMAT} source needs the option routeTo: the state partitions' grouping keys, "
+                         "comma-separated (job.read_orders sets it)")
+    return [int(label) for label in text.split(",")]
 
 
 class KafkaDataSource(DataSource):
     """``spark.readStream.format("marketstream_kafka").option("bootstrap.servers", ...)
-    .option("topic", ...).option("maxEventsPerBatch", ...)``; with ``routeTo`` (the state
-    partitions' keys, comma-separated) it yields order events parsed and routed
-    (``routed.ROUTED_SCHEMA``) instead of raw records. TLS/SASL: ``security_of``."""
+    .option("topic", ...).option("routeTo", ...).option("maxEventsPerBatch", ...)``: order
+    events parsed and routed to the state partitions whose keys ``routeTo`` names
+    (comma-separated). TLS/SASL: ``security_of``."""
 
     @classmethod
     def name(cls) -> str:
         return FORMAT
 
     def schema(self):
-        if route_labels(self.options) is not None:
-            from marketstream.spark.routed import ROUTED_SCHEMA
+        from marketstream.spark.route.schema import ROUTED_SCHEMA
 
-            return ROUTED_SCHEMA
-        return SOURCE_SCHEMA
+        route_labels(self.options)  # a source without them fails here, at the query's start
+        return ROUTED_SCHEMA
 
     def streamReader(self, schema) -> DataSourceStreamReader:
         return KafkaStreamReader(self.options)
+
+
+def read_python(spark, settings, labels: list[int]):
+    """The input topic as routed rows (``route.schema.ROUTED_SCHEMA``), through this source."""
+    from marketstream.kafka_io import security_options
+
+    spark.dataSource.register(KafkaDataSource)
+    return (
+        spark.readStream.format(FORMAT)
+        .option("bootstrap.servers", settings.kafka_bootstrap_servers)
+        .options(**security_options(settings))
+        .option("topic", settings.orders_topic)
+        .option("maxEventsPerBatch", str(settings.spark_max_events_per_batch))
+        .option("readTasks", str(settings.spark_read_tasks))
+        .option("routeTo", ",".join(str(label) for label in labels))
+        .load()
+    )

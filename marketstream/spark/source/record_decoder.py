@@ -11,8 +11,8 @@ batch CRC checks, decompression, control batches, transactions and older formats
 kafka-python's: only the loop over a v2 batch's records is ours, in ``decode_batch``.
 
 It plugs into kafka-python's ``Fetcher.PartitionRecords`` (internal API of the pinned
-kafka-python, checked by ``tests/unit/test_kafka_lean.py`` against kafka-python's own
-decoding and by ``tests/integration/test_kafka_lean_broker.py`` against its consumer,
+kafka-python, checked by ``tests/unit/test_spark_record_decoder.py`` against kafka-python's own
+decoding and by ``tests/integration/test_spark_record_decoder_broker.py`` against its consumer,
 read_committed included);
 where that class is not there, the consumer stays a plain one.
 """

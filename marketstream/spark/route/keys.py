@@ -1,4 +1,8 @@
-"""Which shuffle partition Spark sends an integer grouping key to, computed in plain Python.
+"""Where a row goes: the state partition of an order id (``state_partition_of``; and the
+segment of the partition's state it is kept in, ``segment_of``), and the grouping key that
+makes Spark send a row to a given state partition (``state_partition_labels``).
+
+Which shuffle partition Spark sends an integer grouping key to is computed in plain Python.
 
 Spark's hash partitioning puts a row in ``pmod(hash(key), partitions)``, where ``hash`` is
 Murmur3 (x86, 32 bit) with seed 42 (``org.apache.spark.unsafe.hash.Murmur3_x86_32.hashInt``;
@@ -11,6 +15,21 @@ from __future__ import annotations
 
 SPARK_HASH_SEED = 42
 _MASK = 0xFFFFFFFF
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15  # Fibonacci hashing: consecutive ids spread evenly
+
+
+def _mix(order_id: int) -> int:
+    return (order_id * GOLDEN) & MASK64
+
+
+def state_partition_of(order_id: int, partitions: int) -> int:
+    return (_mix(order_id) >> 32) % partitions
+
+
+def segment_of(order_id: int, segments: int) -> int:
+    """(The state's hot loop inlines this: ``((order_id * GOLDEN & MASK64) >> 16) % segments``.)"""
+    return (_mix(order_id) >> 16) % segments
 
 
 def _rotl(value: int, bits: int) -> int:

@@ -1,10 +1,12 @@
-"""Wiring of the order-book query: Kafka in -> parse -> state partitions -> snapshots and
-dead letters -> Kafka out (the steps are ``transforms``).
+"""Wiring of the order-book query, and the checks before it starts:
 
-Input comes through the JVM ``kafka`` format when its classes are on the classpath (the
-Docker image) or else the Python data source (``kafka_source``); output always from the
-driver, through the query's ``foreachBatch`` publisher (``sink``), after ``output`` has left
-out what a replayed batch already wrote."""
+    input topic --source--> routed rows --state--> parts, dead letters --publish--> topics
+
+- ``source``: the Python data source (parsing and routing in its read tasks, ``route``),
+  or Spark's JVM connector when it is on the classpath;
+- ``state``: ``transformWithState`` keyed by state partition (``state.processor``);
+- ``publish``: the query's ``foreachBatch`` publisher, on the driver.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +16,23 @@ import os
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from marketstream.kafka_io import security_options, spark_kafka_options
+from marketstream.kafka_io import security_options
 from marketstream.settings import Settings
 from marketstream.spark.config import LOOPBACK, QUERY_NAME, connector_sql_conf, embedded, spark_conf
-from marketstream.spark.kafka_source import FORMAT, KafkaDataSource
-from marketstream.spark.listener import MetricsListener
-from marketstream.spark.output import FiguresByBatch, OutputConfig
-from marketstream.spark.partition_state import PartitionConfig, StatePartitionsChanged
-from marketstream.spark.processor import STATE_LAYOUT, time_mode
-from marketstream.spark.shuffle_hash import state_partition_labels
-from marketstream.spark.state_server import Servers, server_dir
-from marketstream.spark.sink import MetricsOutbox, Publisher, transactional_id
-from marketstream.spark.transforms import order_state, parse_events
+from marketstream.spark.publish.batch_output import OutputConfig
+from marketstream.spark.publish.figures import FiguresByBatch
+from marketstream.spark.publish.listener import MetricsListener
+from marketstream.spark.publish.publisher import MetricsOutbox, Publisher, transactional_id
+from marketstream.spark.route.keys import state_partition_labels
+from marketstream.spark.source.jvm_source import jvm_kafka_available, read_jvm
+from marketstream.spark.source.python_source import read_python
+from marketstream.spark.state.meta import check_state_partitions
+from marketstream.spark.state.partition import PartitionConfig
+from marketstream.spark.state.processor import PART_SCHEMA, STATE_LAYOUT, OrderStateProcessor, time_mode
+from marketstream.spark.state.server import Servers, server_dir
 
 log = logging.getLogger("marketstream.spark.job")
-
-JVM_KAFKA_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 # Room for a snapshot's key and headers next to its value.
 _RECORD_OVERHEAD_BYTES = 64 * 1024
 
@@ -46,15 +47,6 @@ def build_session(settings: Settings) -> SparkSession:
     if secret:
         builder = builder.config("spark.authenticate.secret", secret)
     return builder.getOrCreate()
-
-
-def jvm_kafka_available(spark: SparkSession) -> bool:
-    try:
-        # Spark's class loader: it holds ``spark.jars``, which the system class loader does not.
-        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(JVM_KAFKA_CLASS, True, False)
-        return True
-    except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
-        return False
 
 
 def choose_connector(spark: SparkSession, settings: Settings) -> str:
@@ -81,13 +73,9 @@ def checkpoint_state_partitions(checkpoint_dir: Path) -> int | None:
     return None
 
 
-def check_state_partitions(settings: Settings) -> None:
-    made_with = checkpoint_state_partitions(settings.spark_checkpoint_dir)
-    if made_with is not None and made_with != settings.orderbook_state_partitions:
-        raise StatePartitionsChanged(
-            f"the checkpoint {settings.spark_checkpoint_dir} was made with {made_with} state partitions, "
-            f"ORDERBOOK_STATE_PARTITIONS is {settings.orderbook_state_partitions}: set it back to {made_with}, or "
-            "start with a new checkpoint (the job then replays the input topic from its start)")
+def check_checkpoint_state_partitions(settings: Settings) -> None:
+    check_state_partitions(checkpoint_state_partitions(settings.spark_checkpoint_dir),
+                           settings.orderbook_state_partitions, str(settings.spark_checkpoint_dir))
 
 
 class StateLayoutChanged(RuntimeError):
@@ -164,43 +152,19 @@ def check_output_topics(settings: Settings) -> None:
 
 
 def read_orders(spark: SparkSession, settings: Settings, connector: str, labels: list[int]) -> DataFrame:
-    """The input stream as ``routed.ROUTED_SCHEMA`` rows: the Python source parses and
-    routes as it reads; the JVM source's records (one row each, made a row of one) go
-    through ``transforms.parse_events``."""
-    if connector == "jvm":
-        # No per-batch cap: the snapshot clock takes a JVM batch as read to the end.
-        return parse_events(
-            spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
-            .options(**spark_kafka_options(settings))
-            .option("subscribe", settings.orders_topic)
-            .option("startingOffsets", "earliest")
-            .option("failOnDataLoss", "true")
-            # Orders of an aborted transaction never enter the book.
-            .option("kafka.isolation.level", "read_committed")
-            .load()
-            .select(F.col("partition").cast("int"), F.array(F.col("offset").cast("long")).alias("offsets"),
-                    F.array(F.unix_millis(F.col("timestamp"))).alias("timestamps"), F.array("value").alias("values")),
-            labels, settings.orders_topic)
-    spark.dataSource.register(KafkaDataSource)
-    return (
-        spark.readStream.format(FORMAT)
-        .option("bootstrap.servers", settings.kafka_bootstrap_servers)
-        .options(**security_options(settings))
-        .option("topic", settings.orders_topic)
-        .option("maxEventsPerBatch", str(settings.spark_max_events_per_batch))
-        .option("readTasks", str(settings.spark_read_tasks))
-        .option("routeTo", ",".join(str(label) for label in labels))
-        .load()
-    )
+    """The input stream as routed rows (``route.schema.ROUTED_SCHEMA``)."""
+    return read_jvm(spark, settings, labels) if connector == "jvm" else read_python(spark, settings, labels)
 
 
 def order_book(routed: DataFrame, settings: Settings, labels: list[int], connector: str) -> DataFrame:
     """Routed order events -> each state partition's parts of the book, dead letters and
-    batch figures (what the sink publishes)."""
-    return order_state(routed, partition_config(settings), labels, timers=connector == "jvm",
-                       servers=Servers(str(server_dir(settings.spark_index_dir, settings.spark_checkpoint_dir)),
-                                       settings.orderbook_state_server_memory_mb))
+    batch figures (what the publisher publishes)."""
+    timers = connector == "jvm"
+    servers = Servers(str(server_dir(settings.spark_index_dir, settings.spark_checkpoint_dir)),
+                      settings.orderbook_state_server_memory_mb)
+    return routed.groupBy("target").transformWithState(
+        OrderStateProcessor(partition_config(settings), labels, timers, servers), PART_SCHEMA, "Append",
+        time_mode(timers))
 
 
 def serve_job_metrics(settings: Settings):
@@ -210,7 +174,7 @@ def serve_job_metrics(settings: Settings):
 
     from marketstream.exports.metrics import ExportCollector
     from marketstream.prometheus import serve_metrics
-    from marketstream.spark.job_metrics import OrderBookMetrics
+    from marketstream.spark.publish.job_metrics import OrderBookMetrics
 
     if not settings.orderbook_metrics_port:
         return None
@@ -221,7 +185,7 @@ def serve_job_metrics(settings: Settings):
 
 
 def start_query(spark: SparkSession, settings: Settings):
-    check_state_partitions(settings)
+    check_checkpoint_state_partitions(settings)
     check_output_topics(settings)
     connector = choose_connector(spark, settings)
     check_state_layout(settings.spark_checkpoint_dir, connector)

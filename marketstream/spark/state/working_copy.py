@@ -1,15 +1,15 @@
 """A state partition's committed state in memory: the working copy the job looks orders
-up in, kept by the partition's state server (``state_server``) so that it lives in one
+up in, kept by the partition's state server (``server``) so that it lives in one
 process, whatever Python worker Spark hands the partition's task to.
 
-The truth stays in Spark's state (``partition_state``: a journal of per-batch changes
+The truth stays in Spark's state (``partition``: a journal of per-batch changes
 and rolling segment snapshots, checkpointed and rolled back with each batch). This copy
 is named by the journal entry it ends with (``version``). A batch's own changes are
 *staged*: applied at once, with what they replaced kept aside, and settled at the start
 of the next batch — kept when the state says the batch committed, undone when Spark
 rolled it back. A copy that is lost, or from another history, is rebuilt from the state.
 
-An open order is one Python int (``_pack``: price, size and record second in 1e-8 units
+An open order is one Python int (``_encode``: price, size and record second in 1e-8 units
 and seconds, side, symbol number): about 120 bytes an order with the dict that holds it,
 so ten million open orders fit in about a gigabyte and a quarter.
 """
@@ -23,7 +23,8 @@ from typing import Iterable
 import msgspec
 from sortedcontainers import SortedDict
 
-BUY, SELL = 1, 0  # the side codes
+from marketstream.orderbook.events import BUY_CODE
+
 
 _M64 = (1 << 64) - 1
 _JSON_ENCODER = msgspec.json.Encoder()
@@ -95,12 +96,12 @@ class MemoryIndex:
         self.reset()
 
     def reset(self) -> None:
-        self.orders: list[dict[int, int]] = [{} for _ in range(self.segments)]  # per segment: id -> packed
+        self.orders: list[dict[int, int]] = [{} for _ in range(self.segments)]  # per segment: id -> encoded order
         self.tombs: list[dict[int, int]] = [{} for _ in range(self.segments)]  # per segment: id -> tau
         self._expiry: list[tuple[int, int, int]] = []  # heap of (tau, segment, id); stale entries skipped
         self.levels: dict[tuple[str, int], SortedDict] = {}  # (symbol, side) -> price -> (amount, orders)
         self.symbols: dict[str, int] = {}  # symbol -> open orders
-        self._numbers: dict[str, int] = {}  # symbol -> number used in packed orders
+        self._numbers: dict[str, int] = {}  # symbol -> number used in encoded orders
         self._names: dict[int, str] = {}
         self._free: list[int] = []
         self._zeroed: set[str] = set()  # symbols whose last order went: their number is freed on commit
@@ -108,7 +109,7 @@ class MemoryIndex:
         self._staged: tuple[tuple[int, str], list] | None = None  # (version, undo records)
         self._undo: list | None = None
 
-    # ------------------------------------------------------------------ packing
+    # ------------------------------------------------------------------ an order as one int
     def _number(self, symbol: str) -> int:
         number = self._numbers.get(symbol)
         if number is None:
@@ -118,13 +119,13 @@ class MemoryIndex:
             self._numbers[symbol], self._names[number] = number, symbol
         return number
 
-    def _pack(self, o: StoredOrder) -> int:
+    def _encode(self, o: StoredOrder) -> int:
         return ((((((o.tau << 1) | o.side) << 64 | o.price) << 64) | o.size) << _SYMBOL_BITS) | self._number(o.symbol)
 
-    def _unpack(self, packed: int) -> StoredOrder:
-        return StoredOrder(self._names[packed & ((1 << _SYMBOL_BITS) - 1)], (packed >> (_SYMBOL_BITS + 128)) & 1,
-                           (packed >> (_SYMBOL_BITS + 64)) & _M64, (packed >> _SYMBOL_BITS) & _M64,
-                           packed >> (_SYMBOL_BITS + 129))
+    def _decode(self, encoded: int) -> StoredOrder:
+        return StoredOrder(self._names[encoded & ((1 << _SYMBOL_BITS) - 1)], (encoded >> (_SYMBOL_BITS + 128)) & 1,
+                           (encoded >> (_SYMBOL_BITS + 64)) & _M64, (encoded >> _SYMBOL_BITS) & _M64,
+                           encoded >> (_SYMBOL_BITS + 129))
 
     # ------------------------------------------------------------------ version
     def version(self) -> tuple[int, str] | None:
@@ -135,9 +136,9 @@ class MemoryIndex:
         """Open orders and tombstones (id -> tau) among ``(id, segment)`` pairs."""
         orders, tombs = {}, {}
         for order_id, seg in ids:
-            packed = self.orders[seg].get(order_id)
-            if packed is not None:
-                orders[order_id] = self._unpack(packed)
+            encoded = self.orders[seg].get(order_id)
+            if encoded is not None:
+                orders[order_id] = self._decode(encoded)
             tau = self.tombs[seg].get(order_id)
             if tau is not None:
                 tombs[order_id] = tau
@@ -160,7 +161,7 @@ class MemoryIndex:
         if not prices:
             return []
         keys = prices.keys()
-        chosen = reversed(keys[-limit:]) if side == BUY else keys[:limit]
+        chosen = reversed(keys[-limit:]) if side == BUY_CODE else keys[:limit]
         return [(p, *prices[p]) for p in chosen]
 
     def sides(self) -> set[tuple[str, int]]:
@@ -176,7 +177,7 @@ class MemoryIndex:
         return sum(len(d) for d in self.orders) + sum(len(d) for d in self.tombs)
 
     def segment(self, seg: int) -> tuple[dict[int, StoredOrder], dict[int, int]]:
-        return {i: self._unpack(p) for i, p in self.orders[seg].items()}, dict(self.tombs[seg])
+        return {i: self._decode(p) for i, p in self.orders[seg].items()}, dict(self.tombs[seg])
 
     # ------------------------------------------------------------------ writes
     def apply(self, seq: int, token: str, changes: Changes) -> None:
@@ -250,9 +251,9 @@ class MemoryIndex:
             if undo is not None:
                 undo.append(("symbol", symbol, -1))
         for order_id, (seg, order) in changes.opened.items():
-            packed = self._pack(order)
+            encoded = self._encode(order)
             previous = self.orders[seg].get(order_id)
-            self.orders[seg][order_id] = packed
+            self.orders[seg][order_id] = encoded
             if undo is not None:
                 undo.append(("order", seg, order_id, previous))
             self._count(order.symbol, 1)
@@ -301,7 +302,7 @@ class MemoryIndex:
             return
         self.symbols.pop(symbol, None)
         # Its number stays taken until the change commits: an undo puts back orders
-        # packed with it.
+        # encoded with it.
         self._zeroed.add(symbol)
 
     def _free_zeroed(self) -> None:
@@ -331,8 +332,8 @@ class MemoryIndex:
             ))
         totals: dict[Level, list[int]] = {}
         for seg_orders in self.orders:
-            for packed in seg_orders.values():
-                o = self._unpack(packed)
+            for encoded in seg_orders.values():
+                o = self._decode(encoded)
                 level = totals.setdefault((o.symbol, o.side, o.price), [0, 0])
                 level[0] += o.size
                 level[1] += 1
@@ -348,4 +349,4 @@ class MemoryIndex:
         self._version = (seq, token)
 
 
-__all__ = ["BUY", "SELL", "Changes", "MemoryIndex", "StoredOrder"]
+__all__ = ["Changes", "MemoryIndex", "StoredOrder"]

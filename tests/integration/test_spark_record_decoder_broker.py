@@ -9,7 +9,7 @@ import random
 import pytest
 
 from marketstream.kafka_io import make_consumer, make_producer, read_partition
-from marketstream.kafka_lean import is_lean, lean_consumer, read_columns
+from marketstream.spark.source.record_decoder import is_lean, lean_consumer, read_columns
 
 pytestmark = pytest.mark.integration
 
