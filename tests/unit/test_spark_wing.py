@@ -124,3 +124,21 @@ def test_the_class_archive_builder_does_not_bring_the_embedded_stack():
     code = ("import sys, marketstream.spark.class_archive; "
             "sys.exit(any(m.startswith('marketstream.embedded') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_fenced_driver_is_told_so_however_kafka_python_reports_the_fencing():
+    from types import SimpleNamespace
+
+    from kafka.errors import KafkaError, ProducerFencedError
+
+    from marketstream.spark.publish.publisher import fenced
+
+    healthy = SimpleNamespace(_transaction_manager=SimpleNamespace(last_error=None))
+    assert fenced(ProducerFencedError(), healthy)
+    # a send after the fencing reached the transaction manager
+    assert fenced(KafkaError("Cannot perform send because at least one previous transactional or idempotent "
+                             "request has failed with errors.", ProducerFencedError()), healthy)
+    broken = SimpleNamespace(_transaction_manager=SimpleNamespace(last_error=ProducerFencedError()))
+    assert fenced(KafkaError("Cannot execute transactional method because we are in an error state"), broken)
+    assert not fenced(ConnectionError("broker gone"), healthy)
+    assert not fenced(KafkaError("timed out"), healthy)

@@ -109,6 +109,18 @@ class MetricsOutbox:
             self.dropped += max(0, len(waiting) - self._messages.maxlen)
 
 
+def fenced(error: BaseException, producer) -> bool:
+    """Whether ``error`` means a newer producer of the transactional id took over:
+    kafka-python raises ``ProducerFencedError`` itself, or, from a ``send`` after the
+    fencing reached its transaction manager, a plain ``KafkaError`` carrying it."""
+    from kafka.errors import ProducerFencedError
+
+    manager = getattr(producer, "_transaction_manager", None)
+    return (isinstance(error, ProducerFencedError)
+            or any(isinstance(arg, ProducerFencedError) for arg in error.args)
+            or isinstance(getattr(manager, "last_error", None), ProducerFencedError))
+
+
 class Publisher:
     def __init__(self, config: OutputConfig, max_request_size: int, figures: FiguresByBatch | None = None,
                  metrics: MetricsOutbox | None = None):
@@ -168,12 +180,12 @@ class Publisher:
             for topic, key, value, headers in records(output, self.config):
                 producer.send(topic, key=key, value=value, headers=headers)
             end_transaction(producer, commit=True)  # flushes; all of the batch's records or none
-        except ProducerFencedError as error:
-            self._drop_producer()
-            raise DriverFenced(
-                f"another driver started on this checkpoint ({self.config.transactional_id}) and fenced this "
-                f"one: batch {batch_id} is left to it. Run one job per checkpoint.") from error
-        except Exception:
+        except Exception as error:
+            if fenced(error, producer):
+                self._drop_producer()
+                raise DriverFenced(
+                    f"another driver started on this checkpoint ({self.config.transactional_id}) and fenced "
+                    f"this one: batch {batch_id} is left to it. Run one job per checkpoint.") from error
             # Nothing of the batch is committed: the batch fails and Spark runs it again,
             # with a new producer (a failed one may be in a state it cannot leave).
             if metrics:
