@@ -49,7 +49,7 @@ def backlog_run(code: Path | None, events: int) -> dict:
     try:
         load = Load(stack.settings)
         load.bulk(load.events(events))
-        consumed, probe = raw_read(stack.settings)
+        _, probe = raw_read(stack.settings)
         out = drain(stack)
         out.pop("batch_ms")
         return {**out, "raw_read_events_per_s": round(probe), "ratio": round(out["events_per_s"] / probe, 3)}

@@ -56,7 +56,7 @@ import typing
 import uuid
 from pathlib import Path
 
-from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets, wait_until_ready
+from marketstream.kafka_io import make_consumer, make_producer, read_range, topic_end_offsets
 from marketstream.orderbook.events import OrderEvent, event_to_json
 from marketstream.orderbook.message import SnapshotMessage
 from marketstream.orderbook.metrics import BadMetric, parse_metric
@@ -262,7 +262,6 @@ class Stack:
         self.job = None
         self.runs = 0
         self.state_server_tag = f"{server_dir(self.settings.spark_index_dir, self.settings.spark_checkpoint_dir)}/"
-        wait_until_ready(self.settings, timeout_s=30)
         ensure_topics(self.settings)
         self.snapshots = Snapshots(self.settings, self.settings.orderbook_topic)
         self.metrics = Metrics(self.settings, self.settings.metrics_topic)

@@ -26,15 +26,19 @@ def last_check_state(env) -> str:
     """)
 
 
-def test_the_check_is_skipped_until_the_pipeline_is_started(kafka_settings, tmp_path):
+def health_env(settings, tmp_path, receiver, **overrides) -> dict[str, str]:
+    """Airflow's environment for the health DAG on the test broker, alerting ``receiver``."""
     ARTIFACTS.mkdir(exist_ok=True)
-    s = kafka_settings
+    return airflow_env(dict(
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers, orderbook_topic=settings.orderbook_topic,
+        metrics_topic=settings.metrics_topic, airflow_home=tmp_path / "airflow",
+        alert_webhook_url=receiver.url, alert_state_path=tmp_path / "alerts.sqlite", **overrides,
+    ))
+
+
+def test_the_check_is_skipped_until_the_pipeline_is_started(kafka_settings, tmp_path):
     with WebhookReceiver() as receiver:
-        env = airflow_env(dict(
-            kafka_bootstrap_servers=s.kafka_bootstrap_servers, orderbook_topic=s.orderbook_topic,
-            metrics_topic=s.metrics_topic, airflow_home=tmp_path / "airflow",
-            alert_webhook_url=receiver.url, alert_state_path=tmp_path / "alerts.sqlite",
-        ))
+        env = health_env(kafka_settings, tmp_path, receiver)
         log = ARTIFACTS / "airflow-health-not-started.log"
         assert run_dag(env, "orderbook_health", log) == 0, log.read_text()[-3000:]
         assert last_check_state(env) == "skipped"
@@ -60,15 +64,8 @@ def start_run(env, run_id: str, ago_s: float) -> None:
 
 
 def test_a_run_that_just_started_is_not_red_for_lack_of_data(kafka_settings, tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
-    s = kafka_settings
     with WebhookReceiver() as receiver:
-        env = airflow_env(dict(
-            kafka_bootstrap_servers=s.kafka_bootstrap_servers, orderbook_topic=s.orderbook_topic,
-            metrics_topic=s.metrics_topic, airflow_home=tmp_path / "airflow",
-            airflow_ui_url=f"http://127.0.0.1:{free_port()}",
-            alert_webhook_url=receiver.url, alert_state_path=tmp_path / "alerts.sqlite",
-        ))
+        env = health_env(kafka_settings, tmp_path, receiver, airflow_ui_url=f"http://127.0.0.1:{free_port()}")
         with api_server(env, ARTIFACTS / "airflow-api-server-health.log"):
             run_id = queue_pipeline_run(env)
             start_run(env, run_id, ago_s=30)
