@@ -41,8 +41,6 @@ from marketstream.energy.deals import (
 from marketstream.settings import Settings
 
 log = logging.getLogger(__name__)
-# httpx logs every request at INFO; the run's summary and each failed hour are what matter.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # The API counts requests per 60 s at its end; our window is a little longer so network
 # jitter can never squeeze one request too many into its window.

@@ -4,6 +4,7 @@ ends, delivered to a real HTTP webhook, state in a real SQLite file shared by pr
 from __future__ import annotations
 
 import email
+import logging
 import multiprocessing
 import sqlite3
 import subprocess
@@ -166,6 +167,16 @@ def test_the_webhook_gets_slack_json_and_errors_name_the_status():
         with pytest.raises(RuntimeError, match="webhook answered 500: refused"):
             WebhookChannel(receiver.url).send(message)
     assert len(receiver.bodies) == 1
+
+
+def test_a_delivered_alert_leaves_the_webhook_url_out_of_the_log(caplog):
+    """Airflow keeps a task's INFO lines, shown in its UI: httpx's request line would carry
+    the URL, here a secret."""
+    with WebhookReceiver() as receiver, caplog.at_level(logging.DEBUG):
+        url = f"{receiver.url}/T0SECRET/xoxsecretpart"
+        WebhookChannel(url).send(Message("subject", "ALERT marketstream: x is broken"))
+        assert receiver.bodies
+    assert "xoxsecretpart" not in caplog.text
 
 
 def _breach_from_another_process(path: str, url: str, at: float, start) -> str:
