@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # A close hides its order id's open for this long in record time, then is forgotten:
     # as long as a duplicate or a late open of the id can still arrive (a producer's
     # retries give up after delivery.timeout.ms, 2 minutes by default). Longer costs
-    # memory: ~100 bytes a closed id, 25,000 closes a second keep 7.5 M ids for 300 s.
+    # memory: ~240 bytes a closed id, 25,000 closes a second keep 7.5 M ids for 300 s.
     closed_id_ttl_seconds: int = Field(300, ge=1)
     # Closed ids remembered at most, whole book (each state partition its share). A close
     # whose id would be one more is refused: dead-lettered (closed_id_limit), its order
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     spark_ui_enabled: bool = True
     spark_read_tasks: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 64)), ge=1, le=64)
     # Address space each state partition's server may take (MB; 0: unbounded): the
-    # partition's working copy (~150 bytes an open order, ~100 a closed id) and, while it
+    # partition's working copy (~180 bytes an open order, ~240 a closed id) and, while it
     # is rebuilt after a restart, about three times that. Past it the batch fails with a
     # message naming this setting. Count it, times the partitions on a host, in the
     # executors' memory (docs/deployment.md, "Memory").
