@@ -1,6 +1,6 @@
 """The job of this checkout against the job of another, in alternating pairs on one
-machine: the Spark benchmark's held-rate and backlog lines, for a change that must not
-cost throughput.
+machine: the Spark benchmark's held-rate, backlog and restart lines, for a change that
+must not cost them.
 
     git worktree add /tmp/base <commit>
     python -m bench.ab --base /tmp/base [--pairs 3] [--lines rates,backlog] [--rates 50000,60000]
